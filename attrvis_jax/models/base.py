@@ -1,0 +1,232 @@
+"""The model API every architecture shares.
+
+A network is a Flax module written as an ordered chain of named *stages* (`StagedNet`). Each
+stage maps the previous stage's output to its own; the stage names are the layer names users know
+(lucid's `mixed4d`, torchvision's `layer3.5`, ...), and the last stage is always `"logits"`.
+Because the chain is static Python, `features(x, layer)` traces only the stages up to `layer` and
+`head(acts, layer)` only the stages after it: nothing past the layer is ever computed.
+
+`Model` bundles a network with its variables, its input convention and its class names. Its
+`apply_*` methods are pure functions of an explicit variables pytree (use them inside your own
+`jit`/`grad`/`vmap`); `features`, `head`, `logits` are jitted conveniences that close over
+`model.variables`.
+
+Every network takes images in [0, 1], NHWC, RGB, and applies its own normalization as the first
+thing it does (lucid's convention): rendering and attribution never need to know it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attrvis_jax.errors import AttrvisError, unknown
+
+Stage = tuple[str, Callable[[jax.Array], jax.Array]]
+
+
+class StagedNet(nn.Module):
+    """A network as a chain of named stages; subclasses define `setup`, `stages` and `normalize`."""
+
+    def stages(self) -> Sequence[Stage]:
+        raise NotImplementedError
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """Map images in [0, 1] to what the first layer expects."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        x: jax.Array,
+        start: str | None = None,
+        stop: str | None = None,
+        collect: Sequence[str] = (),
+    ):
+        """Run the stages after `start` (None: from the image) up to and including `stop`.
+
+        With `collect`, also returns a dict of the named stages' outputs along the way.
+        """
+        stages = list(self.stages())
+        names = [name for name, _ in stages]
+        lo = 0 if start is None else names.index(start) + 1
+        hi = len(stages) if stop is None else names.index(stop) + 1
+        if start is None:
+            x = self.normalize(x)
+        acts = {}
+        for name, fn in stages[lo:hi]:
+            x = fn(x)
+            if name in collect:
+                acts[name] = x
+        return (x, acts) if collect else x
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes the network's input in [0, 1] (normalization is in the net).
+
+    mode "resize_crop": resize the shorter side to `resize`, then center-crop `size`×`size`
+    (torchvision / EfficientNet evaluation); mode "stretch": resize to `size`×`size` without keeping
+    the aspect ratio (the attribution-visualization code's cv2.resize for InceptionV1).
+    """
+
+    size: int = 224
+    mode: str = "resize_crop"
+    resize: int | None = 256
+    resample: str = "bilinear"  # bilinear | bicubic
+    clip: bool = True  # clip interpolation overshoot back into [0, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Static facts about an architecture; hashable so it can be a jit static argument."""
+
+    name: str
+    layers: tuple[str, ...]  # public layer names, input order, without "logits"
+    num_classes: int
+    preprocess: Preprocess
+    aliases: tuple[tuple[str, str], ...] = ()  # (alias, layer), e.g. the paper's stage names
+    description: str = ""
+
+    def resolve_layer(self, layer: str) -> str:
+        """The canonical layer name for `layer` (an alias is mapped); clear error if unknown."""
+        if layer in self.layers or layer == "logits":
+            return layer
+        alias = dict(self.aliases)
+        if layer in alias:
+            return alias[layer]
+        raise unknown(f"layer of {self.name}", layer, list(self.layers) + list(alias), listing=True)
+
+
+def _batched(fn):
+    """Let a convenience method take one image (H, W, C) as well as a batch (N, H, W, C)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, x, *args, **kwargs):
+        x = jnp.asarray(x)
+        if x.ndim == 3:
+            return jax.tree_util.tree_map(lambda y: y[0], fn(self, x[None], *args, **kwargs))
+        if x.ndim != 4:
+            raise AttrvisError(f"expected an image (H, W, C) or a batch (N, H, W, C), got shape {x.shape}")
+        return fn(self, x, *args, **kwargs)
+
+    return wrapper
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A network with its variables, input convention and class names."""
+
+    spec: ModelSpec
+    net: StagedNet
+    variables: Any
+    labels: tuple[str, ...]
+    weights_source: str = "random"
+
+    # ---- names ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.spec.layers
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.preprocess.size
+
+    def resolve_layer(self, layer: str) -> str:
+        return self.spec.resolve_layer(layer)
+
+    def class_index(self, name: str | int) -> int:
+        """Index of a class given by name (any of its comma-separated synonyms) or by index."""
+        from attrvis_jax.labels import class_index
+
+        return class_index(self.labels, name, self.spec.num_classes, model=self.name)
+
+    def class_name(self, index: int) -> str:
+        return self.labels[index]
+
+    # ---- pure functions of explicit variables --------------------------------------------------
+    def apply_features(self, variables, x: jax.Array, layer: str) -> jax.Array:
+        """Activations of `layer` for images `x` (N, H, W, 3) in [0, 1]."""
+        return self.net.apply(variables, x, stop=self.resolve_layer(layer))
+
+    def apply_head(self, variables, acts: jax.Array, layer: str) -> jax.Array:
+        """Logits from the activations of `layer`."""
+        return self.net.apply(variables, acts, start=self.resolve_layer(layer))
+
+    def apply_logits(self, variables, x: jax.Array) -> jax.Array:
+        return self.net.apply(variables, x)
+
+    def apply_intermediates(self, variables, x: jax.Array, layers: Sequence[str] | None = None):
+        """Dict of the named layers' activations (all of them by default) and "logits"."""
+        names = tuple(self.resolve_layer(l) for l in (layers or self.layers))
+        stop = max(names, key=self._order) if layers else None
+        out, acts = self.net.apply(variables, x, stop=stop, collect=names)
+        if stop is None:
+            acts["logits"] = out
+        return acts
+
+    def _order(self, layer: str) -> int:
+        return len(self.layers) if layer == "logits" else self.layers.index(layer)
+
+    # ---- jitted conveniences closing over self.variables ---------------------------------------
+    @functools.cached_property
+    def _jit(self):
+        return {
+            "features": jax.jit(self.apply_features, static_argnums=2),
+            "head": jax.jit(self.apply_head, static_argnums=2),
+            "logits": jax.jit(self.apply_logits),
+            "intermediates": jax.jit(self.apply_intermediates, static_argnums=2),
+        }
+
+    @_batched
+    def features(self, x, layer: str):
+        return self._jit["features"](self.variables, x, self.resolve_layer(layer))
+
+    def head(self, acts, layer: str):
+        acts = jnp.asarray(acts)
+        if acts.ndim == 3:
+            return self._jit["head"](self.variables, acts[None], self.resolve_layer(layer))[0]
+        return self._jit["head"](self.variables, acts, self.resolve_layer(layer))
+
+    @_batched
+    def logits(self, x):
+        return self._jit["logits"](self.variables, x)
+
+    @_batched
+    def intermediates(self, x, layers: Sequence[str] | None = None):
+        return self._jit["intermediates"](self.variables, x, tuple(layers) if layers else None)
+
+    def predict(self, x, top: int = 5) -> list[tuple[int, str, float]]:
+        """Top classes of one image: (index, name, probability)."""
+        probs = np.asarray(jax.nn.softmax(self.logits(x)[..., : len(self.labels)]))
+        if probs.ndim != 1:
+            raise AttrvisError("predict takes one image (H, W, 3)")
+        order = np.argsort(-probs)[:top]
+        return [(int(i), self.labels[i], float(probs[i])) for i in order]
+
+    # ---- shapes and inputs ---------------------------------------------------------------------
+    def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Shape (H, W, K) of every named layer for one `size`×`size` image, without computing it."""
+        size = size or self.input_size
+        x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+        acts = jax.eval_shape(lambda v, x: self.apply_intermediates(v, x), self.variables, x)
+        return {name: tuple(acts[name].shape[1:]) for name in (*self.layers, "logits")}
+
+    def load_image(self, source) -> np.ndarray:
+        """Read and preprocess an image (path, bytes, PIL image or array) to (size, size, 3) in [0, 1]."""
+        from attrvis_jax.data import load_image
+
+        return load_image(source, self.spec.preprocess)
+
+    def num_params(self) -> int:
+        return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(self.variables.get("params", {}))))
+

@@ -1,0 +1,95 @@
+"""Building blocks shared by the architectures: convolutions with explicit padding conventions,
+inference-mode batch norm, max pools in TF-SAME and torch ceil-mode flavours, TF's LRN.
+
+Padding is spelled out because parity depends on it: TF "SAME" pads the extra pixel at the end
+(bottom/right), torch pads symmetrically, and torch's ceil-mode pools add a partial last window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Padding = str | Sequence[tuple[int, int]]
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding for one spatial dim: the odd pixel goes at the end."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv(
+    features: int,
+    kernel: int,
+    stride: int = 1,
+    padding: Padding | int = "SAME",
+    groups: int = 1,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> nn.Conv:
+    """A Flax conv, NHWC, kernel HWIO (torch OIHW weights are transposed on import).
+
+    padding: "SAME" (TF: the odd pixel at the end), "VALID", or an int p for torch's symmetric p.
+    """
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    return nn.Conv(
+        features, (kernel, kernel), strides=(stride, stride), padding=padding,
+        feature_group_count=groups, use_bias=use_bias, name=name,
+    )
+
+
+def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
+    """Inference-mode batch norm (running statistics live in the "batch_stats" collection)."""
+    return nn.BatchNorm(use_running_average=True, epsilon=epsilon, name=name)
+
+
+def max_pool(x, kernel: int, stride: int, padding: Padding = "VALID", ceil_mode: bool = False):
+    """Max pool, NHWC.
+
+    padding: "SAME" (TF; pads with -inf so padding never wins), "VALID", or an int p for torch's
+    symmetric -inf padding; ceil_mode adds torch's partial last window (never one that starts in the
+    right padding).
+    """
+    if isinstance(padding, str) and not ceil_mode:
+        return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=padding)
+    p = 0 if padding == "VALID" else int(padding)
+    pads = []
+    for size in x.shape[1:3]:
+        if ceil_mode:
+            out = math.ceil((size + 2 * p - kernel) / stride) + 1
+            if (out - 1) * stride >= size + p:  # last window would start in the padding
+                out -= 1
+        else:
+            out = (size + 2 * p - kernel) // stride + 1
+        pads.append((p, max((out - 1) * stride + kernel - size - p, 0)))
+    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=pads)
+
+
+def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: float):
+    """tf.nn.local_response_normalization over the channel axis (NHWC).
+
+    out = x / (bias + alpha * sum_{|d| <= depth_radius} x[..., c + d]^2) ** beta
+    (TF's alpha multiplies the plain sum, unlike torch's LocalResponseNorm which divides by size.)
+    """
+    sq = jnp.square(x)
+    window = 2 * depth_radius + 1
+    summed = jax.lax.reduce_window(
+        sq, 0.0, jax.lax.add, (1, 1, 1, window), (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (depth_radius, depth_radius)),
+    )
+    return x / jnp.power(bias + alpha * summed, beta)
+
+
+def relu6(x):
+    return jnp.clip(x, 0.0, 6.0)
+
+
+def global_avg_pool(x):
+    return jnp.mean(x, axis=(1, 2))

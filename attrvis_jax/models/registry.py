@@ -1,0 +1,102 @@
+"""Model registry: name -> architecture, and `load_model`.
+
+Each architecture module defines `ARCH`, an `Architecture`. Modules are imported lazily so that
+listing models costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from attrvis_jax.errors import WeightsError, unknown
+from attrvis_jax.models.base import Model, ModelSpec, StagedNet
+
+MODULES = {
+    "efficientnet_lite0": "attrvis_jax.models.efficientnet_lite",
+    "efficientnet_lite2": "attrvis_jax.models.efficientnet_lite",
+    "inception_v1": "attrvis_jax.models.inception_v1",
+    "googlenet": "attrvis_jax.models.googlenet",
+    "resnet50": "attrvis_jax.models.resnet",
+}
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What the registry needs to know about one model.
+
+    torch_rename maps a torch module path ("layer3.5.conv1") to the Flax module path
+    ("layer3_5/conv1"), or None for keys the Flax model does not use (aux heads);
+    torch_rename_back is its inverse (tests save random Flax weights for the torch reference).
+    labels(weights_path) returns the class names, given the weight file in use (InceptionV1's
+    labels travel with its weights).
+    """
+
+    spec: ModelSpec
+    build: Callable[[], StagedNet]
+    torch_rename: Callable[[str], "str | None"]
+    torch_rename_back: Callable[[str], str]
+    labels: Callable[["Path | None"], tuple[str, ...]]
+
+
+def available_models() -> tuple[str, ...]:
+    return tuple(MODULES)
+
+
+def architecture(name: str) -> Architecture:
+    if name not in MODULES:
+        raise unknown("model", name, MODULES, listing=True)
+    module = importlib.import_module(MODULES[name])
+    return module.ARCHS[name] if hasattr(module, "ARCHS") else module.ARCH
+
+
+def init_variables(arch: Architecture, key: jax.Array | None = None):
+    """Random variables for `arch` (tests, benchmarks); BN statistics are 0 mean / 1 var."""
+    net = arch.build()
+    size = arch.spec.preprocess.size
+    key = jax.random.PRNGKey(0) if key is None else key
+    return net.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+
+
+def variables_template(arch: Architecture):
+    """Shapes of `arch`'s variables, without allocating them."""
+    return jax.eval_shape(lambda: init_variables(arch))
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    weights: str | Path | None = "default",
+    *,
+    labels: str | Path | None = None,
+    key: jax.Array | None = None,
+) -> Model:
+    """Load a model by name.
+
+    weights: "default" (the manifest's source: bundled in a registry package, or downloaded once and
+    cached with its checksum verified), a path to a `.pth` file or a converted `.npz`, or None /
+    "random" for random initialization (tests, benchmarks).
+    labels: a class-name file (one per line) overriding the model's own list.
+    """
+    from attrvis_jax import labels as labels_mod
+    from attrvis_jax.weights import store
+
+    arch = architecture(name)
+    if weights is None or weights == "random":
+        variables = init_variables(arch, key)
+        source, weights_path = "random", None
+    else:
+        variables, weights_path = store.load_variables(arch, name, weights)
+        source = str(weights) if weights != "default" else f"default ({weights_path.name})"
+    if labels is not None:
+        names = labels_mod.read_label_file(Path(labels), arch.spec.num_classes)
+    else:
+        names = arch.labels(weights_path)
+    if len(names) > arch.spec.num_classes:
+        raise WeightsError(f"{name}: {len(names)} class names for {arch.spec.num_classes} logits")
+    return Model(spec=arch.spec, net=arch.build(), variables=variables, labels=names, weights_source=source)
