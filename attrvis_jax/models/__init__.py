@@ -1,0 +1,15 @@
+"""Model zoo: Flax networks with named layers, `features`/`head` splits and weight import."""
+
+from attrvis_jax.models.base import Model, ModelSpec, Preprocess, StagedNet
+from attrvis_jax.models.registry import DEFAULT_MODEL, architecture, available_models, load_model
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Model",
+    "ModelSpec",
+    "Preprocess",
+    "StagedNet",
+    "architecture",
+    "available_models",
+    "load_model",
+]

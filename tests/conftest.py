@@ -1,0 +1,26 @@
+"""Shared fixtures: a private weight cache, the real EfficientNet-Lite0 model, bundled photos."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Keep tests away from the user's cache, and make each run start cold like a fresh machine.
+os.environ.setdefault("ATTRVIS_CACHE", tempfile.mkdtemp(prefix="attrvis-test-cache-"))
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """EfficientNet-Lite0 with its real ImageNet weights (from the registry package)."""
+    from attrvis_jax import load_model
+
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def chelsea():
+    from attrvis_jax.data import sample_image
+
+    return sample_image("chelsea")

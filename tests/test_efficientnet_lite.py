@@ -1,0 +1,75 @@
+"""EfficientNet-Lite: parity with the `efficientnet-lite-pytorch` package on the real weights,
+and real photos classified correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attrvis_jax import load_model
+from parity import assert_close, nchw_to_nhwc
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_parity_with_package_on_real_weights(name, capsys):
+    torch = pytest.importorskip("torch")
+    effnet = pytest.importorskip("efficientnet_lite_pytorch")
+    from attrvis_jax.weights.store import default_weights_path
+
+    path = default_weights_path(name)  # legacy-format .pth inside the registry package
+    ours = load_model(name)
+    ref = effnet.EfficientNet.from_name(name.replace("_", "-"))
+    ref.load_state_dict(torch.load(path, weights_only=True))
+    ref.eval()
+
+    size = ours.input_size
+    x = np.random.default_rng(0).random((2, size, size, 3), dtype=np.float32)
+    acts = {}
+    hooks = [ref._blocks[i].register_forward_hook(lambda m, i_, o, i=i: acts.__setitem__(f"blocks.{i}", o))
+             for i in range(len(ref._blocks))]
+    stem = ref._conv_stem.register_forward_hook(lambda m, i_, o: acts.__setitem__("stem_conv", o))
+    with torch.no_grad():
+        logits = ref(torch.from_numpy((x * 255 - 127) / 128).permute(0, 3, 1, 2))
+        acts["stem"] = torch.clamp(ref._bn0(acts["stem_conv"]), 0, 6)
+        acts["conv_head"] = torch.clamp(ref._bn1(ref._conv_head(acts[f"blocks.{len(ref._blocks) - 1}"])), 0, 6)
+    for h in hooks + [stem]:
+        h.remove()
+    got = ours.intermediates(x)
+    worst = (0.0, 0.0, "")
+    for layer in ours.layers:
+        a, r = assert_close(layer, got[layer], nchw_to_nhwc(acts[layer]))
+        worst = max(worst, (r, a, layer))
+    a, r = assert_close("logits", got["logits"], logits.numpy())
+    with capsys.disabled():
+        print(f"\n{name}: worst layer {worst[2]} abs {worst[1]:.2e} rel {worst[0]:.2e}; logits abs {a:.2e} rel {r:.2e}")
+
+
+def test_features_and_head_compose_to_logits(lite0, chelsea):
+    x = lite0.load_image(chelsea)
+    logits = np.asarray(lite0.logits(x))
+    for layer in ("stem", "blocks.7", "stage7", "conv_head"):
+        acts = lite0.features(x, layer)
+        assert_close(layer, lite0.head(acts, layer), logits, rtol=1e-5)
+    shapes = lite0.layer_shapes()
+    assert shapes["blocks.10"] == (14, 14, 112)
+    assert shapes["conv_head"] == (7, 7, 1280)
+    assert lite0.features(x, "blocks.10").shape == (14, 14, 112)
+
+
+@pytest.mark.parametrize(
+    "sample, expected",
+    [("chelsea", range(281, 288)), ("coffee", [967]), ("motorcycle", [665, 670])],
+)
+def test_real_photos_top3(lite0, sample, expected):
+    """Bundled real photos: a correct class among the top 3 (cats are 281-287)."""
+    top3 = [i for i, _, _ in lite0.predict(lite0.load_image(sample), top=3)]
+    assert set(top3) & set(expected), f"{sample}: top-3 {top3}"
+
+
+def test_class_index_by_name_synonym_and_index(lite0):
+    assert lite0.class_index("tabby") == 281
+    assert lite0.class_index("Tabby Cat") == 281
+    assert lite0.class_index("espresso") == 967
+    assert lite0.class_index(285) == 285 and lite0.class_index("285") == 285
+    assert lite0.num_params() == 4652008
