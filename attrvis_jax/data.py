@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attrvis_jax.errors import ImageError, unknown
+from attrvis_jax.errors import ImageError, closest, unknown
 from attrvis_jax.models.base import Preprocess
 
 # Bundled real photos (scikit-image ships them offline) and their ImageNet classes.
@@ -141,6 +141,17 @@ def preprocess(image: np.ndarray, pre: Preprocess) -> np.ndarray:
 
 def load_image(source, pre: Preprocess) -> np.ndarray:
     """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it."""
-    if isinstance(source, str) and source in SAMPLES and not Path(source).exists():
-        source = sample_image(source)
+    if isinstance(source, str) and not Path(source).expanduser().exists():
+        if source in SAMPLES:
+            source = sample_image(source)
+        elif "." not in Path(source).name:  # no extension: probably meant a bundled sample
+            raise ImageError(
+                f"image file not found: {source}" + _sample_hint(source)
+            )
     return preprocess(read_image(source), pre)
+
+
+def _sample_hint(name: str) -> str:
+    near = closest(name, SAMPLES)
+    hint = f"; bundled samples: {', '.join(SAMPLES)}"
+    return hint + (f" (closest: {near[0]!r})" if near else "")

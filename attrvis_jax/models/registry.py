@@ -61,7 +61,8 @@ def init_variables(arch: Architecture, key: jax.Array | None = None):
     net = arch.build()
     size = arch.spec.preprocess.size
     key = jax.random.PRNGKey(0) if key is None else key
-    return net.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+    # jit: an eager init would run the whole forward op by op (tens of seconds on CPU).
+    return jax.jit(net.init)(key, jnp.zeros((1, size, size, 3), jnp.float32))
 
 
 def variables_template(arch: Architecture):

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 import urllib.request
 import warnings
@@ -98,7 +99,7 @@ def _package_file(name: str, entry: dict) -> Path:
 
 
 def _download(url: str, dest: Path) -> None:
-    print(f"downloading {url} -> {dest}", flush=True)
+    print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             atomic_write(dest, lambda f: _copy(response, f))

@@ -1,0 +1,71 @@
+"""The `attrvis` command: output, exit codes 0/1/2, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from attrvis_jax.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_classify_bundled_photo(capsys):
+    code, out, err = run(capsys, "classify", "chelsea", "--top", "3")
+    assert code == 0, err
+    assert "cat" in out and out.count("%") == 3
+
+
+def test_classify_json(capsys):
+    import json
+
+    code, out, _ = run(capsys, "classify", "coffee", "--json", "--top", "2")
+    data = json.loads(out)
+    assert code == 0 and data["top"][0]["name"] == "espresso" and len(data["top"]) == 2
+
+
+def test_layers_lists_name_then_shape(capsys):
+    code, out, _ = run(capsys, "layers")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].startswith("stem\t112x112x32")
+    assert any(l.startswith("blocks.15\t7x7x320") and "stage7" in l for l in lines)
+
+
+def test_classes_search(capsys):
+    code, out, _ = run(capsys, "classes", "--search", "tabby")
+    assert code == 0 and out.strip() == "281\ttabby, tabby cat"
+    code, _, err = run(capsys, "classes", "--search", "zzzz")
+    assert code == 1 and "no class name" in err
+
+
+def test_weights_list_and_verify(capsys):
+    code, out, _ = run(capsys, "weights", "list")
+    assert code == 0 and "efficientnet_lite0\tpackage" in out and "resnet50\turl" in out
+    code, out, _ = run(capsys, "weights", "verify", "efficientnet_lite0")
+    assert code == 0 and out.startswith("ok")
+
+
+def test_usage_errors_exit_2_with_one_line(capsys):
+    code, _, err = run(capsys, "layers", "--model", "resnet5O")
+    assert code == 2 and err.count("\n") == 1 and "closest: 'resnet50'" in err
+
+
+def test_runtime_errors_exit_1_with_one_line(capsys, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    code, _, err = run(capsys, "classify", str(bad))
+    assert code == 1 and err.startswith("attrvis: error:") and err.count("\n") == 1
+
+
+def test_console_script_help_and_bad_flag():
+    res = subprocess.run([sys.executable, "-m", "attrvis_jax.cli", "classify", "--help"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "examples:" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "attrvis_jax.cli", "classify"], capture_output=True, text=True)
+    assert res.returncode == 2 and "required" in res.stderr
