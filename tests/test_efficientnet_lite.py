@@ -73,3 +73,32 @@ def test_class_index_by_name_synonym_and_index(lite0):
     assert lite0.class_index("espresso") == 967
     assert lite0.class_index(285) == 285 and lite0.class_index("285") == 285
     assert lite0.num_params() == 4652008
+
+
+def test_unknown_class_and_layer_suggest_names(lite0):
+    from attrvis_jax.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="closest: .*'tabby'"):
+        lite0.class_index("tabbby")
+    with pytest.raises(UnknownNameError, match=r"closest: 'blocks.1'.*valid: stem, blocks.0"):
+        lite0.features(np.zeros((224, 224, 3), np.float32), "block.1")
+    with pytest.raises(Exception, match="out of range"):
+        lite0.class_index(1000)
+
+
+def test_features_compute_nothing_past_the_layer(lite0):
+    """The traced program for features(x, layer) holds only the convolutions up to the layer."""
+    import jax
+
+    x = np.zeros((1, 224, 224, 3), np.float32)
+
+    def convs(layer):
+        jaxpr = jax.make_jaxpr(lambda v: lite0.apply_features(v, x, layer))(lite0.variables)
+        return str(jaxpr).count("conv_general_dilated")
+
+    assert convs("stem") == 1
+    assert convs("blocks.0") == 3  # stem + depthwise + project (no expansion in the first block)
+    assert convs("blocks.1") == 6
+    head = jax.make_jaxpr(lambda v, a: lite0.apply_head(v, a, "blocks.14"))(
+        lite0.variables, np.zeros((1, 7, 7, 192), np.float32))
+    assert str(head).count("conv_general_dilated") == 3 + 1  # blocks.15 (expand, depthwise, project) + conv_head
