@@ -1,0 +1,1 @@
+"""Reading pretrained weight files and mapping them onto Flax variables."""
