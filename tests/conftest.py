@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
 
 # Keep tests away from the user's cache, and make each run start cold like a fresh machine.
-os.environ.setdefault("ATTRVIS_CACHE", tempfile.mkdtemp(prefix="attrvis-test-cache-"))
+_OWN_CACHE = None if "ATTRVIS_CACHE" in os.environ else tempfile.mkdtemp(prefix="attrvis-test-cache-")
+if _OWN_CACHE:
+    os.environ["ATTRVIS_CACHE"] = _OWN_CACHE
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:  # converted test weights can be 100 MB: do not leave them behind
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
