@@ -167,15 +167,17 @@ def labels(weights_path: Path | None) -> tuple[str, ...]:
     """The class names that travel with the weights, else generic names (with a warning).
 
     Looks next to the weight file for `imagenet_comp_graph_label_strings.txt` (the name inside
-    lucid's inception5h.zip), `<weights stem>_labels.txt`, then `labels.txt`.
+    lucid's inception5h.zip), `<weights stem>_labels.txt`, then `labels.txt`. Random weights
+    (weights_path None) have no classes to name: generic names, no warning.
     """
-    if weights_path is not None:
-        weights_path = Path(weights_path)
-        for pattern in LABEL_FILE_NAMES:
-            candidate = weights_path.parent / pattern.format(stem=weights_path.stem)
-            if candidate.is_file():
-                return read_label_file(candidate, NUM_CLASSES)
-    where = f" next to {weights_path.name}" if weights_path is not None else ""
+    if weights_path is None:
+        return generic_labels(NUM_CLASSES)
+    weights_path = Path(weights_path)
+    for pattern in LABEL_FILE_NAMES:
+        candidate = weights_path.parent / pattern.format(stem=weights_path.stem)
+        if candidate.is_file():
+            return read_label_file(candidate, NUM_CLASSES)
+    where = f" next to {weights_path.name}"
     warnings.warn(
         f"inception_v1: no class-name file found{where} (looked for "
         f"{', '.join(LABEL_FILE_NAMES)}); using generic names class_0..class_{NUM_CLASSES - 1}. "
