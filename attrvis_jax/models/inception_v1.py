@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from attrvis_jax.labels import generic_labels, read_label_file
 from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
-from attrvis_jax.models.layers import conv, local_response_norm
+from attrvis_jax.models.layers import conv, local_response_norm, max_pool
 from attrvis_jax.models.registry import Architecture
 
 NUM_CLASSES = 1008
@@ -84,7 +84,7 @@ def _conv_name(prefix: str) -> str:
 def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
     """lucent's max pools: pad with -inf ((0, 1) for stride 2, (1, 1) for stride 1), 3x3 window."""
     pads = POOL2_PAD if stride == 2 else ((1, 1), (1, 1))
-    return nn.max_pool(x, (3, 3), (stride, stride), padding=pads)
+    return max_pool(x, 3, stride, padding=pads)
 
 
 def avg_pool_logits_input(x: jax.Array) -> jax.Array:

@@ -50,26 +50,26 @@ def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=True, epsilon=epsilon, name=name)
 
 
-def max_pool(x, kernel: int, stride: int, padding: Padding = "VALID", ceil_mode: bool = False):
-    """Max pool, NHWC.
+def max_pool(x, kernel: int, stride: int, padding: Padding | int = "VALID", ceil_mode: bool = False):
+    """Max pool, NHWC; every model's pools go through here (one place to optimize).
 
-    padding: "SAME" (TF; pads with -inf so padding never wins), "VALID", or an int p for torch's
-    symmetric -inf padding; ceil_mode adds torch's partial last window (never one that starts in the
-    right padding).
+    padding: "SAME" (TF), "VALID", explicit ((top, bottom), (left, right)) pairs, or an int p for
+    torch's symmetric padding. Padding is -inf, so it never wins. ceil_mode adds torch's partial
+    last window (never one that starts in the right padding).
     """
-    if isinstance(padding, str) and not ceil_mode:
-        return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=padding)
-    p = 0 if padding == "VALID" else int(padding)
-    pads = []
-    for size in x.shape[1:3]:
-        if ceil_mode:
-            out = math.ceil((size + 2 * p - kernel) / stride) + 1
-            if (out - 1) * stride >= size + p:  # last window would start in the padding
-                out -= 1
-        else:
-            out = (size + 2 * p - kernel) // stride + 1
-        pads.append((p, max((out - 1) * stride + kernel - size - p, 0)))
-    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=pads)
+    if isinstance(padding, int) or ceil_mode:
+        p = 0 if padding == "VALID" else int(padding)
+        pads = []
+        for size in x.shape[1:3]:
+            if ceil_mode:
+                out = math.ceil((size + 2 * p - kernel) / stride) + 1
+                if (out - 1) * stride >= size + p:  # last window would start in the padding
+                    out -= 1
+            else:
+                out = (size + 2 * p - kernel) // stride + 1
+            pads.append((p, max((out - 1) * stride + kernel - size - p, 0)))
+        padding = pads
+    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=padding)
 
 
 def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: float):
