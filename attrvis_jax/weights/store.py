@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -27,6 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from attrvis_jax.errors import WeightsError
+from attrvis_jax.fileio import atomic_write
 
 MANIFEST_PATH = Path(__file__).resolve().parents[2] / "pretrained" / "manifest.json"
 
@@ -67,21 +67,6 @@ def check_sha256(path: Path, sha256: str | None = None, prefix: str | None = Non
     if prefix and not digest.startswith(prefix.lower()):
         raise WeightsError(f"checksum mismatch for {path.name}: sha256 {digest[:16]}…, expected prefix {prefix}")
     return digest
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(file object) on a temp file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- sources ---------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The paper's evaluation metrics (§4.2 / ALGORITHM §10), batched over visualizations.
+
+- Visualization correlation: Pearson r between f_l(vis) and an attribution map over all
+  H·W·K neurons, one value per visualization.
+- Classification consistency: whether the target class is in the visualization's top-5.
+
+Both come from one forward pass of the whole batch through the network (features to the layer,
+then the head from there), so nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Pearson r of two equally shaped arrays, over all elements; 0 if either is constant."""
+    a = a.ravel().astype(jnp.float32)
+    b = b.ravel().astype(jnp.float32)
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
+    return jnp.where(denom > 0, jnp.sum(a * b) / jnp.where(denom > 0, denom, 1.0), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class VisMetrics:
+    """Per-visualization metrics (arrays of length N = number of visualizations)."""
+
+    pcc: np.ndarray  # vs R+ (the map the objective used)
+    pcc_raw: np.ndarray  # vs the raw, unfiltered attribution R
+    top5_hit: np.ndarray  # bool
+    target_rank: np.ndarray  # 0 = the target is the top class
+
+    def summary(self) -> dict:
+        return {
+            "pcc_mean": float(np.mean(self.pcc)),
+            "pcc_std": float(np.std(self.pcc)),
+            "pcc_raw_mean": float(np.mean(self.pcc_raw)),
+            "top5_rate": float(np.mean(self.top5_hit)),
+        }
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _evaluate(model, variables, images, references, layer: str, target: int):
+    acts = model.apply_features(variables, images, layer)
+    logits = model.apply_head(variables, acts, layer)
+    pcc = jax.vmap(lambda a: jax.vmap(lambda r: pearson(a, r))(references))(acts)  # (N, n_refs)
+    rank = jnp.sum(logits > logits[:, target : target + 1], axis=-1)
+    return pcc, rank
+
+
+def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int) -> VisMetrics:
+    """Metrics of visualizations `images` (N, H, W, 3) in [0, 1] against R+ and raw R (H, W, K)."""
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim == 3:
+        images = images[None]
+    refs = jnp.stack([jnp.asarray(r_plus, jnp.float32), jnp.asarray(r_raw, jnp.float32)])
+    pcc, rank = _evaluate(model, model.variables, images, refs, model.resolve_layer(layer), int(target))
+    pcc, rank = np.asarray(pcc), np.asarray(rank)
+    return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank)

@@ -1,0 +1,249 @@
+"""Pictures and the HTML report: PNG writing, heat-map overlays, contact sheets, report.html.
+
+Everything here takes plain arrays and dicts (no model, no JAX) and writes atomically. The report
+is one self-contained HTML page that references PNGs in the same folder (relative paths), so the
+folder can be zipped, mailed and opened offline.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from attrvis_jax.fileio import write_bytes, write_text
+
+
+# ---- pictures ---------------------------------------------------------------------------------
+def to_uint8(image) -> np.ndarray:
+    """Float image in [0, 1] (H, W), (H, W, 1) or (H, W, 3) -> uint8 RGB."""
+    arr = np.asarray(image, np.float32)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_png(path: Path, image) -> Path:
+    """Write a float [0, 1] or uint8 image as PNG, atomically."""
+    arr = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(arr)).save(buf, format="PNG", optimize=True)
+    write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def colorize(heat: np.ndarray, cmap: str = "RdBu_r") -> np.ndarray:
+    """A signed map -> RGB in [0, 1], symmetric around 0 (white = 0, red > 0, blue < 0)."""
+    from matplotlib import colormaps
+
+    heat = np.asarray(heat, np.float32)
+    peak = float(np.max(np.abs(heat))) or 1.0
+    return colormaps[cmap](0.5 + 0.5 * heat / peak)[..., :3].astype(np.float32)
+
+
+def resize(image: np.ndarray, size: tuple[int, int], resample=Image.BILINEAR) -> np.ndarray:
+    """Resize a float image (H, W) or (H, W, C) to size=(H, W) with PIL, per channel."""
+    arr = np.asarray(image, np.float32)
+    chans = arr[..., None] if arr.ndim == 2 else arr
+    out = np.stack([
+        np.asarray(Image.fromarray(chans[..., c], mode="F").resize((size[1], size[0]), resample))
+        for c in range(chans.shape[-1])
+    ], axis=-1)
+    return out[..., 0] if arr.ndim == 2 else out
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, image_alpha: float = 0.3) -> np.ndarray:
+    """The authors' display: the colored heat map under the image drawn with alpha 0.3."""
+    image = np.asarray(image, np.float32)
+    colored = colorize(resize(heat, image.shape[:2]))
+    return image_alpha * image + (1.0 - image_alpha) * colored
+
+
+def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] = (), columns: int | None = None,
+                  pad: int = 6, background: float = 1.0) -> np.ndarray:
+    """Images of equal size in a grid with optional captions under each; returns uint8 RGB."""
+    images = [to_uint8(im) for im in images]
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    h, w = images[0].shape[:2]
+    n = len(images)
+    columns = columns or min(n, max(1, math.ceil(math.sqrt(n * 1.3))))
+    rows = math.ceil(n / columns)
+    cap_h = 16 if captions else 0
+    sheet = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad + cap_h) + pad),
+                      tuple([int(background * 255)] * 3))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, im in enumerate(images):
+        r, c = divmod(i, columns)
+        x, y = pad + c * (w + pad), pad + r * (h + pad + cap_h)
+        sheet.paste(Image.fromarray(im), (x, y))
+        if captions:
+            draw.text((x + 2, y + h + 2), captions[i], fill=(40, 40, 40), font=font)
+    return np.asarray(sheet)
+
+
+# ---- the HTML report --------------------------------------------------------------------------
+_CSS = """
+:root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --card:#f8f9fb; --accent:#c4320a; --good:#067647; }
+* { box-sizing:border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif; color:var(--fg); background:#fff; }
+main { max-width:1180px; margin:0 auto; padding:28px 24px 60px; }
+h1 { font-size:26px; margin:0 0 4px; } h2 { font-size:18px; margin:34px 0 12px; }
+.sub { color:var(--muted); margin:0 0 22px; }
+.stats { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:12px; }
+.stat { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; }
+.stat .v { font-size:22px; font-weight:650; font-variant-numeric:tabular-nums; }
+.stat .k { color:var(--muted); font-size:12.5px; text-transform:uppercase; letter-spacing:.04em; }
+.row { display:grid; grid-template-columns:repeat(auto-fit,minmax(220px,1fr)); gap:16px; }
+figure { margin:0; } figure img { width:100%; border-radius:8px; border:1px solid var(--line); image-rendering:auto; display:block; }
+figcaption { color:var(--muted); font-size:13px; margin-top:6px; }
+.seeds { display:grid; grid-template-columns:repeat(auto-fill,minmax(170px,1fr)); gap:14px; }
+.seed { border:1px solid var(--line); border-radius:10px; padding:8px; background:#fff; }
+.seed.best { border-color:var(--accent); box-shadow:0 0 0 2px #fee4e2; }
+.seed .pair { display:grid; grid-template-columns:1fr 1fr; gap:4px; }
+.seed img { width:100%; border-radius:6px; display:block; }
+.seed .nums { font-size:12.5px; font-variant-numeric:tabular-nums; margin-top:6px; display:flex; justify-content:space-between; flex-wrap:wrap; gap:2px 8px; }
+.hit { color:var(--good); font-weight:600; } .miss { color:var(--accent); font-weight:600; }
+table { border-collapse:collapse; font-size:13.5px; } td { padding:3px 14px 3px 0; vertical-align:top; border-bottom:1px solid var(--line); }
+td:first-child { color:var(--muted); white-space:nowrap; }
+details { margin-top:10px; } summary { cursor:pointer; color:var(--muted); }
+.note { color:var(--muted); font-size:13px; }
+"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _table(rows: dict) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items()
+    )
+    return f"<table>{body}</table>"
+
+
+def _bars_svg(values: Sequence[float], best: int, width: int = 560, height: int = 120) -> str:
+    """A tiny inline bar chart of per-seed PCC (no JavaScript, no external files)."""
+    n = len(values)
+    if n == 0:
+        return ""
+    lo = min(0.0, min(values))
+    hi = max(1e-9, max(values))
+    bw = width / n
+    zero = height * hi / (hi - lo)
+    bars = []
+    for i, v in enumerate(values):
+        top = zero - height * max(v, 0) / (hi - lo)
+        bottom = zero - height * min(v, 0) / (hi - lo)
+        color = "#c4320a" if i == best else "#98a2b3"
+        bars.append(f'<rect x="{i * bw + 1:.1f}" y="{top:.1f}" width="{max(bw - 2, 1):.1f}" '
+                    f'height="{max(bottom - top, 0.5):.1f}" fill="{color}"><title>seed {i}: {v:.3f}</title></rect>')
+    axis = f'<line x1="0" x2="{width}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#667085" stroke-width="1"/>'
+    return (f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" role="img" '
+            f'aria-label="PCC per seed">{"".join(bars)}{axis}</svg>')
+
+
+def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: dict[str, str],
+                 title: str | None = None) -> Path:
+    """Write `report.html` in out_dir.
+
+    results: the run's summary (as in results.json); seeds: one dict per seed with keys "image",
+    "mask" (relative PNG paths), "pcc", "top5_hit", "mask_area", "final_loss"; figures: relative
+    paths of "input", "heatmap", "contact_sheet".
+    """
+    out_dir = Path(out_dir)
+    esc = html.escape
+    pcc = [float(s["pcc"]) for s in seeds]
+    best = int(np.argmax(pcc)) if pcc else -1
+    target = results.get("target", "")
+    title = title or f"{target} — what {results.get('layer', '')} of {results.get('model', '')} sees"
+    stats = [
+        ("target class", f"{target} [{results.get('target_index', '')}]"),
+        ("mean PCC", f"{np.mean(pcc):.3f} ± {np.std(pcc):.3f}" if pcc else "–"),
+        ("top-5 consistency", f"{np.mean([bool(s['top5_hit']) for s in seeds]):.0%}" if seeds else "–"),
+        ("β (target mask area)", _fmt(results.get("beta"))),
+        ("mean mask area", _fmt(float(np.mean([s["mask_area"] for s in seeds]))) if seeds else "–"),
+        ("completeness error", _fmt(results.get("completeness_error"))),
+        ("seeds × steps", f"{len(seeds)} × {results.get('config', {}).get('render', {}).get('steps', '–')}"),
+        ("wall time", f"{results.get('timings', {}).get('total_s', 0):.0f} s"),
+    ]
+    stat_html = "".join(
+        f'<div class="stat"><div class="k">{esc(k)}</div><div class="v">{esc(str(v))}</div></div>' for k, v in stats
+    )
+    main_figs = [
+        ("input", figures.get("input"), "the input, as the model sees it"),
+        ("heatmap", figures.get("heatmap"), "attribution heat map (mean over channels of R⁺)"),
+    ]
+    if seeds:
+        main_figs += [
+            ("best", seeds[best]["image"], f"best seed ({best}): PCC {pcc[best]:.3f}"),
+            ("mask", seeds[best]["mask"], f"its mask M (area {seeds[best]['mask_area']:.3f})"),
+        ]
+    fig_html = "".join(
+        f'<figure><img src="{esc(src)}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        for name, src, cap in main_figs if src
+    )
+    seed_html = "".join(
+        f'<div class="seed{" best" if i == best else ""}"><div class="pair">'
+        f'<img src="{esc(s["image"])}" alt="seed {i} visualization"><img src="{esc(s["mask"])}" alt="seed {i} mask"></div>'
+        f'<div class="nums"><span>seed {i}</span><span>PCC {float(s["pcc"]):.3f}</span>'
+        f'<span class="{"hit" if s["top5_hit"] else "miss"}">{"top-5 ✓" if s["top5_hit"] else "top-5 ✗"}</span>'
+        f'<span>area {float(s["mask_area"]):.3f}</span><span>loss {_fmt(float(s["final_loss"]))}</span></div></div>'
+        for i, s in enumerate(seeds)
+    )
+    summary_rows = {k: results[k] for k in ("model", "layer", "target", "target_index", "method", "beta",
+                                            "lambda0", "completeness_error", "logit_a", "logit_b")
+                    if k in results}
+    timings = results.get("timings", {})
+    versions = results.get("versions", {})
+    import json
+
+    config_json = esc(json.dumps(results.get("config", {}), indent=2, default=str))
+    contact = figures.get("contact_sheet")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title><style>{_CSS}</style></head>
+<body><main>
+<h1>{esc(title)}</h1>
+<p class="sub">Attribution visualization (Shi, Li, Yamaguchi 2023): an image X and a mask M optimized so that
+the masked image excites layer <b>{esc(str(results.get('layer', '')))}</b> in proportion to each neuron's
+contribution to <b>{esc(str(target))}</b>. Gray = masked out.</p>
+<div class="stats">{stat_html}</div>
+<h2>Input, attribution and the best visualization</h2>
+<div class="row">{fig_html}</div>
+<h2>Every seed</h2>
+<p class="note">Each seed starts from another random image and draws other noise and transforms. PCC: Pearson
+correlation between the layer's response to the visualization and R⁺, over all neurons. Top-5: the
+visualization alone is classified as the target within the top 5.</p>
+{_bars_svg(pcc, best)}
+<div class="seeds">{seed_html}</div>
+{f'<h2>Contact sheet</h2><figure><img src="{esc(contact)}" alt="contact sheet of all seeds"></figure>' if contact else ''}
+<h2>Details</h2>
+{_table(summary_rows)}
+<details><summary>timings</summary>{_table({k: f"{v:.2f} s" if isinstance(v, float) else v for k, v in timings.items()})}</details>
+<details><summary>versions</summary>{_table(versions)}</details>
+<details><summary>full configuration</summary><pre>{config_json}</pre></details>
+</main></body></html>
+"""
+    path = out_dir / "report.html"
+    write_text(path, page)
+    return path
