@@ -137,3 +137,11 @@ def test_torch_names_round_trip(googlenet, resnet):
     googlenet = registry.architecture("googlenet")
     assert googlenet.torch_rename("aux1.conv.conv") is None
     assert googlenet.torch_rename("aux2.fc2") is None
+
+
+def test_every_model_has_a_valid_default_layer():
+    from attrvis_jax.models import architecture, available_models
+
+    for name in available_models():
+        spec = architecture(name).spec
+        assert spec.resolve_layer(spec.default_layer) in spec.layers, name

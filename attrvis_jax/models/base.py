@@ -92,6 +92,7 @@ class ModelSpec:
     preprocess: Preprocess
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, layer), e.g. the paper's stage names
     description: str = ""
+    default_layer: str | None = None  # a mid-level layer that makes a good first visualization
 
     def resolve_layer(self, layer: str) -> str:
         """The canonical layer name for `layer` (an alias is mapped); clear error if unknown."""

@@ -149,6 +149,7 @@ def _arch(name: str) -> Architecture:
         preprocess=Preprocess(size=size, mode="resize_crop", resize=size + 32, resample="bicubic"),
         aliases=tuple(aliases),
         description=f"EfficientNet-Lite{name[-1]} (ImageNet, ReLU6, {size}x{size})",
+        default_layer="stage5",
     )
     return Architecture(
         spec=spec,

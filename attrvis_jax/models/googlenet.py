@@ -135,6 +135,7 @@ SPEC = ModelSpec(
     num_classes=1000,
     preprocess=Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear"),
     description="GoogLeNet, torchvision's batch-norm port (ImageNet-1k, 224x224)",
+    default_layer="inception4d",
 )
 
 ARCH = Architecture(

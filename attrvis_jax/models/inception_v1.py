@@ -194,6 +194,7 @@ SPEC = ModelSpec(
     # The authors' code: cv2.resize to 224x224, cubic, aspect ratio not kept, no clipping.
     preprocess=Preprocess(size=224, mode="stretch", resize=None, resample="bicubic", clip=False),
     description="lucid's InceptionV1 / GoogLeNet 'inception5h' graph (lucent's inception5h.pth; 1008 logits, 224x224)",
+    default_layer="mixed4d",  # the authors' released default
 )
 
 ARCH = Architecture(

@@ -129,6 +129,7 @@ SPEC = ModelSpec(
     preprocess=Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear"),
     aliases=_aliases(),
     description="ResNet-50 v1.5, torchvision (ImageNet-1k, 224x224)",
+    default_layer="layer3.5",
 )
 
 ARCH = Architecture(
