@@ -1,0 +1,151 @@
+"""`attribute`: one call from an image to post-processed neuron attributions at a hidden layer."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attrvis_jax.attribution.methods import ALIASES, METHODS, MethodOutput
+from attrvis_jax.attribution.postprocess import postprocess_batch
+from attrvis_jax.attribution.result import Attribution
+from attrvis_jax.config import AttributionConfig
+from attrvis_jax.errors import AttrvisError, unknown
+
+
+def resolve_method(method: str) -> str:
+    name = method.lower().replace("-", "_")
+    name = ALIASES.get(name, name)
+    if name not in METHODS:
+        raise unknown("attribution method", method, METHODS, listing=True)
+    return name
+
+
+def _images(model, image) -> np.ndarray:
+    """A batch (N, H, W, 3) in [0, 1]: float arrays at the model's size are used as they are,
+    anything else (path, PIL image, uint8 array, other size) goes through `model.load_image`."""
+    if isinstance(image, (np.ndarray, jax.Array)):
+        arr = np.asarray(image)
+        if arr.ndim == 4:
+            return np.stack([_images(model, x)[0] for x in arr]) if arr.dtype == np.uint8 else _checked(arr)
+        size = model.input_size
+        if np.issubdtype(arr.dtype, np.floating) and arr.shape == (size, size, 3):
+            return _checked(arr[None])
+    return model.load_image(image)[None]
+
+
+def _checked(x: np.ndarray) -> np.ndarray:
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise AttrvisError(f"expected images (H, W, 3) or (N, H, W, 3), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise AttrvisError("the image contains NaN or infinite values")
+    return x.astype(np.float32)
+
+
+def _targets(model, target, n: int, logits) -> np.ndarray:
+    if target is None:  # the model's top class for each image
+        return np.argmax(np.asarray(logits)[:, : len(model.labels)], axis=1).astype(np.int32)
+    if isinstance(target, (str, int, np.integer)):
+        target = [target] * n
+    target = list(target)
+    if len(target) != n:
+        raise AttrvisError(f"{len(target)} targets for {n} images")
+    return np.array([model.class_index(t) for t in target], np.int32)
+
+
+def attribute(
+    model,
+    image,
+    layer: str,
+    target: int | str | Sequence[int | str] | None = None,
+    method: str = "aumann_shapley",
+    *,
+    config: AttributionConfig | None = None,
+    key: jax.Array | None = None,
+    variables=None,
+    progress: Callable[[int, int], None] | None = None,
+    progress_every: int = 256,
+    **overrides,
+) -> Attribution | list[Attribution]:
+    """Neuron attributions of `layer` for class `target`, post-processed (channel filter, R⁺, heat
+    map, β, λ0).
+
+    image: a preprocessed float image (size, size, 3) or batch (N, size, size, 3) in [0, 1], or a
+        path / PIL image / uint8 array that `model.load_image` preprocesses.
+    target: class index or name (one, or one per image); None: each image's top class.
+    method: aumann_shapley (default), integrated_gradients, saliency, grad_x_activation, smoothgrad,
+        grad_cam, deeplift_rescale (aliases: as, ig, gradxinput, gradcam, deeplift).
+    config / overrides: an `AttributionConfig`, and/or its fields by name (`steps=100`).
+    key: PRNG key for the baseline's mask inits and SmoothGrad's noise (default: key 0).
+    variables: the model's variables (default `model.variables`).
+    progress: called as progress(done, total) while the baseline and the path run.
+
+    Returns one `Attribution` for one image, a list for a batch.
+    """
+    config = config or AttributionConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    method = resolve_method(method)
+    layer = model.resolve_layer(layer)
+    if layer == "logits":
+        raise AttrvisError("attributions need a hidden layer, not the logits; valid: " + ", ".join(model.layers))
+    single = not (isinstance(image, (np.ndarray, jax.Array)) and np.ndim(image) == 4)
+    x = _images(model, image)
+    variables = model.variables if variables is None else variables
+    key = jax.random.key(0) if key is None else key
+
+    acts = _features(model.net, variables, jnp.asarray(x), layer)
+    targets = _targets(model, target, len(x), None if target is not None else _logits(model.net, variables, jnp.asarray(x)))
+    out: MethodOutput = METHODS[method](
+        model.net, layer, variables, acts, jnp.asarray(targets),
+        config=config, key=key, progress=progress, progress_every=progress_every,
+    )
+    values = np.asarray(out.values)
+    if not np.all(np.isfinite(values)):
+        raise AttrvisError(f"{method} produced non-finite attributions at {layer} (NaN or inf in the model's output?)")
+    for i in range(len(values)):
+        if not np.any(values[i]):
+            raise AttrvisError(
+                f"the {method} attribution of image {i} at {layer} is all zero: the logit of class {targets[i]} "
+                f"({model.class_name(int(targets[i]))!r}) does "
+                "not change with this layer's activations (or the baseline equals them); nothing to visualize"
+            )
+    post = jax.tree_util.tree_map(np.asarray, postprocess_batch(jnp.asarray(values), config, model.input_size))
+    results = []
+    for i in range(len(values)):
+        if not np.any(post.positive[i]):
+            warnings.warn(f"image {i}: no positive attribution survives the channel filter at {layer}; "
+                          "R+ is all zero (lambda0 = 0)", stacklevel=2)
+        results.append(Attribution(
+            values=values[i],
+            positive=post.positive[i],
+            heatmap=post.heatmap[i],
+            beta=float(post.beta[i]),
+            lambda0=float(post.lambda0[i]),
+            logit=float(out.logit[i]),
+            model=model.name,
+            layer=layer,
+            target=int(targets[i]),
+            target_name=model.class_name(int(targets[i])),
+            method=method,
+            config=config,
+            input_size=model.input_size,
+            baseline=None if out.baseline is None else np.asarray(out.baseline[i]),
+            logit_baseline=None if out.logit_baseline is None else float(out.logit_baseline[i]),
+            completeness_error=None if out.completeness_error is None else float(out.completeness_error[i]),
+        ))
+    return results[0] if single else results
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _features(net, variables, x, layer):
+    return net.apply(variables, x, stop=layer)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(net, variables, x):
+    return net.apply(variables, x)

@@ -1,0 +1,201 @@
+"""Frozen, hashable settings for each stage of the pipeline (usable as `jax.jit` static arguments).
+
+Every constant comes from ALGORITHM.md; where the authors' released code and the paper's text
+disagree, `fidelity="code"` (the default, which reproduces the published figures) picks the code's
+behaviour and `fidelity="paper"` the text's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from attrvis_jax.errors import AttrvisError
+
+FIDELITIES = ("code", "paper")
+RIEMANN_RULES = ("right", "left", "midpoint", "trapezoid", "gauss_legendre")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise AttrvisError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributionConfig:
+    """The attribution stage: output-targeted baseline (§2), path integral (§3), post-processing (§4).
+
+    Where code and paper differ (`fidelity`):
+      - β (area ratio): code = Otsu on the min-max-normalized, resized, uint8, 3×3-blurred channel
+        sum of the filtered map, 256 bins, halved; paper = Otsu with 200 bins on the raw map, not halved.
+      - λ0: code = 20·ΣR_f (filtered, signed); paper = ΣR.
+      - SmoothGrad on hidden layers: code min-max renormalizes every noisy copy to [0, 1];
+        paper (Smilkov et al.) does not.
+    """
+
+    fidelity: str = "code"
+
+    # Output-targeted baseline (§2): two mask optimizations with Adam, combined by minimum.
+    spatial_steps: int = 2049  # the code's range(2048 + 1) updates
+    spatial_lr: float = 0.009
+    channel_steps: int = 4097
+    channel_lr: float = 0.01
+    proximity: float = 16.0  # weight of (1/Σ|a|)·Σ|m·a − a| against |z_c(m⊙a)|
+
+    # Path integral (§3): R = (a − b) ⊙ Σ_m w_m ∇z_c(b + α_m (a − b)).
+    steps: int = 200
+    rule: str = "right"  # the code's linspace(1/S, 1, S); also left, midpoint, trapezoid, gauss_legendre
+    chunk: int = 32  # path points per batched gradient evaluation: bounds memory (captum's internal_batch_size)
+    scale_by_logit: bool = False  # the code multiplies R by z_c(a); we use |z_c(a)| so no sign flip
+
+    # SmoothGrad (a comparison method, §3).
+    smoothgrad_samples: int = 100
+    smoothgrad_noise: float = 0.15  # std as a fraction of max(a) − min(a)
+
+    # Post-processing (§4).
+    channel_threshold: float = 0.95  # τ of the cumsumMax channel filter (the code's mixed4d value)
+    heatmap_percentile: float = 65.0  # display heat map: entries below this percentile are zeroed
+
+    def __post_init__(self):
+        _check(self.fidelity in FIDELITIES, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        _check(self.rule in RIEMANN_RULES, f"rule must be one of {RIEMANN_RULES}, got {self.rule!r}")
+        for name in ("spatial_steps", "channel_steps"):
+            _check(int(getattr(self, name)) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("steps", "chunk", "smoothgrad_samples"):
+            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("spatial_lr", "channel_lr", "proximity", "smoothgrad_noise"):
+            _check(float(getattr(self, name)) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(0 < self.channel_threshold <= 1, f"channel_threshold must be in (0, 1], got {self.channel_threshold}")
+        _check(0 <= self.heatmap_percentile <= 100, f"heatmap_percentile must be in [0, 100], got {self.heatmap_percentile}")
+
+    def replace(self, **changes) -> "AttributionConfig":
+        """A copy with some fields changed; unknown field names are a clear error."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - fields)
+        _check(not bad, f"unknown AttributionConfig field(s) {bad}; valid: {sorted(fields)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AttributionConfig":
+        """Inverse of `to_dict`; fields a newer version added fall back to their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+# ---- rendering (ALGORITHM §5–8) ------------------------------------------------------------------
+PERTURBATIONS = ("constant", "gaussian", "blur", "fractal", "pyramid", "none")
+# The authors' flag names (and a few spellings) for the same perturbations.
+PERTURBATION_ALIASES = {
+    "constback": "constant", "const": "constant",
+    "normal": "gaussian",
+    "blurimage": "blur",
+    "noise": "fractal",
+    "noisepyramid": "pyramid",
+    "nomask": "none", "no_mask": "none", "no-mask": "none",
+}
+TRANSFORM_SETS = ("code", "paper", "none")
+RENDER_ENGINES = ("scan", "loop")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """The visualization optimizer (§5–8). Frozen and hashable: it is a static argument of the
+    compiled step, so every field here is a compile-time constant.
+
+    Where code and paper differ (`fidelity`; fields left at None follow it):
+      - composed background constant: code 0.55, paper 0.5 (`constant`);
+      - λ(t) growth: code λ0·1.23^(t/decay_steps) continuous, paper ×1.2 per tenth, staircase;
+      - objective: code −2·mean_ij Σ_k f·R⁺ + λ[(m_crop−β)² + (m_full−β)²],
+        paper −Σ_ijk f·R⁺ + λ(mean M − β)²;
+      - pyramid index (`pyramid_index`): code u = 7·M with zero beyond level 5 (the GPU gather's
+        behaviour with num_levels = 8), paper u = 5·M;
+      - transforms (`transforms`): code pad 12, jitter 8, scale .90–1.19, the weighted angle list,
+        jitter 2; paper pad 12, jitter 9, scale .90–1.30, angle −12..12, shear −4..4, jitter 4.
+    λ0 and β are taken from the attribution as given (their own fidelity decides them).
+    """
+
+    perturbation: str = "pyramid"  # constant | gaussian | blur | fractal | pyramid | none (or the code's names)
+    fidelity: str = "code"
+    steps: int = 2048  # Adam updates (the code's loop makes 2049; pass steps=2049 for parity)
+    seeds: int = 25  # independent initializations (and noise streams), one batched axis
+    lr: float = 0.02
+    lr_decay: float = 0.8  # lr(t) = lr · lr_decay^(t / decay_steps), continuous (code)
+    lambda_growth: float | None = None  # None: 1.23 (code) / 1.2 (paper)
+    decay_steps: int | None = None  # None: steps // 10 (the code's int(2048 / 10) = 204)
+    init_sd: float = 0.01  # sd of the initial Fourier coefficients
+    decay_power: float = 1.0  # spectrum scale 1/f^decay_power of the image parameterization
+    aligned_groups: bool = True  # every attribution group starts from the same init (code)
+    constant: float | None = None  # background gray; None: 0.55 (code) / 0.5 (paper)
+    gaussian_trainable: bool = False  # the code's Normal background is a trainable variable
+    blur_kernel: str = "symmetric"  # symmetric: odd kernel, reflect padding; code: even kernel, zero padding
+    pyramid_index: str | None = None  # None follows fidelity; "code" (u = 7M, zero fill) | "paper" (u = 5M)
+    transforms: str | None = None  # None follows fidelity; "code" | "paper" | "none"
+    image_size: int | None = None  # None: the model's input size
+    snapshot_steps: tuple[int, ...] = (128,)  # keep the images after these many updates too
+    chunk_size: int = 32  # updates per compiled call; progress and snapshots happen between calls
+    engine: str = "scan"  # scan: lax.scan over each chunk; loop: a Python loop of jitted steps
+
+    def __post_init__(self):
+        name = str(self.perturbation)
+        name = PERTURBATION_ALIASES.get(name.lower(), name.lower())
+        _check(name in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS} (or the code's "
+               f"ConstBack, Normal, BlurImage, Noise, NoisePyramid), got {self.perturbation!r}")
+        object.__setattr__(self, "perturbation", name)
+        object.__setattr__(self, "snapshot_steps", tuple(sorted({int(s) for s in self.snapshot_steps})))
+        _check(self.fidelity in FIDELITIES, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        _check(self.pyramid_index in (None, *FIDELITIES),
+               f"pyramid_index must be None, 'code' or 'paper', got {self.pyramid_index!r}")
+        _check(self.transforms in (None, *TRANSFORM_SETS),
+               f"transforms must be None or one of {TRANSFORM_SETS}, got {self.transforms!r}")
+        _check(self.blur_kernel in ("symmetric", "code"),
+               f"blur_kernel must be 'symmetric' or 'code', got {self.blur_kernel!r}")
+        _check(self.engine in RENDER_ENGINES, f"engine must be one of {RENDER_ENGINES}, got {self.engine!r}")
+        for name in ("steps", "seeds", "chunk_size"):
+            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.decay_steps is None or self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps}")
+        _check(self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        for name in ("lr", "lr_decay", "init_sd"):
+            _check(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+
+    # ---- values that follow `fidelity` unless set -------------------------------------------------
+    @property
+    def has_mask(self) -> bool:
+        return self.perturbation != "none"
+
+    @property
+    def background(self) -> float:
+        return self.constant if self.constant is not None else (0.55 if self.fidelity == "code" else 0.5)
+
+    @property
+    def growth(self) -> float:
+        return self.lambda_growth if self.lambda_growth is not None else (1.23 if self.fidelity == "code" else 1.2)
+
+    @property
+    def schedule_steps(self) -> int:
+        return self.decay_steps if self.decay_steps is not None else max(1, self.steps // 10)
+
+    @property
+    def pyramid_index_scale(self) -> float:
+        """u = scale·M picks the pyramid level; code 7 (num_levels = 8 on 6 levels), paper 5."""
+        return 7.0 if (self.pyramid_index or self.fidelity) == "code" else 5.0
+
+    @property
+    def transform_set(self) -> str:
+        return self.transforms or self.fidelity
+
+    def replace(self, **changes) -> "RenderConfig":
+        """A copy with some fields changed; unknown field names are a clear error."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - fields)
+        _check(not bad, f"unknown RenderConfig field(s) {bad}; valid: {sorted(fields)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RenderConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "snapshot_steps" else v) for k, v in d.items() if k in fields})
