@@ -96,9 +96,34 @@ def test_features_compute_nothing_past_the_layer(lite0):
         jaxpr = jax.make_jaxpr(lambda v: lite0.apply_features(v, x, layer))(lite0.variables)
         return str(jaxpr).count("conv_general_dilated")
 
+    # Depthwise convolutions are shifted sums (layers.DepthwiseConv), so only the dense ones count.
     assert convs("stem") == 1
-    assert convs("blocks.0") == 3  # stem + depthwise + project (no expansion in the first block)
-    assert convs("blocks.1") == 6
+    assert convs("blocks.0") == 2  # stem + project (no expansion in the first block)
+    assert convs("blocks.1") == 4
     head = jax.make_jaxpr(lambda v, a: lite0.apply_head(v, a, "blocks.14"))(
         lite0.variables, np.zeros((1, 7, 7, 192), np.float32))
-    assert str(head).count("conv_general_dilated") == 3 + 1  # blocks.15 (expand, depthwise, project) + conv_head
+    assert str(head).count("conv_general_dilated") == 2 + 1  # blocks.15 (expand, project) + conv_head
+
+
+@pytest.mark.parametrize("size, kernel, stride", [(15, 3, 2), (16, 5, 2), (14, 5, 1), (9, 3, 1)])
+def test_depthwise_shifted_sum_equals_grouped_conv(size, kernel, stride):
+    """layers.DepthwiseConv (the fast path) against XLA's grouped convolution, values and gradients."""
+    import jax
+    import jax.numpy as jnp
+
+    from attrvis_jax.models.layers import DepthwiseConv
+
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((2, size, size, 6)), jnp.float32)
+    layer = DepthwiseConv(kernel, stride)
+    params = layer.init(jax.random.PRNGKey(0), x)
+
+    def grouped(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+
+    w = params["params"]["kernel"]
+    np.testing.assert_allclose(layer.apply(params, x), grouped(x, w), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda x: jnp.sum(layer.apply(params, x) ** 2))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(grouped(x, w) ** 2))(x)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-4)

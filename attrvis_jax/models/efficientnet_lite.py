@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
 from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
-from attrvis_jax.models.layers import batch_norm, conv, global_avg_pool, relu6
+from attrvis_jax.models.layers import DepthwiseConv, batch_norm, conv, global_avg_pool, relu6
 from attrvis_jax.models.registry import Architecture
 
 BN_EPS = 1e-3
@@ -84,7 +84,7 @@ class MBConv(nn.Module):
         y = x
         if c.expand != 1:
             y = relu6(batch_norm(BN_EPS, "bn0")(conv(hidden, 1, use_bias=False, name="expand_conv")(y)))
-        y = conv(hidden, c.kernel, c.stride, "SAME", groups=hidden, use_bias=False, name="depthwise_conv")(y)
+        y = DepthwiseConv(c.kernel, c.stride, name="depthwise_conv")(y)
         y = relu6(batch_norm(BN_EPS, "bn1")(y))
         y = batch_norm(BN_EPS, "bn2")(conv(c.cout, 1, use_bias=False, name="project_conv")(y))
         if c.stride == 1 and c.cin == c.cout:

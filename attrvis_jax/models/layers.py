@@ -45,6 +45,34 @@ def conv(
     )
 
 
+class DepthwiseConv(nn.Module):
+    """Depthwise k×k convolution with TF "SAME" padding, as a sum of k² shifted, scaled copies.
+
+    Same parameter as a grouped `nn.Conv` (kernel (k, k, 1, C), so weights load unchanged), but XLA:CPU
+    runs grouped convolutions slowly: at 8×112×112×96, 3×3/2 the forward took 112 ms as a grouped
+    conv and 36 ms as shifted sums, the input gradient 1.6 s vs 80 ms (benchmarks/README.md). The
+    sum of shifted slices fuses into one elementwise loop and its gradient is just as simple.
+    """
+
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        k, s = self.kernel_size, self.stride
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, channels), jnp.float32)
+        (top, bottom), (left, right) = (tf_same_pads(n, k, s) for n in x.shape[1:3])
+        out_h, out_w = -(-x.shape[1] // s), -(-x.shape[2] // s)
+        xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        out = None
+        for i in range(k):
+            for j in range(k):
+                tap = xp[:, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s, :] * kernel[i, j, 0]
+                out = tap if out is None else out + tap
+        return out
+
+
 def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
     """Inference-mode batch norm (running statistics live in the "batch_stats" collection)."""
     return nn.BatchNorm(use_running_average=True, epsilon=epsilon, name=name)
