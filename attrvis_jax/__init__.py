@@ -7,23 +7,32 @@
     logits = model.head(acts, "blocks.10")
 """
 
+from attrvis_jax.attribution import Attribution, attribute
+from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.data import load_image, read_image, sample_image
 from attrvis_jax.errors import AttrvisError, ImageError, UnknownNameError, WeightsError
 from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, load_model
+from attrvis_jax.render import RenderResult, visualize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attribution",
+    "AttributionConfig",
     "AttrvisError",
     "ImageError",
     "Model",
     "ModelSpec",
     "Preprocess",
+    "RenderConfig",
+    "RenderResult",
     "UnknownNameError",
     "WeightsError",
+    "attribute",
     "available_models",
     "load_image",
     "load_model",
     "read_image",
     "sample_image",
+    "visualize",
 ]
