@@ -12,7 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 EXAMPLES = {
+    "demo": """examples:
+  attrvis demo --out demo/                      # EfficientNet-Lite0, a bundled cat photo, offline
+  attrvis demo --out demo/ --sample coffee --seeds 8""",
+    "run": """examples:
+  attrvis run cat.jpg --out out/                # default model and layer, the image's top class
+  attrvis run cat.jpg --target tabby --layer blocks.12 --steps 1024 --seeds 25 --out out/
+  attrvis run cat.jpg --model inception_v1 --weights inception5h.pth --labels labels.txt \\
+      --layer mixed4d --target vase --perturbation pyramid --fidelity paper --out out/""",
     "classify": """examples:
   attrvis classify chelsea                       # a bundled photo (scikit-image), default model
   attrvis classify cat.jpg --model resnet50 --weights resnet50.pth --top 10
@@ -131,6 +141,101 @@ def cmd_weights(args) -> int:
     raise UsageError(f"unknown weights action {args.action!r}")
 
 
+# The demo's schedule: short enough for a 2-core CPU in a few minutes, long enough that the mask
+# settles near its target area and the picture means something (the paper's default is 2048 steps
+# and 25 seeds; `attrvis run` uses those).
+DEMO = {"model": "efficientnet_lite0", "sample": "chelsea", "steps": 256, "seeds": 4,
+        "spatial_steps": 512, "channel_steps": 1024, "path_steps": 100}
+
+
+def _render_config(args, steps: int, seeds: int):
+    from attrvis_jax.config import RenderConfig
+
+    fields = {"steps": steps, "seeds": seeds, "fidelity": args.fidelity}
+    if args.perturbation:
+        fields["perturbation"] = args.perturbation
+    return RenderConfig(**fields)
+
+
+def _attribution_config(args, **fields):
+    from attrvis_jax.config import AttributionConfig
+
+    fields["fidelity"] = args.fidelity
+    if args.path_steps:
+        fields["steps"] = args.path_steps
+    if args.baseline_steps:  # the spec's ratio: the channel mask gets twice the spatial mask's updates
+        fields["spatial_steps"], fields["channel_steps"] = args.baseline_steps, 2 * args.baseline_steps
+    return AttributionConfig(**fields)
+
+
+def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
+    from attrvis_jax.errors import UnknownNameError
+    from attrvis_jax.pipeline import run
+
+    try:
+        model.resolve_layer(args.layer) if args.layer else None
+        target = model.class_index(args.target) if args.target is not None else None
+    except UnknownNameError as e:
+        raise UsageError(str(e)) from None
+    results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
+                  attribution_config=attr_cfg, render_config=render_cfg, seed=args.seed, quiet=args.quiet,
+                  image_label=image_label)
+    if not args.quiet:
+        s = results["summary"]
+        print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
+              f"PCC {s['pcc_mean']:.3f} ± {s['pcc_std']:.3f}, top-5 {s['top5_rate']:.0%}, "
+              f"mask area {np.mean(results['mask_area']):.3f} (β {results['beta']:.3f}), "
+              f"{results['timings']['total_s']:.0f} s")
+        print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    model = _load(args)
+    render_cfg = _render_config(args, args.steps or 2048, args.seeds or 25)
+    attr_cfg = _attribution_config(args)
+    return _run(args, model, args.image, str(args.image), render_cfg, attr_cfg)
+
+
+def cmd_demo(args) -> int:
+    from attrvis_jax import load_model
+
+    model = load_model(DEMO["model"])
+    render_cfg = _render_config(args, args.steps or DEMO["steps"], args.seeds or DEMO["seeds"])
+    attr_cfg = _attribution_config(args, spatial_steps=DEMO["spatial_steps"], channel_steps=DEMO["channel_steps"],
+                                   steps=DEMO["path_steps"])
+    if not args.quiet:
+        print(f"attrvis demo: {DEMO['model']} on the bundled photo {args.sample!r}, "
+              f"{render_cfg.seeds} seeds x {render_cfg.steps} steps (the paper: 25 x 2048; see `attrvis run`)",
+              flush=True)
+    return _run(args, model, args.sample, f"{args.sample} (bundled)", render_cfg, attr_cfg)
+
+
+def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
+                   help="output folder (created; existing files are replaced)")
+    p.add_argument("--layer", default=None, help="layer name (default: the model's default layer)")
+    p.add_argument("--target", default=None, help="class name or index (default: the top class)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimization steps (default: {DEMO['steps'] if demo else 2048})")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"random initializations (default: {DEMO['seeds'] if demo else 25})")
+    p.add_argument("--perturbation", default=None,
+                   choices=["pyramid", "fractal", "constant", "gaussian", "blur", "none"],
+                   help="background perturbation (default: pyramid, the fractal noise pyramid)")
+    p.add_argument("--method", default="aumann_shapley",
+                   help="attribution method (default: aumann_shapley; also integrated_gradients, saliency, "
+                        "grad_x_activation, smoothgrad, grad_cam)")
+    p.add_argument("--path-steps", type=int, default=None, help="steps of the attribution path integral (default 200)")
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="updates of the baseline's spatial mask (the channel mask gets twice as many; "
+                        f"default {DEMO['spatial_steps'] if demo else 2049})")
+    p.add_argument("--fidelity", choices=["code", "paper"], default="code",
+                   help="follow the authors' released code (default) or the paper's text where they differ")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the whole run (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary (for scripts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attrvis",
@@ -147,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return p
+
+    p = add("demo", "the whole method on a bundled photo, offline, in a few minutes; writes a report")
+    p.add_argument("--sample", default=DEMO["sample"], help="bundled photo: chelsea, coffee, rocket, motorcycle")
+    _add_run_args(p, demo=True)
+    p.set_defaults(func=cmd_demo)
+
+    p = add("run", "attribute and visualize one image: PNGs, results.json and report.html in --out")
+    p.add_argument("image", help="image file, or a bundled photo name")
+    _add_model_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_run)
 
     p = add("classify", "classify an image (a path or a bundled photo: chelsea, coffee, rocket, motorcycle)")
     p.add_argument("image")

@@ -146,6 +146,7 @@ def _bars_svg(values: Sequence[float], best: int, width: int = 560, height: int 
     n = len(values)
     if n == 0:
         return ""
+    width = min(width, 28 * n)  # a few seeds should not make slabs
     lo = min(0.0, min(values))
     hi = max(1e-9, max(values))
     bw = width / n
@@ -158,7 +159,7 @@ def _bars_svg(values: Sequence[float], best: int, width: int = 560, height: int 
         bars.append(f'<rect x="{i * bw + 1:.1f}" y="{top:.1f}" width="{max(bw - 2, 1):.1f}" '
                     f'height="{max(bottom - top, 0.5):.1f}" fill="{color}"><title>seed {i}: {v:.3f}</title></rect>')
     axis = f'<line x1="0" x2="{width}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#667085" stroke-width="1"/>'
-    return (f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" role="img" '
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
             f'aria-label="PCC per seed">{"".join(bars)}{axis}</svg>')
 
 
@@ -236,7 +237,7 @@ correlation between the layer's response to the visualization and R⁺, over all
 visualization alone is classified as the target within the top 5.</p>
 {_bars_svg(pcc, best)}
 <div class="seeds">{seed_html}</div>
-{f'<h2>Contact sheet</h2><figure><img src="{esc(contact)}" alt="contact sheet of all seeds"></figure>' if contact else ''}
+{f'<h2>Contact sheet</h2><figure style="max-width:{min(len(seeds), 6) * 240}px"><img src="{esc(contact)}" alt="contact sheet of all seeds"></figure>' if contact else ''}
 <h2>Details</h2>
 {_table(summary_rows)}
 <details><summary>timings</summary>{_table({k: f"{v:.2f} s" if isinstance(v, float) else v for k, v in timings.items()})}</details>

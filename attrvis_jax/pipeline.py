@@ -1,0 +1,144 @@
+"""One image → attribution → visualization → metrics → a folder with PNGs, results.json and
+report.html. Shared by `attrvis run` and `attrvis demo`.
+
+The results.json keys are a public interface (scripts read them): model, layer, target,
+target_index, beta, lambda0, method, completeness_error, and per-seed lists pcc, top5_hit,
+mask_area, final_loss, plus timings, versions, config and key. Add keys; never rename them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from attrvis_jax import progress as progress_mod
+from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.errors import AttrvisError
+from attrvis_jax.fileio import write_json
+from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png, write_report
+
+
+def versions() -> dict:
+    import flax
+    import optax
+
+    import attrvis_jax
+
+    return {
+        "attrvis_jax": attrvis_jax.__version__, "jax": jax.__version__, "flax": flax.__version__,
+        "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
+    }
+
+
+def _config_dict(cfg) -> dict:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def run(
+    model,
+    image,
+    out_dir: Path,
+    *,
+    layer: str | None = None,
+    target=None,
+    method: str = "aumann_shapley",
+    attribution_config: AttributionConfig | None = None,
+    render_config: RenderConfig | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    image_label: str | None = None,
+) -> dict:
+    """Run the whole method on one image and write everything into `out_dir`; returns results."""
+    from attrvis_jax.attribution import attribute
+    from attrvis_jax.metrics import evaluate_visualizations
+    from attrvis_jax.render import visualize
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    attribution_config = attribution_config or AttributionConfig()
+    render_config = render_config or RenderConfig()
+    layer = model.resolve_layer(layer or model.spec.default_layer or model.layers[len(model.layers) // 2])
+    x = model.load_image(image)
+    key = jax.random.PRNGKey(seed)
+    attr_key, render_key = jax.random.split(key)
+
+    t0 = time.perf_counter()
+    attr = attribute(model, x, layer=layer, target=target, method=method, config=attribution_config,
+                     key=attr_key, progress=progress_mod.bar("attribution", quiet=quiet))
+    t_attr = time.perf_counter() - t0
+    if not quiet:
+        print(attr.summary(), flush=True)
+
+    t0 = time.perf_counter()
+    vis = visualize(model, attr, config=render_config, key=render_key,
+                    progress=progress_mod.bar("visualization", quiet=quiet))
+    t_render = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metrics = evaluate_visualizations(model, vis.composed, attr.positive, attr.values, layer, attr.target)
+    t_metrics = time.perf_counter() - t0
+
+    # Pictures.
+    save_png(out_dir / "input.png", x)
+    save_png(out_dir / "heatmap.png", heatmap_overlay(x, attr.heatmap))
+    attr.save(out_dir / "attribution.npz")
+    seeds = []
+    for i, sid in enumerate(vis.seed_ids):
+        name = f"seed{sid:02d}"
+        save_png(out_dir / f"{name}.png", vis.composed[i])
+        save_png(out_dir / f"{name}_mask.png", vis.masks[i])
+        seeds.append({"image": f"{name}.png", "mask": f"{name}_mask.png", "pcc": float(metrics.pcc[i]),
+                      "top5_hit": bool(metrics.top5_hit[i]), "mask_area": float(vis.mask_area[i]),
+                      "final_loss": float(vis.loss[i])})
+    captions = [f"{s['image'][:-4]}  r={s['pcc']:.2f}" for s in seeds]
+    save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
+
+    beta = float(np.asarray(vis.beta).ravel()[0])
+    results = {
+        "model": model.name,
+        "layer": layer,
+        "target": attr.target_name,
+        "target_index": int(attr.target),
+        "beta": beta,
+        "lambda0": float(attr.lambda0),
+        "method": attr.method,
+        "completeness_error": attr.completeness_error,
+        "relative_completeness_error": attr.relative_completeness_error,
+        "logit_a": float(attr.logit),
+        "logit_b": attr.logit_baseline,
+        "seeds": [int(s) for s in vis.seed_ids],
+        "pcc": [float(v) for v in metrics.pcc],
+        "pcc_raw": [float(v) for v in metrics.pcc_raw],
+        "top5_hit": [bool(v) for v in metrics.top5_hit],
+        "target_rank": [int(v) for v in metrics.target_rank],
+        "mask_area": [float(v) for v in np.asarray(vis.mask_area).reshape(len(vis.seed_ids), -1)[:, 0]],
+        "final_loss": [float(v) for v in vis.loss],
+        "finite": [bool(v) for v in vis.finite],
+        "summary": metrics.summary(),
+        "image": image_label or (str(image) if isinstance(image, (str, Path)) else "(array)"),
+        "weights": model.weights_source,
+        "key": seed,
+        "timings": {
+            "attribution_s": t_attr,
+            "render_s": t_render,
+            "render_compile_s": float(vis.timings.get("compile_s", 0.0)),
+            "metrics_s": t_metrics,
+        },
+        "versions": versions(),
+        "config": {"attribution": _config_dict(attribution_config), "render": _config_dict(render_config)},
+    }
+    results["timings"]["total_s"] = time.perf_counter() - t_start
+    write_json(out_dir / "results.json", results)
+    write_report(out_dir, results, seeds, {"input": "input.png", "heatmap": "heatmap.png",
+                                           "contact_sheet": "contact_sheet.png"})
+    if not all(results["finite"]):
+        bad = [s for s, ok in zip(results["seeds"], results["finite"]) if not ok]
+        raise AttrvisError(f"the loss became non-finite for seed(s) {bad}; results for the others are in {out_dir}")
+    return results
