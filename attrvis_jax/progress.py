@@ -29,7 +29,9 @@ def bar(description: str, unit: str = "step", quiet: bool = False) -> ProgressFn
 
     def update(done: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
+            # The first report usually arrives after a first chunk that included compilation:
+            # start the bar there (initial=done) so the rate and ETA reflect the steady state.
+            state["bar"] = tqdm(total=total, initial=done, desc=description, unit=unit, file=sys.stderr,
                                 dynamic_ncols=True, leave=True)
         b = state["bar"]
         b.total = total

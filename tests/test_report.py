@@ -70,3 +70,16 @@ def test_report_escapes_html(tmp_path):
     results["target"] = "<script>alert(1)</script>"
     html = write_report(tmp_path, results, seeds, {}).read_text()
     assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_progress_bar_reaches_total_and_quiet_is_silent(capsys):
+    from attrvis_jax import progress
+
+    update = progress.bar("work")
+    for done in (32, 64, 96):
+        update(done, 96)
+    err = capsys.readouterr().err
+    assert "work" in err and "96/96" in err
+    quiet = progress.bar("work", quiet=True)
+    quiet(1, 2)
+    assert capsys.readouterr().err == ""
