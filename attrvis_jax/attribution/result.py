@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from attrvis_jax.config import AttributionConfig
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.fileio import atomic_write
 
 FORMAT_VERSION = 1
 _ARRAYS = ("values", "positive", "heatmap", "baseline")
@@ -97,17 +97,7 @@ class Attribution:
             **{name: getattr(self, name) for name in _SCALARS},
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS if getattr(self, name) is not None}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays))
         return path
 
     @classmethod
