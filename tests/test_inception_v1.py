@@ -5,6 +5,7 @@ Parity with lucent's torch model is in `test_parity_inception_v1.py`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -21,7 +22,10 @@ from attrvis_jax.models.base import Model
 from attrvis_jax.models.registry import architecture, variables_template
 from attrvis_jax.weights.convert import flax_to_torch, torch_to_flax
 
-SHARED_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "inception5h_labels.txt"
+# The label list may not be committed (shared/data/README.md): read it beside the checkout, or
+# from where ATTRVIS_INCEPTION_LABELS points.
+SHARED_LABELS = Path(os.environ.get("ATTRVIS_INCEPTION_LABELS")
+                     or Path(__file__).resolve().parents[2] / "shared" / "data" / "inception5h_labels.txt")
 
 SHAPES_224 = {
     "conv2d0": (112, 112, 64), "conv2d1": (56, 56, 64), "conv2d2": (56, 56, 192),
