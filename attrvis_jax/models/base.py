@@ -82,6 +82,10 @@ class Preprocess:
     clip: bool = True  # clip interpolation overshoot back into [0, 1]
 
 
+# torchvision's ImageNet evaluation transform: resize the shorter side to 256, center-crop 224.
+TORCHVISION_PREPROCESS = Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Static facts about an architecture; hashable so it can be a jit static argument."""

@@ -23,15 +23,15 @@ the four post-ReLU branches for the inception blocks). Flax module paths mirror 
 
 from __future__ import annotations
 
-import re
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
-from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
+from attrvis_jax.models.base import TORCHVISION_PREPROCESS, ModelSpec, StagedNet
 from attrvis_jax.models.layers import batch_norm, conv, global_avg_pool, max_pool
 from attrvis_jax.models.registry import Architecture
+from attrvis_jax.weights.convert import torchvision_rename, torchvision_rename_back
 
 BN_EPS = 1e-3
 
@@ -122,18 +122,14 @@ def torch_rename(path: str) -> str | None:
     """`inception4d.branch2.1.conv` -> `inception4d/branch2_1/conv`; aux heads -> None."""
     if path.split(".")[0] in ("aux1", "aux2"):
         return None
-    return re.sub(r"\.(\d+)", r"_\1", path).replace(".", "/")
-
-
-def torch_rename_back(path: str) -> str:
-    return re.sub(r"_(\d+)", r".\1", path).replace("/", ".")
+    return torchvision_rename(path)
 
 
 SPEC = ModelSpec(
     name="googlenet",
     layers=LAYERS,
     num_classes=1000,
-    preprocess=Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear"),
+    preprocess=TORCHVISION_PREPROCESS,
     description="GoogLeNet, torchvision's batch-norm port (ImageNet-1k, 224x224)",
     default_layer="inception4d",
 )
@@ -142,6 +138,6 @@ ARCH = Architecture(
     spec=SPEC,
     build=GoogLeNet,
     torch_rename=torch_rename,
-    torch_rename_back=torch_rename_back,
+    torch_rename_back=torchvision_rename_back,
     labels=lambda weights_path: imagenet1k(),
 )

@@ -22,15 +22,15 @@ torchvision's weights are a different network from the paper's.
 
 from __future__ import annotations
 
-import re
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
-from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
+from attrvis_jax.models.base import TORCHVISION_PREPROCESS, ModelSpec, StagedNet
 from attrvis_jax.models.layers import batch_norm, conv, global_avg_pool, max_pool
 from attrvis_jax.models.registry import Architecture
+from attrvis_jax.weights.convert import torchvision_rename, torchvision_rename_back
 
 BN_EPS = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -113,20 +113,11 @@ class ResNet50(StagedNet):
         return stages
 
 
-def torch_rename(path: str) -> str:
-    """`layer3.0.downsample.1` -> `layer3_0/downsample_1`; `conv1` -> `conv1`."""
-    return re.sub(r"\.(\d+)", r"_\1", path).replace(".", "/")
-
-
-def torch_rename_back(path: str) -> str:
-    return re.sub(r"_(\d+)", r".\1", path).replace("/", ".")
-
-
 SPEC = ModelSpec(
     name="resnet50",
     layers=LAYERS,
     num_classes=1000,
-    preprocess=Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear"),
+    preprocess=TORCHVISION_PREPROCESS,
     aliases=_aliases(),
     description="ResNet-50 v1.5, torchvision (ImageNet-1k, 224x224)",
     default_layer="layer3.5",
@@ -135,7 +126,7 @@ SPEC = ModelSpec(
 ARCH = Architecture(
     spec=SPEC,
     build=ResNet50,
-    torch_rename=torch_rename,
-    torch_rename_back=torch_rename_back,
+    torch_rename=torchvision_rename,
+    torch_rename_back=torchvision_rename_back,
     labels=lambda weights_path: imagenet1k(),
 )

@@ -17,6 +17,7 @@ Every target leaf must be filled exactly once and every source key used; otherwi
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -25,6 +26,15 @@ from flax import traverse_util
 from attrvis_jax.errors import WeightsError
 
 Rename = Callable[[str], "str | None"]
+
+
+def torchvision_rename(path: str) -> str:
+    """torchvision module paths -> Flax paths: `layer3.0.downsample.1` -> `layer3_0/downsample_1`."""
+    return re.sub(r"\.(\d+)", r"_\1", path).replace(".", "/")
+
+
+def torchvision_rename_back(path: str) -> str:
+    return re.sub(r"_(\d+)", r".\1", path).replace("/", ".")
 
 
 def _target(key: str, value: np.ndarray, rename: Rename) -> tuple[tuple[str, ...], np.ndarray] | None:
