@@ -1,0 +1,43 @@
+"""Shared layers against XLA's reference ops: the tap-based max pool (values and gradients)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attrvis_jax.models.layers import max_pool
+
+
+def _reference(x, kernel, stride, pads):
+    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=pads)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, ceil_mode", [
+    (15, 3, 2, "SAME", False), (16, 3, 2, ((0, 1), (0, 1)), False), (14, 3, 1, ((1, 1), (1, 1)), False),
+    (13, 3, 2, 0, True), (14, 3, 2, 1, False), (9, 2, 2, "VALID", False), (14, 3, 1, 1, True),
+])
+def test_max_pool_matches_reduce_window(size, kernel, stride, padding, ceil_mode):
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 1, 3)), jnp.float32)
+    x = x.at[:, ::3, ::2].set(0.5)  # exact ties, so tie routing of the gradient is exercised
+    if isinstance(padding, tuple) or (isinstance(padding, str) and not ceil_mode):
+        pads = padding
+    else:  # what torch's int padding / ceil_mode mean, spelled out for the reference
+        import math
+        p = int(padding)
+        pads = []
+        for n in x.shape[1:3]:
+            out = (math.ceil if ceil_mode else math.floor)((n + 2 * p - kernel) / stride) + 1
+            if ceil_mode and (out - 1) * stride >= n + p:
+                out -= 1
+            pads.append((p, max((out - 1) * stride + kernel - n - p, 0)))
+    ours = max_pool(x, kernel, stride, padding, ceil_mode)
+    ref = _reference(x, kernel, stride, pads)
+    np.testing.assert_array_equal(ours, ref)
+    g = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+    d_ours = jax.vjp(lambda x: max_pool(x, kernel, stride, padding, ceil_mode), x)[1](g)[0]
+    d_ref = jax.vjp(lambda x: _reference(x, kernel, stride, pads), x)[1](g)[0]
+    np.testing.assert_allclose(d_ours, d_ref, rtol=0, atol=1e-6)
