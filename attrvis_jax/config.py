@@ -20,8 +20,29 @@ def _check(ok: bool, message: str) -> None:
         raise AttrvisError(message)
 
 
+class _ConfigMethods:
+    """replace / to_dict / from_dict shared by the frozen config dataclasses."""
+
+    def replace(self, **changes):
+        """A copy with some fields changed; unknown field names are a clear error."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - fields)
+        _check(not bad, f"unknown {type(self).__name__} field(s) {bad}; valid: {sorted(fields)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of `to_dict` (JSON lists become tuples again); unknown keys, e.g. fields a newer
+        version added, are ignored and missing ones take their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
+
+
 @dataclasses.dataclass(frozen=True)
-class AttributionConfig:
+class AttributionConfig(_ConfigMethods):
     """The attribution stage: output-targeted baseline (§2), path integral (§3), post-processing (§4).
 
     Where code and paper differ (`fidelity`):
@@ -67,21 +88,6 @@ class AttributionConfig:
         _check(0 < self.channel_threshold <= 1, f"channel_threshold must be in (0, 1], got {self.channel_threshold}")
         _check(0 <= self.heatmap_percentile <= 100, f"heatmap_percentile must be in [0, 100], got {self.heatmap_percentile}")
 
-    def replace(self, **changes) -> "AttributionConfig":
-        """A copy with some fields changed; unknown field names are a clear error."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(changes) - fields)
-        _check(not bad, f"unknown AttributionConfig field(s) {bad}; valid: {sorted(fields)}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AttributionConfig":
-        """Inverse of `to_dict`; fields a newer version added fall back to their defaults."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
 
 
 # ---- rendering (ALGORITHM §5–8) ------------------------------------------------------------------
@@ -100,7 +106,7 @@ RENDER_ENGINES = ("scan", "loop")
 
 
 @dataclasses.dataclass(frozen=True)
-class RenderConfig:
+class RenderConfig(_ConfigMethods):
     """The visualization optimizer (§5–8). Frozen and hashable: it is a static argument of the
     compiled step, so every field here is a compile-time constant.
 
@@ -185,17 +191,3 @@ class RenderConfig:
     def transform_set(self) -> str:
         return self.transforms or self.fidelity
 
-    def replace(self, **changes) -> "RenderConfig":
-        """A copy with some fields changed; unknown field names are a clear error."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(changes) - fields)
-        _check(not bad, f"unknown RenderConfig field(s) {bad}; valid: {sorted(fields)}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RenderConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "snapshot_steps" else v) for k, v in d.items() if k in fields})

@@ -8,7 +8,6 @@ mask_area, final_loss, plus timings, versions, config and key. Add keys; never r
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -34,10 +33,6 @@ def versions() -> dict:
         "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
     }
-
-
-def _config_dict(cfg) -> dict:
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
 def run(
@@ -132,7 +127,7 @@ def run(
             "metrics_s": t_metrics,
         },
         "versions": versions(),
-        "config": {"attribution": _config_dict(attribution_config), "render": _config_dict(render_config)},
+        "config": {"attribution": attribution_config.to_dict(), "render": render_config.to_dict()},
     }
     results["timings"]["total_s"] = time.perf_counter() - t_start
     write_json(out_dir / "results.json", results)

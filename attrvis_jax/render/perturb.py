@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.render.param import normal
+from attrvis_jax.render.transforms import reflect_index
 from attrvis_jax.render.noise import (
     FRACTAL_DECAY, FRACTAL_SD, PYRAMID_LEVELS, fractal_noise, level_weights, noise_pyramid, select_levels,
 )
@@ -74,15 +75,6 @@ def pyramid(x, m, key, *, index_scale: float = 7.0, levels: int = PYRAMID_LEVELS
 
 
 # ---- blur pyramid ------------------------------------------------------------------------------
-def _mirror(i: np.ndarray, n: int) -> np.ndarray:
-    """Whole-sample symmetric reflection (TF/numpy 'reflect': the edge pixel is not repeated)."""
-    if n == 1:
-        return np.zeros_like(i)
-    period = 2 * (n - 1)
-    i = np.mod(i, period)
-    return np.where(i >= n, period - i, i)
-
-
 @functools.lru_cache(maxsize=16)
 def blur_matrix(n: int, sigma: float, kernel: str = "symmetric") -> np.ndarray:
     """(n, n) matrix A such that A @ row blurs a length-n signal with a Gaussian of sd `sigma`.
@@ -98,7 +90,7 @@ def blur_matrix(n: int, sigma: float, kernel: str = "symmetric") -> np.ndarray:
         offsets = np.arange(-w, w + 1)
         taps = np.exp(-offsets**2 / (2 * sigma**2))
         taps /= taps.sum()
-        cols = _mirror(rows + offsets[None, :], n)
+        cols = reflect_index(rows + offsets[None, :], n)
         valid = np.ones_like(cols, bool)
     elif kernel == "code":
         offsets = np.arange(-w - 1, w + 1)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +131,17 @@ def source_coordinates(params: TransformParams, spec: TransformSpec, size: int):
     return jnp.broadcast_to(yy, (size, size)), jnp.broadcast_to(xx, (size, size)), valid
 
 
-def _reflect(i: jax.Array, n: int) -> jax.Array:
-    """Whole-sample symmetric index (TF 'REFLECT' padding: the edge pixel is not repeated)."""
+def reflect_index(i, n: int):
+    """Whole-sample symmetric index (TF/numpy 'REFLECT': the edge pixel is not repeated).
+
+    Works on numpy arrays (blur matrices built once) and jax arrays (traced sampling) alike.
+    """
+    xp = np if isinstance(i, np.ndarray) else jnp
     if n == 1:
-        return jnp.zeros_like(i)
+        return xp.zeros_like(i)
     period = 2 * (n - 1)
-    i = jnp.mod(i, period)
-    return jnp.where(i >= n, period - i, i)
+    i = xp.mod(i, period)
+    return xp.where(i >= n, period - i, i)
 
 
 def bilinear_sample(images: jax.Array, yy: jax.Array, xx: jax.Array) -> jax.Array:
@@ -150,8 +155,8 @@ def bilinear_sample(images: jax.Array, yy: jax.Array, xx: jax.Array) -> jax.Arra
     y0, x0 = jnp.floor(yy), jnp.floor(xx)
     fy, fx = (yy - y0)[..., None], (xx - x0)[..., None]
     y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    rows = (_reflect(y0, h), _reflect(y0 + 1, h))
-    cols = (_reflect(x0, w), _reflect(x0 + 1, w))
+    rows = (reflect_index(y0, h), reflect_index(y0 + 1, h))
+    cols = (reflect_index(x0, w), reflect_index(x0 + 1, w))
     # Reflected indices are always in bounds: "clip" skips the out-of-bounds fill (its gradient
     # scatter was 3.5x slower at 224²).
     corner = lambda r, c: jnp.take(flat, (r * w + c).reshape(-1), axis=-2, mode="clip").reshape(

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import urllib.request
 import warnings
@@ -87,16 +88,11 @@ def _download(url: str, dest: Path) -> None:
     print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            atomic_write(dest, lambda f: _copy(response, f))
+            atomic_write(dest, lambda f: shutil.copyfileobj(response, f, 1 << 20))
     except OSError as e:
         raise WeightsError(
             f"could not download {url} ({e}); download it yourself and pass its path as weights=PATH"
         ) from None
-
-
-def _copy(src, dst, block: int = 1 << 20) -> None:
-    while chunk := src.read(block):
-        dst.write(chunk)
 
 
 def default_weights_path(name: str) -> Path:
