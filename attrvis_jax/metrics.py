@@ -11,8 +11,6 @@ then the head from there), so nothing is computed twice.
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,13 +44,31 @@ class VisMetrics:
         }
 
 
-@partial(jax.jit, static_argnums=(0, 4, 5))
-def _evaluate(model, variables, images, references, layer: str, target: int):
+def _evaluate(model, variables, images, references, layer: str, targets):
+    """PCC of each image's layer response with each of its references, and the target's rank.
+
+    images (N, H, W, 3); references (N, R, h, w, K) — one set per image; targets (N,)."""
     acts = model.apply_features(variables, images, layer)
     logits = model.apply_head(variables, acts, layer)
-    pcc = jax.vmap(lambda a: jax.vmap(lambda r: pearson(a, r))(references))(acts)  # (N, n_refs)
-    rank = jnp.sum(logits > logits[:, target : target + 1], axis=-1)
+    pcc = jax.vmap(lambda a, refs: jax.vmap(lambda r: pearson(a, r))(refs))(acts, references)  # (N, R)
+    own = jnp.take_along_axis(logits, targets[:, None], axis=-1)
+    rank = jnp.sum(logits > own, axis=-1)
     return pcc, rank
+
+
+_evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 4))
+
+
+def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, variables=None) -> VisMetrics:
+    """Metrics of N visualizations that each have their own attribution and target (a sweep batch):
+    images (N, H, W, 3) in [0, 1], r_plus and r_raw (N, h, w, K), targets (N,). Arrays may be sharded
+    over devices (jax.Array with a NamedSharding): the one forward pass then runs sharded too."""
+    refs = jnp.stack([jnp.asarray(r_plus, jnp.float32), jnp.asarray(r_raw, jnp.float32)], axis=1)
+    variables = model.variables if variables is None else variables
+    pcc, rank = _evaluate_jit(model, variables, jnp.asarray(images, jnp.float32), refs,
+                              model.resolve_layer(layer), jnp.asarray(targets, jnp.int32))
+    pcc, rank = np.asarray(pcc), np.asarray(rank)
+    return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank)
 
 
 def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int) -> VisMetrics:
@@ -60,7 +76,6 @@ def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: in
     images = jnp.asarray(images, jnp.float32)
     if images.ndim == 3:
         images = images[None]
-    refs = jnp.stack([jnp.asarray(r_plus, jnp.float32), jnp.asarray(r_raw, jnp.float32)])
-    pcc, rank = _evaluate(model, model.variables, images, refs, model.resolve_layer(layer), int(target))
-    pcc, rank = np.asarray(pcc), np.asarray(rank)
-    return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank)
+    n = images.shape[0]
+    rows = lambda a: jnp.broadcast_to(jnp.asarray(a, jnp.float32), (n, *np.shape(a)))
+    return evaluate_rows(model, images, rows(r_plus), rows(r_raw), layer, np.full((n,), int(target)))

@@ -125,13 +125,23 @@ def output_targeted_baseline(
 ) -> Baseline:
     """The baseline b for a batch of activations `acts` (N, H, W, K) and target classes (N,).
 
-    `key` draws both N(0, 1) inits (split once: spatial, channel). `progress(done, total)` counts
-    optimizer steps over both stages.
+    `key` draws both N(0, 1) inits (split once: spatial, channel). It may also be one key per image
+    (shape (N,)): then each image's inits depend only on its own key, not on the batch it runs in
+    (what a resumable sweep needs). `progress(done, total)` counts optimizer steps over both stages.
     """
     acts = jnp.asarray(acts, jnp.float32)
     targets = jnp.asarray(targets, jnp.int32)
     n, h, w, k = acts.shape
-    key_spatial, key_channel = jax.random.split(key)
+    if jnp.ndim(key) == 1 and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape[0] != n:
+            raise ValueError(f"{key.shape[0]} keys for {n} images")
+        pairs = jax.vmap(jax.random.split)(key)  # (N, 2)
+        spatial_init = jax.vmap(lambda k_: jax.random.normal(k_, (h, w, 1)))(pairs[:, 0])
+        channel_init = jax.vmap(lambda k_: jax.random.normal(k_, (1, 1, k)))(pairs[:, 1])
+    else:
+        key_spatial, key_channel = jax.random.split(key)
+        spatial_init = jax.random.normal(key_spatial, (n, h, w, 1))
+        channel_init = jax.random.normal(key_channel, (n, 1, 1, k))
     total = config.spatial_steps + config.channel_steps
 
     def report(offset):
@@ -139,11 +149,11 @@ def output_targeted_baseline(
 
     common = dict(proximity=config.proximity, progress_every=progress_every)
     spatial = optimize_mask(
-        net, layer, variables, acts, targets, jax.random.normal(key_spatial, (n, h, w, 1)),
+        net, layer, variables, acts, targets, spatial_init,
         lr=config.spatial_lr, steps=config.spatial_steps, progress=report(0), **common,
     )
     channel = optimize_mask(
-        net, layer, variables, acts, targets, jax.random.normal(key_channel, (n, 1, 1, k)),
+        net, layer, variables, acts, targets, channel_init,
         lr=config.channel_lr, steps=config.channel_steps, progress=report(config.spatial_steps), **common,
     )
     return Baseline(values=jnp.minimum(spatial, channel) * acts, spatial_mask=spatial, channel_mask=channel)

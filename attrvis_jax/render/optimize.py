@@ -185,8 +185,10 @@ def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
 class Engine:
     """Pure step functions for one (network, layer, config, image size); jitted ones are built once."""
 
-    def __init__(self, net, layer: str, config: RenderConfig, size: int):
-        self.net, self.layer, self.config, self.size = net, layer, config, size
+    def __init__(self, net, layer: str, config: RenderConfig, size: int, rows: bool = False):
+        # rows=False: every seed optimizes against the same attribution `data`; rows=True: `data`
+        # has a leading axis like the seeds (one attribution per row: a sweep's batch of items).
+        self.net, self.layer, self.config, self.size, self.rows = net, layer, config, size, rows
         self.channels = 4 if config.has_mask else 3
         self.perturb = make_perturbation(config)
         self.transform = TRANSFORMS[config.transform_set]
@@ -269,7 +271,8 @@ class Engine:
 
     # -- all seeds --
     def _all_step(self, variables, carry, seed_data, data, t):
-        return jax.vmap(self._seed_step, in_axes=(None, 0, 0, None, None))(variables, carry, seed_data, data, t)
+        data_axis = 0 if self.rows else None
+        return jax.vmap(self._seed_step, in_axes=(None, 0, 0, data_axis, None))(variables, carry, seed_data, data, t)
 
     def _chunk(self, variables, carry, seed_data, data, t0, t_stop):
         """chunk_size updates t0, t0+1, … as one scan; updates at t ≥ t_stop are skipped (so one
@@ -286,7 +289,8 @@ class Engine:
     def compiled(self, name: str, *args):
         """The compiled executable of `name` for these argument shapes, and the seconds compiling took."""
         leaves, tree = jax.tree_util.tree_flatten(args)
-        sig = (name, tree, tuple((tuple(getattr(a, "shape", ())), str(getattr(a, "dtype", type(a)))) for a in leaves))
+        sig = (name, tree, tuple((tuple(getattr(a, "shape", ())), str(getattr(a, "dtype", type(a))),
+                                  str(getattr(a, "sharding", ""))) for a in leaves))
         if sig in self._compiled:
             return self._compiled[sig], 0.0
         t0 = time.perf_counter()
@@ -296,9 +300,43 @@ class Engine:
 
 
 @functools.lru_cache(maxsize=8)
-def engine(net, layer: str, config: RenderConfig, size: int) -> Engine:
+def engine(net, layer: str, config: RenderConfig, size: int, rows: bool = False) -> Engine:
     """The engine for these statics (seeds and snapshots do not change the compiled step)."""
-    return Engine(net, layer, config, size)
+    return Engine(net, layer, config, size, rows)
+
+
+def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, snapshot_steps=(),
+              progress: Progress | None = None):
+    """Run `steps` updates in compiled chunks; returns (carry, loss history (S, steps), snapshots
+    {t: (X, M)}, compile_s, run_s). Inputs may be sharded arrays: the compiled chunk follows them."""
+    config = eng.config
+    marks = sorted({s for s in snapshot_steps if 0 < s < steps} | {steps})
+    snapshots, history = {}, []
+    compile_s, t_start, t = 0.0, time.perf_counter(), 0
+    while t < steps:
+        stop = min(t + config.chunk_size, next(m for m in marks if m > t))
+        if config.engine == "scan":
+            t0, ts = jnp.int32(t), jnp.int32(stop)
+            exe, dt = eng.compiled("chunk", variables, carry, seed_data, data, t0, ts)
+            compile_s += dt
+            carry, losses = exe(variables, carry, seed_data, data, t0, ts)
+            history.append(losses[: stop - t])
+        else:
+            for tt in range(t, stop):
+                exe, dt = eng.compiled("step", variables, carry, seed_data, data, jnp.int32(tt))
+                compile_s += dt
+                carry, losses = exe(variables, carry, seed_data, data, jnp.int32(tt))
+                history.append(losses[None])
+        t = stop
+        if t in snapshot_steps:
+            snapshots[t] = eng.outputs(carry["params"])
+        if progress is not None:
+            jax.block_until_ready(carry["loss"])
+            progress(t, steps)
+    jax.block_until_ready(carry)
+    run_s = time.perf_counter() - t_start - compile_s
+    history = jnp.concatenate([jnp.asarray(h) for h in history], axis=0).T
+    return carry, history, snapshots, compile_s, run_s
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -353,33 +391,10 @@ def visualize(
     data = {"r_plus": jnp.asarray(r), "beta": jnp.asarray(b), "lambda0": jnp.asarray(lam)}
 
     steps = config.steps
-    marks = sorted({s for s in config.snapshot_steps if 0 < s < steps} | {steps})
-    snapshots, history = {}, []
-    compile_s, t_start, t = 0.0, time.perf_counter(), 0
-    while t < steps:
-        stop = min(t + config.chunk_size, next(m for m in marks if m > t))
-        if config.engine == "scan":
-            t0, ts = jnp.int32(t), jnp.int32(stop)
-            exe, dt = eng.compiled("chunk", variables, carry, seed_data, data, t0, ts)
-            compile_s += dt
-            carry, losses = exe(variables, carry, seed_data, data, t0, ts)
-            history.append(losses[: stop - t])
-        else:
-            for tt in range(t, stop):
-                exe, dt = eng.compiled("step", variables, carry, seed_data, data, jnp.int32(tt))
-                compile_s += dt
-                carry, losses = exe(variables, carry, seed_data, data, jnp.int32(tt))
-                history.append(losses[None])
-        t = stop
-        if t in config.snapshot_steps:
-            x, m = eng.outputs(carry["params"])
-            snapshots[t] = _pack(x, m, grouped, config.background)
-        if progress is not None:
-            jax.block_until_ready(carry["loss"])
-            progress(t, steps)
+    carry, history, raw_snapshots, compile_s, run_s = run_steps(
+        eng, variables, carry, seed_data, data, steps=steps, snapshot_steps=config.snapshot_steps, progress=progress)
+    snapshots = {t: _pack(x, m, grouped, config.background) for t, (x, m) in raw_snapshots.items()}
     x, m = eng.outputs(carry["params"])
-    jax.block_until_ready((x, m))
-    run_s = time.perf_counter() - t_start - compile_s
     final = _pack(x, m, grouped, config.background)
     finite = np.asarray(carry["alive"])
     if not finite.all():
@@ -392,7 +407,7 @@ def visualize(
         images=final["images"], masks=final["masks"], composed=final["composed"],
         loss=np.asarray(carry["loss"]), mask_area=area,
         beta=unbatch(b), lambda0=unbatch(lam), finite=finite, stopped_at=np.asarray(carry["stopped_at"]),
-        loss_history=np.concatenate([np.asarray(h) for h in history], axis=0).T,
+        loss_history=np.asarray(history),
         snapshots=snapshots, config=config, layer=layer, seed_ids=seed_ids, grouped=grouped,
         timings={"compile_s": compile_s, "run_s": run_s, "steps": steps, "seeds": len(seed_ids)},
     )

@@ -1,0 +1,295 @@
+"""Sweeps: the plan, the store, sharding over forced CPU devices, resuming after SIGKILL, ablation.
+
+One small sweep (2 photos × 1 layer × 2 perturbations × 3 seeds, a few steps) runs in-process and is
+the reference; other runs copy its saved attributions so that only the rendering is repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from attrvis_jax.config import AttributionConfig, RenderConfig, SweepConfig
+from attrvis_jax.errors import AttrvisError
+
+pytestmark = pytest.mark.slow
+
+CONFIG = SweepConfig(
+    images=("sample:chelsea", "sample:coffee"), targets=("top1",), layers=("blocks.1",),
+    perturbations=("pyramid", "constant"), seeds=3, batch=4, key=7,
+    attribution=AttributionConfig(spatial_steps=8, channel_steps=8, steps=8),
+    render=RenderConfig(steps=3, chunk_size=3),
+)
+NUMERIC = ("pcc", "pcc_raw", "mask_area", "final_loss")
+
+
+def _write_spec(path: Path, config: SweepConfig) -> Path:
+    path.write_text(json.dumps(config.to_dict()))
+    return path
+
+
+def _cli(args, devices: int = 1, **kwargs):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, "-m", "attrvis_jax.cli", *args], env=env, **kwargs)
+
+
+def _seeded(tmp: Path, reference: Path) -> Path:
+    """A fresh output folder holding the reference run's attributions (so only rendering reruns)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(reference / "attributions", tmp / "attributions")
+    return tmp
+
+
+def _assert_rows_close(rows, reference, atol=2e-3):
+    ref = {r["id"]: r for r in reference}
+    for row in rows:
+        base = ref[row["id"]]
+        for k in NUMERIC:
+            assert abs(row[k] - base[k]) <= atol * max(1.0, abs(base[k])), (row["id"], k, row[k], base[k])
+        assert row["top5_hit"] == base["top5_hit"] and row["target_index"] == base["target_index"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, lite0):
+    from attrvis_jax.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("sweep-ref")
+    result = run_sweep(CONFIG, out, model=lite0)
+    return out, result
+
+
+# ---- the reference run -------------------------------------------------------------------------------
+def test_sweep_records_every_item_once(reference):
+    out, result = reference
+    ids = [r["id"] for r in result.rows]
+    assert len(ids) == 2 * 2 * 3 == len(set(ids)) and result.ran == 12
+    assert {r["perturbation"] for r in result.rows} == {"pyramid", "constant"}
+    assert {r["seed"] for r in result.rows} == {0, 1, 2}
+    for r in result.rows:
+        assert r["finite"] and np.isfinite(r["pcc"]) and -1 <= r["pcc"] <= 1
+        assert r["target_name"] == ("tiger cat" if "chelsea" in r["image"] else "espresso")
+        img = np.asarray(Image.open(out / r["picture"]))
+        assert img.shape == (224, 224, 3) and img.std() > 0
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 13 and csv_lines[0].startswith("id,image,label,target")
+    summary = {(s["layer"], s["perturbation"]): s for s in result.summary}
+    assert set(summary) == {("blocks.1", "pyramid"), ("blocks.1", "constant")}
+    for (layer, pert), s in summary.items():
+        members = [r for r in result.rows if r["perturbation"] == pert]
+        assert s["n"] == 6
+        assert s["top5_rate"] == pytest.approx(np.mean([r["top5_hit"] for r in members]))
+    assert json.loads((out / "sweep.json").read_text())["seeds"] == 3
+    assert len(list((out / "attributions").glob("*.npz"))) == 2
+
+
+def test_rerun_does_nothing_and_returns_the_same_rows(reference, lite0):
+    from attrvis_jax.sweep import run_sweep
+
+    out, result = reference
+    again = run_sweep(CONFIG, out, model=lite0)
+    assert again.ran == 0
+    assert again.rows == result.rows
+
+
+def test_an_item_is_that_seed_of_visualize(reference, lite0):
+    """Seed s of an item equals visualize(key=fold_in(unit key, 1), seed_ids=[s]) on one device."""
+    from attrvis_jax.attribution import Attribution
+    from attrvis_jax.render import visualize
+    from attrvis_jax.report import to_uint8
+    from attrvis_jax.sources import resolve_sources
+    from attrvis_jax.sweep import Unit, unit_key
+
+    out, result = reference
+    row = next(r for r in result.rows if r["image"] == "sample:coffee" and r["perturbation"] == "constant"
+               and r["seed"] == 2)
+    unit = Unit(resolve_sources(["sample:coffee"])[0], "top1", "blocks.1")
+    attr = Attribution.load(out / "attributions" / f"{unit.slug}.npz")
+    vis = visualize(lite0, attr, CONFIG.render.replace(perturbation="constant"),
+                    key=jax.random.fold_in(unit_key(CONFIG, unit), 1), seed_ids=[2])
+    saved = np.asarray(Image.open(out / row["picture"])).astype(int)
+    assert np.abs(saved - to_uint8(vis.composed[0]).astype(int)).max() <= 1
+    assert float(vis.loss[0]) == pytest.approx(row["final_loss"], rel=1e-4)
+
+
+# ---- sharding and resuming ---------------------------------------------------------------------------
+def test_four_devices_give_the_one_device_results(reference, tmp_path):
+    ref_out, ref = reference
+    out = _seeded(tmp_path / "four", ref_out)
+    spec = _write_spec(tmp_path / "spec.json", CONFIG)
+    proc = _cli(["sweep", str(spec), "--out", str(out), "--quiet"], devices=4,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    data = json.loads((out / "results.json").read_text())
+    session = data["this_session"]
+    assert session["devices"] == 4 and session["devices_used"] == 4  # the batch really was split
+    assert session["attribution_s"] < 5  # attributions were loaded, not recomputed
+    assert [r["id"] for r in data["items"]] == [r["id"] for r in ref.rows]
+    _assert_rows_close(data["items"], ref.rows)
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lite0):
+    from attrvis_jax.sweep import run_sweep
+
+    ref_out, ref = reference
+    config = CONFIG.replace(seeds=8, batch=2)  # 32 items in 16 batches: time to kill it in the middle
+    out = _seeded(tmp_path / "killed", ref_out)
+    spec = _write_spec(tmp_path / "spec.json", config)
+    proc = _cli(["sweep", str(spec), "--out", str(out), "--quiet"], devices=2,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = out / "store.sqlite"
+    finished: list = []
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    with sqlite3.connect(db, timeout=1) as con:
+                        finished = con.execute("SELECT id, finished_at FROM items").fetchall()
+                except sqlite3.OperationalError:  # the table may not exist yet
+                    finished = []
+                if len(finished) >= 2:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        before = dict(con.execute("SELECT id, finished_at FROM items").fetchall())
+    assert 2 <= len(before) < 32
+
+    result = run_sweep(config, out, model=lite0)  # resume, on one device this time
+    assert result.ran == 32 - len(before)
+    ids = [r["id"] for r in result.rows]
+    assert len(ids) == len(set(ids)) == 32
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM items").fetchone() == (32, 32)
+        after = dict(con.execute("SELECT id, finished_at FROM items").fetchall())
+    assert all(after[i] == t for i, t in before.items())  # finished items were not redone
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 33
+    # Same keys, same numbers: the items the reference run also has agree with it.
+    _assert_rows_close([r for r in result.rows if r["seed"] < 3], ref.rows)
+    for r in result.rows:
+        assert (out / r["picture"]).exists()
+
+
+# ---- ablation and the command --------------------------------------------------------------------------
+def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
+    from attrvis_jax.ablation import ablation_config, run_ablation
+
+    ref_out, _ = reference
+    out = _seeded(tmp_path / "ablation", ref_out)
+    config = ablation_config(images=CONFIG.images, layers=CONFIG.layers, seeds=2, steps=3, perturbations=("pyramid", "none"))
+    config = config.replace(attribution=CONFIG.attribution, key=CONFIG.key, batch=4,
+                            render=config.render.replace(chunk_size=3))
+    result = run_ablation(config, out, model=lite0)
+    assert [r["perturbation"] for r in result.table] == ["none", "pyramid"]  # the paper's order
+    assert [r["name"] for r in result.table] == ["No-mask", "NoisePyramid"]
+    ranks = result.ranking["blocks.1"]
+    by_pcc = sorted(result.table, key=lambda r: -r["pcc_mean"])
+    assert ranks["pcc_mean"] == [r["perturbation"] for r in by_pcc]
+    for stem in ("ablation_pcc", "ablation_top5"):
+        img = np.asarray(Image.open(out / f"{stem}.png").convert("L"), float)
+        assert img.shape[0] > 200 and img.std() > 10
+    saved = json.loads((out / "ablation.json").read_text())
+    assert saved["items"] == 8 and saved["ranking"] == result.ranking
+    assert (out / "ablation.csv").read_text().startswith("name,layer,perturbation")
+
+
+def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys):
+    from attrvis_jax.cli import main
+
+    ref_out, _ = reference
+    spec = tmp_path / "spec.toml"
+    spec.write_text('images = ["sample:chelsea"]\nlayers = ["blocks.1"]\nperturbations = ["pyramid"]\n'
+                    'seeds = 2\nbatch = 2\nkey = 7\n[render]\nsteps = 3\nchunk_size = 3\n'
+                    '[attribution]\nspatial_steps = 8\nchannel_steps = 8\nsteps = 8\n')
+    out = _seeded(tmp_path / "cli", ref_out)
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "blocks.1" in printed and "pyramid" in printed and "2 items" in printed
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_sweep_command_errors_are_one_line(tmp_path, capsys):
+    from attrvis_jax.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": ["sample:chelsea"], "seedz": 3}')
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown sweep field(s) ['seedz']" in err and len(err.strip().splitlines()) == 1
+    assert main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 1
+    assert "cannot read the sweep spec" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("images = [")
+    assert main(["sweep", str(broken), "--out", str(tmp_path / "o")]) == 1
+    assert "not a valid toml sweep spec" in capsys.readouterr().err
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+def test_store_refuses_other_settings_and_writes_batches_atomically(tmp_path):
+    from attrvis_jax.store import NAMES, ResultStore
+
+    row = {name: 0 for name in NAMES if name not in ("session", "finished_at")}
+    with ResultStore(tmp_path / "s.sqlite", {"a": 1}) as store:
+        store.add([dict(row, id="x", finite=True), dict(row, id="y")])
+        bad = dict(row, id="z")
+        del bad["pcc"]
+        with pytest.raises(KeyError):
+            store.add([dict(row, id="w"), bad])  # one bad row: the whole batch is refused
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add([dict(row, id="v"), dict(row, id="x")])  # a duplicate: nothing of the batch lands
+        assert store.done() == {"x", "y"}
+        assert store.rows()[0]["finite"] is True and store.rows()[1]["finite"] is False
+    with ResultStore(tmp_path / "s.sqlite", {"a": 1}) as store:
+        assert store.session == 2 and store.done() == {"x", "y"}
+    with pytest.raises(AttrvisError, match="other settings \\(a differ\\)"):
+        ResultStore(tmp_path / "s.sqlite", {"a": 2})
+
+
+def test_spec_files_and_plan(tmp_path, lite0):
+    from attrvis_jax.sources import resolve_sources
+    from attrvis_jax.sweep import fingerprint, load_spec, plan, summarize
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('images = ["chelsea"]\nlayers = ["default", "stage3"]\nperturbations = ["NoisePyramid", "none"]\n'
+                    "seeds = 2\n[render]\nsteps = 5\n")
+    config = load_spec(toml)
+    assert config.perturbations == ("pyramid", "none") and config.render.steps == 5
+    units, items = plan(config, resolve_sources(config.images), lite0)
+    assert [u.layer for u in units] == [lite0.resolve_layer(lite0.spec.default_layer), lite0.resolve_layer("stage3")]
+    assert len(items) == 2 * 2 * 2 and len({i.id for i in items}) == 8
+    assert len({u.slug for u in units}) == 2
+    # Seeds, perturbations and chunking may change between runs; the settings of a result may not.
+    assert fingerprint(config) == fingerprint(config.replace(seeds=9, perturbations=("blur",)))
+    assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(steps=6)))
+    with pytest.raises(AttrvisError, match="unknown render field"):
+        SweepConfig.from_dict({"render": {"stepz": 1}})
+    with pytest.raises(AttrvisError, match="perturbations repeat"):
+        SweepConfig(perturbations=("pyramid", "NoisePyramid"))
+    with pytest.raises(AttrvisError, match="same layer twice"):
+        plan(SweepConfig(layers=("default", lite0.resolve_layer(lite0.spec.default_layer))), resolve_sources(["chelsea"]), lite0)
+    # The summary averages seeds per image first, then images (the paper's order of averaging).
+    rows = [dict(layer="l", perturbation="p", image=img, target="t", pcc=v, pcc_raw=0.0, top5_hit=h,
+                 mask_area=0.1, beta=0.1, finite=True)
+            for img, v, h in [("a", 0.2, True), ("a", 0.4, True), ("a", 0.6, False), ("b", 0.0, False)]]
+    (s,) = summarize(rows)
+    assert s["pcc_mean"] == pytest.approx((0.4 + 0.0) / 2) and s["top5_rate"] == 0.5 and s["n"] == 4
