@@ -1,0 +1,325 @@
+"""Group (decomposed) attribution visualization (ALGORITHM §9).
+
+Channels that rise and fall together across many images of one class are one "group"; visualizing
+each group's share of a new image's attribution separately shows the parts the network combines.
+
+    groups = channel_groups([attribute(model, x, layer, target) for x in images_of_one_class])
+    parts = split_attribution(attribute(model, new_image, layer, target), groups)
+    shown = visualize_groups(model, new_attribution, groups, RenderConfig(seeds=5))
+
+The grouping follows the released `decompMultiAttrsGNet.py`: cumsumMax filter with τ = 0.3, ReLU,
+stack to A (N·H·W, K), FactorAnalysis with 3 then 4 factors (the first that explains > 0.3 of the
+variance), channels with a loading ≥ 0.02 go to their largest factor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lambda0
+from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.errors import AttrvisError
+from attrvis_jax.fileio import atomic_write
+
+FORMAT_VERSION = 1
+GROUPING_TAU = 0.3  # the released code's layer_alpha = [0.3, 0.3] for the grouping
+DEFAULT_SIZE = 224  # input size assumed for raw (H, W, K) arrays, as in postprocess
+
+
+# ---- the grouping --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class ChannelGroups:
+    """Channel groups of one layer (for one class), and the factor analysis that produced them.
+
+    groups: sorted channel indices per non-empty group. n_factors: the factors fitted (3 or 4 by
+    default). explained_variance: {n: score} for every n tried. loadings: the chosen fit's
+    components_ (n_factors, K). channels: K of the layer.
+    """
+
+    groups: tuple[np.ndarray, ...]
+    n_factors: int
+    explained_variance: dict[int, float]
+    loadings: np.ndarray
+    layer: str | None
+    channels: int
+
+    def __post_init__(self):
+        # Normalized and checked here so that a loaded file or a hand-made grouping is as safe as a fit.
+        groups = tuple(np.unique(np.asarray(g, np.int64).ravel()) for g in self.groups)
+        object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "channels", int(self.channels))
+        object.__setattr__(self, "n_factors", int(self.n_factors))
+        object.__setattr__(self, "loadings", np.asarray(self.loadings, np.float64))
+        object.__setattr__(self, "explained_variance",
+                           {int(n): float(s) for n, s in self.explained_variance.items()})
+        if not groups or any(g.size == 0 for g in groups):
+            raise AttrvisError("channel groups must be a non-empty list of non-empty channel index arrays")
+        flat = np.concatenate(groups)
+        if flat.min() < 0 or flat.max() >= self.channels:
+            raise AttrvisError(f"channel indices must be in [0, {self.channels}), got {flat.min()}..{flat.max()}")
+        if len(np.unique(flat)) != len(flat):
+            raise AttrvisError("a channel belongs to more than one group")
+        if self.loadings.shape != (self.n_factors, self.channels):
+            raise AttrvisError(f"loadings must be (n_factors, channels) = ({self.n_factors}, {self.channels}), "
+                               f"got {self.loadings.shape}")
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary (string keys, plain lists) for reports and logs."""
+        return {
+            "layer": self.layer,
+            "channels": self.channels,
+            "n_factors": self.n_factors,
+            "explained_variance": {str(n): s for n, s in self.explained_variance.items()},
+            "group_sizes": [int(g.size) for g in self.groups],
+            "groups": [g.tolist() for g in self.groups],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an .npz atomically (no pickle: groups as one index array plus their sizes)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        meta = {"format": FORMAT_VERSION, **self.to_dict()}
+        del meta["groups"]  # stored as arrays
+        arrays = {
+            "indices": np.concatenate(self.groups).astype(np.int64),
+            "sizes": np.array([g.size for g in self.groups], np.int64),
+            "loadings": self.loadings,
+        }
+        atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ChannelGroups":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                indices, sizes, loadings = data["indices"], data["sizes"], data["loadings"]
+        except FileNotFoundError:
+            raise AttrvisError(f"channel groups file not found: {path}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise AttrvisError(f"{path} is not a channel groups file written by ChannelGroups.save: {e}") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise AttrvisError(f"{path}: unsupported channel groups file format {meta.get('format')!r}")
+        if sizes.sum() != indices.size:
+            raise AttrvisError(f"{path}: group sizes do not add up to the stored indices (corrupt file?)")
+        return cls(
+            groups=tuple(np.split(indices, np.cumsum(sizes)[:-1])),
+            n_factors=meta["n_factors"],
+            explained_variance={int(n): s for n, s in meta["explained_variance"].items()},
+            loadings=loadings,
+            layer=meta["layer"],
+            channels=meta["channels"],
+        )
+
+
+def _stack(attributions) -> tuple[np.ndarray, str | None]:
+    """The raw R maps as one (N, H, W, K) float array, checked, and their common layer if named."""
+    if isinstance(attributions, (np.ndarray, jax.Array)) and np.ndim(attributions) == 4:
+        attributions = list(attributions)  # a stacked batch (N, H, W, K)
+    if isinstance(attributions, (np.ndarray, jax.Array, str, bytes)) or not isinstance(attributions, Iterable):
+        raise AttrvisError("channel_groups needs a sequence of attributions (H, W, K) of several images")
+    attributions = list(attributions)
+    if len(attributions) == 0:
+        raise AttrvisError("channel_groups needs at least one attribution (several images of one class)")
+    maps = [np.asarray(getattr(a, "values", a), np.float32) for a in attributions]
+    shapes = {m.shape for m in maps}
+    if len(shapes) != 1:
+        raise AttrvisError(f"all attributions must have the same shape (one layer, one input size), got {sorted(shapes)}")
+    shape = shapes.pop()
+    if len(shape) != 3:
+        raise AttrvisError(f"attributions must be (H, W, K) maps, got shape {shape}")
+    stacked = np.stack(maps)
+    if not np.all(np.isfinite(stacked)):
+        bad = sorted({int(i) for i in np.flatnonzero(~np.isfinite(stacked).reshape(len(maps), -1).all(axis=1))})
+        raise AttrvisError(f"attribution(s) {bad} contain NaN or infinite values")
+    if not np.any(stacked):
+        raise AttrvisError("all attributions are zero: there is nothing to group")
+    layers = {getattr(a, "layer", None) for a in attributions} - {None}
+    if len(layers) > 1:  # layers of one stage can share a shape; their channels are not the same
+        raise AttrvisError(f"the attributions come from different layers {sorted(layers)}: group one layer at a time")
+    return stacked, (layers.pop() if layers else None)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _filtered_positive(values: jax.Array, tau: float) -> jax.Array:
+    return jnp.maximum(jax.vmap(lambda v: channel_filter(v, tau))(values), 0.0)
+
+
+def channel_groups(
+    attributions,
+    *,
+    tau: float = GROUPING_TAU,
+    score_threshold: float = 0.3,
+    min_loading: float = 0.02,
+    candidates: Sequence[int] = (3, 4),
+    layer: str | None = None,
+    seed: int = 0,
+) -> ChannelGroups:
+    """Group a layer's channels by factor analysis of several images' attributions (ALGORITHM §9).
+
+    attributions: raw R maps (H, W, K) or `Attribution`s (their `.values`), all of one layer and one
+        class. Each is channel-filtered with `tau` (a stricter filter than the display's 0.95, so only
+        each image's dominant channels take part) and ReLU'd; all pixels of all images are the rows
+        of A (N·H·W, K). FactorAnalysis(n) is fitted for n in `candidates`; the first whose
+        explained_variance_score(A, transform(A) @ components_) exceeds `score_threshold` is kept,
+        else the last. A channel whose largest loading is ≥ `min_loading` joins the factor with that
+        largest loading; empty groups are dropped.
+    layer: recorded in the result (default: the attributions' common `.layer`).
+    seed: FactorAnalysis's random_state (its randomized SVD); sklearn's default is 0.
+    """
+    try:
+        from sklearn.decomposition import FactorAnalysis
+        from sklearn.metrics import explained_variance_score
+    except ImportError:
+        raise AttrvisError("channel grouping needs scikit-learn: pip install 'scikit-learn>=1.3'") from None
+    if not 0 < tau <= 1:
+        raise AttrvisError(f"tau must be in (0, 1], got {tau}")
+    if min_loading < 0:
+        raise AttrvisError(f"min_loading must be >= 0, got {min_loading}")
+    candidates = tuple(int(n) for n in candidates)
+    if not candidates or min(candidates) < 1:
+        raise AttrvisError(f"candidates must be a non-empty list of factor counts >= 1, got {candidates}")
+    stacked, found_layer = _stack(attributions)
+    if layer is not None and found_layer is not None and layer != found_layer:
+        raise AttrvisError(f"layer={layer!r} but the attributions are at {found_layer!r}")
+    n_images, h, w, k = stacked.shape
+    if max(candidates) > k:
+        raise AttrvisError(f"cannot fit {max(candidates)} factors to {k} channels")
+    positive = np.asarray(_filtered_positive(jnp.asarray(stacked), float(tau)), np.float64)
+    if not np.any(positive):
+        raise AttrvisError(f"no positive attribution survives the tau={tau} channel filter in any image: "
+                           "nothing to group (raise tau?)")
+    a = positive.reshape(n_images * h * w, k)
+
+    scores, fa = {}, None
+    for n in candidates:
+        fa = FactorAnalysis(n_components=n, random_state=seed).fit(a)
+        scores[n] = float(explained_variance_score(a, fa.transform(a) @ fa.components_))
+        if scores[n] > score_threshold:
+            break
+    loadings = fa.components_
+    eligible = loadings.max(axis=0) >= min_loading
+    owner = loadings.argmax(axis=0)
+    groups = tuple(np.flatnonzero(eligible & (owner == g)) for g in range(len(loadings)))
+    groups = tuple(g for g in groups if g.size)
+    if not groups:
+        # Loadings are in the attribution's units: 0.02 was set for the code's R, which is scaled by
+        # z_c(a) (AttributionConfig(scale_by_logit=True)); unscaled R needs a smaller threshold.
+        raise AttrvisError(f"no channel has a factor loading >= min_loading={min_loading} (the largest is "
+                           f"{loadings.max():.3g}); loadings scale with the attributions: lower min_loading, "
+                           "or attribute with scale_by_logit=True as the released code did")
+    return ChannelGroups(groups=groups, n_factors=len(loadings), explained_variance=scores,
+                         loadings=loadings, layer=layer or found_layer, channels=k)
+
+
+# ---- decomposing a new attribution ---------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("size", "fidelity"))
+def _group_maps(values, filtered, masks, size: int, fidelity: str):
+    """R⁺_g, β_g and λ0_g for group masks (G, K) of one map: each group's own R_f,g = R_f ⊙ 1[k ∈ G_g]."""
+
+    def one(mask):
+        f = filtered * mask
+        return jnp.maximum(f, 0.0), area_ratio(f, size, fidelity), lambda0(values * mask, f, fidelity)
+
+    return jax.vmap(one)(masks)
+
+
+def split_attribution(attribution, groups: ChannelGroups, config: AttributionConfig | None = None,
+                      size: int | None = None) -> list[dict]:
+    """Decompose one image's attribution into the groups' parts (one per group, for `visualize`).
+
+    attribution: an `Attribution` (or a raw R (H, W, K)). Its R is filtered as usual (τ of `config`,
+    default the attribution's own config, i.e. 0.95), then R⁺_g = R⁺ ⊙ 1[k ∈ G_g]; β_g and λ0_g
+    come from the group's own filtered map, so each group's mask is sized for its own evidence.
+    size: the model's input size for β (default the attribution's input_size, 224 for raw arrays).
+    Returns dicts with r_plus, beta, lambda0, layer, channels and group (its index in `groups`);
+    groups with no positive attribution left are dropped with a warning.
+    """
+    values = np.asarray(getattr(attribution, "values", attribution), np.float32)
+    config = config or getattr(attribution, "config", None) or AttributionConfig()
+    size = int(size or getattr(attribution, "input_size", None) or DEFAULT_SIZE)
+    layer = getattr(attribution, "layer", None)
+    if values.ndim != 3:
+        raise AttrvisError(f"the attribution must be one (H, W, K) map, got shape {values.shape}")
+    if values.shape[-1] != groups.channels:
+        raise AttrvisError(f"the attribution has {values.shape[-1]} channels but the groups were built for "
+                           f"{groups.channels} (layer {groups.layer!r}): another layer?")
+    if layer is not None and groups.layer is not None and layer != groups.layer:
+        raise AttrvisError(f"the attribution is at layer {layer!r} but the groups are for {groups.layer!r}")
+    if not np.all(np.isfinite(values)):
+        raise AttrvisError("the attribution contains NaN or infinite values")
+    masks = np.zeros((len(groups), groups.channels), np.float32)
+    for g, channels in enumerate(groups.groups):
+        masks[g, channels] = 1.0
+    filtered = channel_filter(jnp.asarray(values), config.channel_threshold)
+    r_plus, beta, lam = (np.asarray(a) for a in _group_maps(
+        jnp.asarray(values), filtered, jnp.asarray(masks), size, config.fidelity))
+
+    parts, empty = [], []
+    for g, channels in enumerate(groups.groups):
+        if not np.any(r_plus[g]):
+            empty.append(g)
+            continue
+        parts.append({"r_plus": r_plus[g], "beta": float(beta[g]), "lambda0": float(lam[g]),
+                      "layer": layer or groups.layer, "channels": channels, "group": g})
+    if empty:
+        warnings.warn(f"group(s) {empty} have no positive attribution in this image after the "
+                      f"tau={config.channel_threshold} filter; they are left out", stacklevel=2)
+    if not parts:
+        raise AttrvisError("none of the groups has positive attribution in this image: nothing to visualize")
+    return parts
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class GroupVisualization:
+    """What `visualize_groups` returns: `groups` has axes (S seeds, G groups, ...), one group per
+    entry of `parts` (in order); `integral` is the ungrouped visualization with the same key."""
+
+    integral: Any  # RenderResult | None
+    groups: Any  # RenderResult
+    channel_groups: ChannelGroups
+    parts: list
+
+
+def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderConfig | None = None,
+                     key: jax.Array | None = None, *, progress=None, include_integral: bool = True,
+                     **overrides) -> GroupVisualization:
+    """Visualize each group's part of one image's attribution, as one batch, beside the integral one.
+
+    The groups are the network's batch inside every seed (shared transforms, the same initial image
+    per seed when config.aligned_groups), as the code does for B = n_groups. The integral run uses
+    the same key, so seed i starts from the same image in both. progress(done, total) counts the
+    steps of both runs.
+    """
+    from attrvis_jax.render.optimize import visualize
+
+    config = config or RenderConfig()
+    config = config.replace(**overrides) if overrides else config
+    key = jax.random.key(0) if key is None else key
+    parts = split_attribution(attribution, groups)
+    runs = 2 if include_integral else 1
+    total = runs * config.steps
+
+    def stage(offset):
+        return None if progress is None else (lambda done, _: progress(offset + done, total))
+
+    grouped = visualize(model, parts, config, key, progress=stage(0))
+    integral = visualize(model, attribution, config, key, progress=stage(config.steps)) if include_integral else None
+    return GroupVisualization(integral=integral, groups=grouped, channel_groups=groups, parts=parts)
