@@ -327,3 +327,20 @@ def test_result_save_load_round_trip(tiny, images, tmp_path):
         Attribution.load(tmp_path / "junk.npz")
     with pytest.raises(AttrvisError, match="not found"):
         Attribution.load(tmp_path / "missing.npz")
+
+
+def test_per_image_keys_make_the_baseline_independent_of_the_batch(tiny, images):
+    """One key per image (what sweeps pass): an image's baseline is the same alone or in a batch,
+    and differs from the shared-key draw."""
+    acts = acts_of(tiny, images, "conv1")
+    targets = jnp.array([4, 2])
+    keys = jnp.stack([jax.random.key(10), jax.random.key(11)])
+    both = bl.output_targeted_baseline(tiny.net, "conv1", tiny.variables, acts, targets, keys, FAST)
+    second = bl.output_targeted_baseline(tiny.net, "conv1", tiny.variables, acts[1:], targets[1:], keys[1:], FAST)
+    np.testing.assert_allclose(np.asarray(both.spatial_mask[1:]), np.asarray(second.spatial_mask), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(both.values[1:]), np.asarray(second.values), rtol=1e-5, atol=1e-6)
+    shared = bl.output_targeted_baseline(tiny.net, "conv1", tiny.variables, acts, targets, keys[0], FAST)
+    assert not np.allclose(np.asarray(shared.spatial_mask), np.asarray(both.spatial_mask))
+    with pytest.raises(ValueError, match="3 keys for 2 images"):
+        bl.output_targeted_baseline(tiny.net, "conv1", tiny.variables, acts, targets,
+                                    jnp.stack([jax.random.key(i) for i in range(3)]), FAST)
