@@ -8,11 +8,15 @@
 """
 
 from attrvis_jax.attribution import Attribution, attribute
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, SweepConfig
 from attrvis_jax.data import load_image, read_image, sample_image
 from attrvis_jax.errors import AttrvisError, ImageError, UnknownNameError, WeightsError
+from attrvis_jax.groups import ChannelGroups, channel_groups, split_attribution, visualize_groups
+from attrvis_jax.metrics import evaluate_rows, evaluate_visualizations
 from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, load_model
 from attrvis_jax.render import RenderResult, visualize
+from attrvis_jax.sources import ImageRecord, resolve_sources
+from attrvis_jax.sweep import load_spec, run_sweep
 
 __version__ = "0.1.0"
 
@@ -20,19 +24,30 @@ __all__ = [
     "Attribution",
     "AttributionConfig",
     "AttrvisError",
+    "ChannelGroups",
     "ImageError",
+    "ImageRecord",
     "Model",
     "ModelSpec",
     "Preprocess",
     "RenderConfig",
     "RenderResult",
+    "SweepConfig",
     "UnknownNameError",
     "WeightsError",
     "attribute",
     "available_models",
+    "channel_groups",
+    "evaluate_rows",
+    "evaluate_visualizations",
     "load_image",
     "load_model",
+    "load_spec",
     "read_image",
+    "resolve_sources",
+    "run_sweep",
     "sample_image",
+    "split_attribution",
     "visualize",
+    "visualize_groups",
 ]
