@@ -51,6 +51,11 @@ EXAMPLES = {
   attrvis ablation --out runs/ablation          # chelsea, the default layer, 6 perturbations x 8 seeds
   attrvis ablation --images chelsea coffee rocket --targets label --layers stage4 stage5 \
       --seeds 8 --steps 128 --out runs/ablation""",
+    "figures": """examples:
+  attrvis figures all --out figs/               # every figure, reduced schedule, efficientnet_lite0
+  attrvis figures comparison perturbations --out figs/ --image coffee --seeds 4
+  attrvis figures all --out figs/ --model inception_v1 --weights inception5h.pth --labels labels.txt \
+      --layer mixed4d --target vase --schedule paper""",
     "weights": """examples:
   attrvis weights list
   attrvis weights verify efficientnet_lite0
@@ -274,6 +279,33 @@ def cmd_ablation(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from attrvis_jax import progress as progress_mod
+    from attrvis_jax.figures import FIGURES, run_all
+
+    names = list(FIGURES) if args.names == ["all"] else args.names
+    bad = [n for n in names if n not in FIGURES]
+    if bad:
+        raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
+    from attrvis_jax.errors import AttrvisError
+
+    model = _load(args)
+    try:  # unknown or out-of-range class and layer names are usage errors
+        target = model.class_index(args.target) if args.target is not None else None
+        layer = model.resolve_layer(args.layer) if args.layer else None
+    except AttrvisError as e:
+        raise UsageError(str(e)) from None
+    summary = run_all(args.model, Path(args.out), model=model, schedule=args.schedule, image=args.image,
+                      layer=layer, target=target, seeds=args.seeds, steps=args.steps, figures=names,
+                      fidelity=args.fidelity, key=args.seed, quiet=args.quiet,
+                      progress=progress_mod.bar("figures", unit="figure", quiet=args.quiet))
+    if not args.quiet:
+        for name in names:
+            print(f"{name}: {Path(args.out) / (name + '.png')}")
+        print(f"total {summary.get('timings', {}).get('total_s', float('nan')):.0f} s")
+    return 0
+
+
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
                    help="output folder (created; existing files are replaced)")
@@ -372,6 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablation)
+
+    p = add("figures", "the paper's figures (spectra, comparison, perturbations, layers, groups) as PNG + JSON")
+    p.add_argument("names", nargs="+", help="'all' or figure names: spectra comparison perturbations layers groups")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--image", default="chelsea", help="image file or bundled photo (default chelsea)")
+    p.add_argument("--layer", default=None, help="main layer (default: the model's default layer)")
+    p.add_argument("--target", default=None, help="class name or index (default: the top class)")
+    p.add_argument("--schedule", choices=["reduced", "paper"], default="reduced",
+                   help="reduced: short CPU schedule (default); paper: 25 seeds x 2048 steps")
+    p.add_argument("--seeds", type=int, default=None, help="override the schedule's seeds")
+    p.add_argument("--steps", type=int, default=None, help="override the schedule's render steps")
+    p.add_argument("--fidelity", choices=["code", "paper"], default=None)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_figures)
 
     p = add("weights", "list, verify or convert checkpoints")
     p.add_argument("action", choices=["list", "verify", "convert"])
