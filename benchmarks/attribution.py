@@ -1,14 +1,20 @@
 """Attribution engine on EfficientNet-Lite0 (real weights) at one mid layer: baseline optimization
-time at the spec's step counts, path-integral time for 200 steps, completeness error, and memory
-for two chunk sizes.
+time at the spec's step counts, path-integral time for 200 steps against the chunk size, completeness
+error, and memory per chunk size.
 
-    python benchmarks/attribution.py [--layer blocks.10] [--chunks 16 64] [--image chelsea]
-                                     [--spatial-steps 2049] [--channel-steps 4097] [--json out.json]
+    python benchmarks/attribution.py [--quick] [--layer blocks.10] [--chunks 8 16 32 64] [--image chelsea]
+                                     [--spatial-steps 2049] [--channel-steps 4097] [--rounds 3]
+                                     [--no-rss] [--conv-ab] [--json out.json]
 
-Compile time is measured apart from run time (a zero-step call compiles the loop). Memory is
+Compile time is measured apart from run time (a zero-step call compiles the loop). Path times are
+medians over `--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory is
 reported two ways per chunk size: XLA's own estimate of the compiled path loop's temporary buffers,
 and the peak resident memory of a fresh child process that runs only the path with that chunk.
-Also compares the jitted fori_loop engine with a Python loop over a jitted step (PERF-NOTES).
+Also compares the jitted fori_loop engine with a Python loop over a jitted step (PERF-NOTES), and
+counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
+(kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
+path loop with that script's canonical-gradient convolution against JAX's (chunk 32, interleaved).
+`--quick`: 64 + 64 baseline steps, chunks 8 and 32, one round, no child processes (< 2 minutes).
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
+import re
 import subprocess
 import sys
 import time
+
+import common  # noqa: F401  (threads first)
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +100,9 @@ def measure_python_loop(model, layer, acts, target, steps: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
-def measure_path(model, layer, acts, baseline, target, config) -> dict:
+def compile_path(model, layer, acts, baseline, target, config) -> dict:
+    """Compile the chunked path loop for config.chunk: compile time, layout, XLA memory estimate,
+    and how many of its convolutions stay non-canonical inside the loop."""
     alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
     args = (model.net, layer, model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights),
             jnp.zeros_like(acts), jnp.int32(0), jnp.int32(alphas.shape[0]))
@@ -103,13 +112,60 @@ def measure_path(model, layer, acts, baseline, target, config) -> dict:
     memory = compiled.memory_analysis()
     if memory is not None:
         row["xla_temp_mib"] = memory.temp_size_in_bytes / 2**20
+    labels = re.findall(r"dim_labels=([a-z0-9_>-]*)", compiled.as_text())
+    row["convolutions"], row["non_canonical_convolutions"] = len(labels), sum("01oi" in l for l in labels)
+    # path_integral jits the same function: one warm-up call fills its cache.
     me.path_integral(model.net, layer, model.variables, acts, baseline, target, config).values.block_until_ready()
-    out, row["path_s"] = timed(lambda: me.path_integral(model.net, layer, model.variables, acts, baseline,
-                                                        target, config))
-    gap = float(out.logit[0] - out.logit_baseline[0])
-    row["completeness_error"] = float(out.completeness_error[0])
-    row["completeness_relative"] = row["completeness_error"] / abs(gap)
     return row
+
+
+def time_path(model, layer, acts, baseline, target, config):
+    """One timed path integral (compiled already): (Sample, output)."""
+    box = {}
+
+    def run():
+        box["out"] = me.path_integral(model.net, layer, model.variables, acts, baseline, target, config)
+        box["out"].values.block_until_ready()
+
+    return common.timed(run), box["out"]
+
+
+def conv_ab(model, layer, acts, baseline, target, config, rounds: int) -> dict:
+    """The path loop compiled twice, with JAX's convolution and with the canonical-gradient convolution
+    of benchmarks/scan_vs_loop.py (patched in this process only), timed interleaved."""
+    import scan_vs_loop as svl
+
+    alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
+    static = (model.net, layer)
+    dynamic = (model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights))
+    bounds = (jnp.int32(0), jnp.int32(alphas.shape[0]))
+    exes = {}
+    for label, conv in (("jax conv", svl._lax_conv), ("canonical-gradient conv", svl.canonical_conv)):
+        jax.clear_caches()  # retrace with this convolution
+        jax.lax.conv_general_dilated = conv
+        try:
+            exes[label] = me._path_advance.lower(*static, *dynamic, jnp.zeros_like(acts), *bounds).compile()
+        finally:
+            jax.lax.conv_general_dilated = svl._lax_conv
+    jax.clear_caches()
+    outs = {}
+
+    def case(label):
+        def run():
+            outs[label] = exes[label](*dynamic, jnp.zeros_like(acts), *bounds)
+            outs[label].block_until_ready()
+        return lambda: [common.timed(run)]
+
+    for label in exes:
+        case(label)()  # warm-up
+    samples = common.interleave({label: case(label) for label in exes}, rounds)
+    (a, b) = (np.asarray(o) for o in outs.values())
+    result = {"chunk": config.chunk, "rel_diff": float(np.max(np.abs(a - b)) / np.max(np.abs(a)))}
+    for label, exe in exes.items():
+        labels = re.findall(r"dim_labels=([a-z0-9_>-]*)", exe.as_text())
+        result[label] = {**common.summarize(samples[label]), "non_canonical": sum("01oi" in l for l in labels),
+                         "convolutions": len(labels)}
+    return result
 
 
 def _status_kib(field: str) -> int:
@@ -142,27 +198,37 @@ def rss_child(layer: str, image: str, chunk: int, steps: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
     ap.add_argument("--layer", default="blocks.10")
     ap.add_argument("--image", default="chelsea")
-    ap.add_argument("--chunks", nargs="*", type=int, default=[16, 64])
+    ap.add_argument("--chunks", nargs="*", type=int, default=None, help="default 8 16 32 64 (quick: 8 32)")
     ap.add_argument("--steps", type=int, default=200, help="path points")
-    ap.add_argument("--spatial-steps", type=int, default=AttributionConfig.spatial_steps)
-    ap.add_argument("--channel-steps", type=int, default=AttributionConfig.channel_steps)
-    ap.add_argument("--loop-steps", type=int, default=200, help="steps for the fori_loop vs Python loop comparison")
+    ap.add_argument("--spatial-steps", type=int, default=None, help=f"default {AttributionConfig.spatial_steps} (quick: 64)")
+    ap.add_argument("--channel-steps", type=int, default=None, help=f"default {AttributionConfig.channel_steps} (quick: 64)")
+    ap.add_argument("--loop-steps", type=int, default=None, help="steps for the fori_loop vs Python loop comparison (200; quick 32)")
+    ap.add_argument("--rounds", type=int, default=3, help="path timings per chunk size, interleaved")
+    ap.add_argument("--no-rss", action="store_true", help="skip the child processes that measure peak RSS")
+    ap.add_argument("--conv-ab", action="store_true",
+                    help="also time the path loop with the canonical-gradient convolution (benchmarks/scan_vs_loop.py)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child is not None:
         return rss_child(args.layer, args.image, args.rss_child, args.steps)
+    quick = args.quick
+    chunks = args.chunks or ([8, 32] if quick else [8, 16, 32, 64])
+    spatial = args.spatial_steps if args.spatial_steps is not None else (64 if quick else AttributionConfig.spatial_steps)
+    channel = args.channel_steps if args.channel_steps is not None else (64 if quick else AttributionConfig.channel_steps)
+    loop_steps = args.loop_steps if args.loop_steps is not None else (32 if quick else 200)
+    rounds = 1 if quick else args.rounds
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"# {platform.node()} {jax.devices()[0].device_kind} jax {jax.__version__} "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load}")
+    info = common.machine_info()
+    print(common.header(info), flush=True)
     model, acts, target = setup(args.layer, args.image)
     print(f"efficientnet_lite0 {args.layer} {tuple(acts.shape[1:])}, class {int(target[0])} "
           f"{model.class_name(int(target[0]))!r}", flush=True)
-    config = AttributionConfig(spatial_steps=args.spatial_steps, channel_steps=args.channel_steps, steps=args.steps)
-    report = {"layer": args.layer, "image": args.image}
+    config = AttributionConfig(spatial_steps=spatial, channel_steps=channel, steps=args.steps)
+    report = {"machine": info, "layer": args.layer, "image": args.image}
 
     row, baseline = measure_baseline(model, args.layer, acts, target, config)
     report["baseline"] = row
@@ -170,32 +236,71 @@ def main() -> None:
           f"({row['spatial_ms_per_step']:.1f} ms/step, compile {row['spatial_compile_s']:.1f} s); "
           f"channel {config.channel_steps} steps {row['channel_s']:.1f} s ({row['channel_ms_per_step']:.1f} ms/step, "
           f"compile {row['channel_compile_s']:.1f} s); whole baseline {row['baseline_total_s']:.1f} s; "
-          f"z_c(a) = {row['z_a']:.3f}, z_c(b) = {row['z_b']:.3f}", flush=True)
+          f"z_c(a) = {row['z_a']:.3f}, z_c(b) = {row['z_b']:.3f}; load {common.loadavg()}", flush=True)
 
-    if args.loop_steps:
+    if loop_steps:
         def engine(steps):
             return bl.optimize_mask(model.net, args.layer, model.variables, acts, target,
                                     jnp.zeros((*acts.shape[:3], 1)), lr=0.009, steps=steps, proximity=16.0)
 
         engine(0)  # compiled already by the baseline run; keeps the comparison warm on both sides
-        _, engine_s = timed(lambda: engine(args.loop_steps))
-        python_ms = measure_python_loop(model, args.layer, acts, target, args.loop_steps)
-        report["loop"] = {"fori_loop_ms_per_step": 1e3 * engine_s / args.loop_steps, "python_loop_ms_per_step": python_ms}
-        print(f"spatial step, {args.loop_steps} steps: fori_loop {report['loop']['fori_loop_ms_per_step']:.1f} ms/step, "
-              f"python loop over jitted step {python_ms:.1f} ms/step", flush=True)
+        fori, python = [], []
+        for _ in range(rounds):  # interleaved
+            fori.append(1e3 * timed(lambda: engine(loop_steps))[1] / loop_steps)
+            python.append(measure_python_loop(model, args.layer, acts, target, loop_steps))
+        report["loop"] = {"fori_loop_ms_per_step": common.median(fori), "python_loop_ms_per_step": common.median(python),
+                          "rounds": rounds}
+        print(f"spatial step, {loop_steps} steps: fori_loop {report['loop']['fori_loop_ms_per_step']:.1f} ms/step, "
+              f"python loop over jitted step {report['loop']['python_loop_ms_per_step']:.1f} ms/step", flush=True)
 
+    configs = {chunk: config.replace(chunk=chunk) for chunk in chunks}
+    rows = {chunk: compile_path(model, args.layer, acts, baseline, target, c) for chunk, c in configs.items()}
+    load0 = common.loadavg()
+    outs = {}
+    for _ in range(rounds):
+        for chunk, c in configs.items():
+            sample, outs[chunk] = time_path(model, args.layer, acts, baseline, target, c)
+            rows[chunk].setdefault("samples", []).append(sample)
+    load1 = common.loadavg()
     report["path"] = []
-    for chunk in args.chunks:
-        row = measure_path(model, args.layer, acts, baseline, target, config.replace(chunk=chunk))
-        row.update(child_peak_rss(args.layer, args.image, chunk, args.steps))
+    for chunk, row in rows.items():
+        samples = row.pop("samples")
+        row.update(common.summarize(samples))
+        row["path_s"] = row["wall_s"]
+        out = outs[chunk]
+        gap = float(out.logit[0] - out.logit_baseline[0])
+        row["completeness_error"] = float(out.completeness_error[0])
+        row["completeness_relative"] = row["completeness_error"] / abs(gap)
+        if not (args.no_rss or quick):
+            row.update(child_peak_rss(args.layer, args.image, chunk, args.steps))
+        row["load"] = f"{load0} → {load1}"
         report["path"].append(row)
-        print(f"path {args.steps} steps, chunk {chunk} (layout {row['chunk_layout']}): {row['path_s']:.1f} s "
-              f"(compile {row['path_compile_s']:.1f} s); completeness error {row['completeness_error']:.2e} "
-              f"({row['completeness_relative']:.3%} of |z_c(a) - z_c(b)|); XLA temp {row.get('xla_temp_mib', float('nan')):.0f} MiB; "
-              f"peak RSS {row['rss_peak_mib']:.0f} MiB (+{row['rss_path_extra_mib']:.0f} MiB over setup)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        print(f"path {args.steps} steps, chunk {chunk} (layout {row['chunk_layout']}): {row['path_s']:.2f} s "
+              f"(median of {row['n']}, compile {row['path_compile_s']:.1f} s); completeness error "
+              f"{row['completeness_error']:.2e} ({row['completeness_relative']:.3%} of |z_c(a) - z_c(b)|); "
+              f"XLA temp {row.get('xla_temp_mib', float('nan')):.0f} MiB; non-canonical convolutions "
+              f"{row['non_canonical_convolutions']}/{row['convolutions']}"
+              + (f"; peak RSS {row['rss_peak_mib']:.0f} MiB (+{row['rss_path_extra_mib']:.0f} MiB over setup)"
+                 if "rss_peak_mib" in row else ""), flush=True)
+    if args.conv_ab:
+        ab = report["conv_ab"] = conv_ab(model, args.layer, acts, baseline, target, config.replace(chunk=32), rounds)
+        print(f"path loop, chunk 32, {args.steps} steps, jax conv vs canonical-gradient conv "
+              f"(max rel diff of the gradient sums {ab['rel_diff']:.1e}): " + "; ".join(
+                  f"{label}: {ab[label]['wall_s']:.2f} s wall, {ab[label]['cpu_s']:.2f} s CPU, "
+                  f"{ab[label]['non_canonical']}/{ab[label]['convolutions']} non-canonical"
+                  for label in ("jax conv", "canonical-gradient conv")), flush=True)
+    info["load_end"] = common.loadavg()
+    print()
+    print(common.markdown_table(
+        ["chunk", "layout", f"{args.steps}-step path s", "CPU s", "compile s", "XLA temp MiB", "peak RSS MiB",
+         "non-canonical convs", "completeness (rel.)"],
+        [[r["chunk"], "×".join(map(str, r["chunk_layout"])), f"{r['path_s']:.2f}", f"{r['cpu_s']:.2f}",
+          f"{r['path_compile_s']:.1f}", f"{r.get('xla_temp_mib', float('nan')):.0f}",
+          f"{r['rss_peak_mib']:.0f}" if "rss_peak_mib" in r else "–",
+          f"{r['non_canonical_convolutions']}/{r['convolutions']}", f"{r['completeness_relative']:.2e}"]
+         for r in report["path"]]))
+    print(f"\nload average: start {info['load_start']}, path timing {load0} → {load1}, end {info['load_end']}")
+    common.write_json(args.json, report)
 
 
 if __name__ == "__main__":
