@@ -170,6 +170,7 @@ def channel_groups(
     candidates: Sequence[int] = (3, 4),
     layer: str | None = None,
     seed: int = 0,
+    code_units: bool = True,
 ) -> ChannelGroups:
     """Group a layer's channels by factor analysis of several images' attributions (ALGORITHM §9).
 
@@ -182,6 +183,10 @@ def channel_groups(
         largest loading; empty groups are dropped.
     layer: recorded in the result (default: the attributions' common `.layer`).
     seed: FactorAnalysis's random_state (its randomized SVD); sklearn's default is 0.
+    code_units: loadings scale with R, and `min_loading` = 0.02 was set for the released code's R,
+        which is IG × z_c(a). With `Attribution` inputs that were not scaled (the default
+        `scale_by_logit=False`), each map is multiplied by |z_c(a)| (its `.logit`) first, so the
+        threshold means what it meant there. Raw arrays are used as given.
     """
     try:
         from sklearn.decomposition import FactorAnalysis
@@ -196,6 +201,12 @@ def channel_groups(
     if not candidates or min(candidates) < 1:
         raise AttrvisError(f"candidates must be a non-empty list of factor counts >= 1, got {candidates}")
     stacked, found_layer = _stack(attributions)
+    if code_units:
+        items = list(attributions) if not isinstance(attributions, (np.ndarray, jax.Array)) else []
+        scales = [abs(float(a.logit)) if getattr(a, "logit", None) is not None
+                  and not getattr(getattr(a, "config", None), "scale_by_logit", False) else 1.0 for a in items]
+        if scales and any(v != 1.0 for v in scales):
+            stacked = stacked * np.asarray(scales, np.float32)[:, None, None, None]
     if layer is not None and found_layer is not None and layer != found_layer:
         raise AttrvisError(f"layer={layer!r} but the attributions are at {found_layer!r}")
     n_images, h, w, k = stacked.shape

@@ -119,11 +119,15 @@ def test_recovers_planted_blocks_and_matches_a_direct_sklearn_fit():
 def test_a_stacked_batch_and_attribution_objects_give_the_same_groups():
     data = three_blocks_and_weak_fillers(seed=1)
     objects = [_attribution(r, layer="blocks.10") for r in data]
-    from_objects = channel_groups(objects)
+    from_objects = channel_groups(objects, code_units=False)
     from_batch = channel_groups(data)
     assert from_objects.layer == "blocks.10" and from_batch.layer is None
     assert as_sets(from_objects.groups) == as_sets(from_batch.groups) == as_sets(THREE_BLOCKS)
     np.testing.assert_array_equal(from_objects.loadings, from_batch.loadings)
+    # In the code's units (R × |z_c(a)|, here 5) the loadings are 5× larger; the groups do not change.
+    scaled = channel_groups(objects)
+    assert as_sets(scaled.groups) == as_sets(THREE_BLOCKS)
+    np.testing.assert_allclose(np.abs(scaled.loadings), 5.0 * np.abs(from_batch.loadings), rtol=5e-3, atol=1e-4)
     with pytest.raises(AttrvisError, match="different layers"):
         channel_groups(objects[:3] + [_attribution(r, layer="blocks.9") for r in data[3:]])
     with pytest.raises(AttrvisError, match="blocks.10"):
