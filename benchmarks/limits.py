@@ -47,7 +47,6 @@ import common  # noqa: F401  (threads first)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402

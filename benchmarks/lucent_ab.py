@@ -71,7 +71,6 @@ import common  # noqa: F401  (threads first)
 torch = common.torch_threads()
 import torch.nn.functional as F  # noqa: E402
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402

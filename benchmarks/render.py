@@ -84,8 +84,10 @@ def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: b
     row = {"model": name, "layer": layer, "seeds": seeds, "chunk": chunk, "steps_per_call": steps, "rounds": rounds}
     configs = {e: RenderConfig(steps=steps, seeds=seeds, chunk_size=chunk, engine=e, snapshot_steps=()) for e in engines}
 
-    # The single step, compiled ahead of time: compile time, FLOPs, memory estimate.
-    eng, variables, carry, seed_data, data = common.engine_state(model, layer, r_plus, configs[engines[0]])
+    # The single step, compiled ahead of time: compile time, FLOPs, memory estimate. With the loop
+    # engine's config, so that its `visualize` calls reuse this executable (engines are cached).
+    eng, variables, carry, seed_data, data = common.engine_state(
+        model, layer, r_plus, configs["loop" if "loop" in engines else engines[0]])
     exe, row["compile_step_s"] = eng.compiled("step", variables, carry, seed_data, data, jnp.int32(0))
     row["step_gflop"] = common.cost_flops(exe) / 1e9
     mem = exe.memory_analysis()
@@ -127,16 +129,19 @@ def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: b
 # ---- parent --------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="inception_v1 at 1 and 8 seeds, few steps (< 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="inception_v1 at 1 and 8 seeds, few steps, no bf16 (< 2 minutes quiet)")
     ap.add_argument("--models", nargs="*", default=None)
     ap.add_argument("--layer", default=None, help="layer for every model (default: each model's default layer)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
     ap.add_argument("--engines", nargs="*", default=["scan", "loop"])
-    ap.add_argument("--bf16-batch", type=int, default=8, help="seed count whose row also compares f32/bf16 (0: off)")
+    ap.add_argument("--bf16-batch", type=int, default=None,
+                    help="seed count whose row also compares f32/bf16 (default 8; 0: off; off in --quick)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per (model, seeds) child")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bf16_batch is None:
+        args.bf16_batch = 0 if args.quick else 8
     if args.child:
         row = child(args.child[0], args.layer, int(args.child[1]), args.engines, args.quick, args.bf16_batch)
         print(json.dumps(row))
