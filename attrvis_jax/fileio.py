@@ -46,3 +46,34 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_npz(path: Path, meta: dict, arrays: dict) -> Path:
+    """Arrays plus a JSON `meta` record in one compressed .npz, written atomically (no pickles)."""
+    import numpy as np
+
+    path = Path(path)
+    atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays))
+    return path
+
+
+def read_npz(path: Path, kind: str, version: int) -> tuple[dict, dict]:
+    """(meta, arrays) of a `write_npz` file whose meta["format"] is `version`; every failure is one
+    AttrvisError naming the file and what it should have been (`kind`, e.g. "attribution")."""
+    import numpy as np
+
+    from attrvis_jax.errors import AttrvisError
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {name: data[name] for name in data.files if name != "meta"}
+    except FileNotFoundError:
+        raise AttrvisError(f"{kind} file not found: {path}") from None
+    except (OSError, ValueError, KeyError) as e:
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise AttrvisError(f"{path} is not {article} {kind} file: {e}") from None
+    if meta.get("format") != version:
+        raise AttrvisError(f"{path}: unsupported {kind} file format {meta.get('format')!r}")
+    return meta, arrays

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lambda0
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import atomic_write
+from attrvis_jax.fileio import read_npz, write_npz
 
 FORMAT_VERSION = 1
 GROUPING_TAU = 0.3  # the released code's layer_alpha = [0.3, 0.3] for the grouping
@@ -100,22 +99,16 @@ class ChannelGroups:
             "sizes": np.array([g.size for g in self.groups], np.int64),
             "loadings": self.loadings,
         }
-        atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays))
-        return path
+        return write_npz(path, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChannelGroups":
         path = Path(path)
+        meta, arrays = read_npz(path, "channel groups", FORMAT_VERSION)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                indices, sizes, loadings = data["indices"], data["sizes"], data["loadings"]
-        except FileNotFoundError:
-            raise AttrvisError(f"channel groups file not found: {path}") from None
-        except (OSError, ValueError, KeyError) as e:
-            raise AttrvisError(f"{path} is not a channel groups file written by ChannelGroups.save: {e}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise AttrvisError(f"{path}: unsupported channel groups file format {meta.get('format')!r}")
+            indices, sizes, loadings = arrays["indices"], arrays["sizes"], arrays["loadings"]
+        except KeyError as e:
+            raise AttrvisError(f"{path} is not a channel groups file: missing {e}") from None
         if sizes.sum() != indices.size:
             raise AttrvisError(f"{path}: group sizes do not add up to the stored indices (corrupt file?)")
         return cls(

@@ -190,19 +190,10 @@ def lucent_optvis():
     ) if not _importable(top)}
     standins = _standins()
     names = [m for mods in needed.values() for m in mods]
-    saved = {name: sys.modules.get(name) for name in names}
-    try:
-        for name in names:
-            sys.modules[name] = standins[name]
+    with refs_lucent.modules_replaced({name: standins[name] for name in names}):
         render = importlib.import_module("lucent.optvis.render")
         param = importlib.import_module("lucent.optvis.param")
         objectives = importlib.import_module("lucent.optvis.objectives")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
     return render, param, objectives, sorted(needed)
 
 

@@ -13,6 +13,7 @@ Afterwards `sys.modules` is restored to what it was, so nothing else sees the pl
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -22,6 +23,22 @@ from pathlib import Path
 _PACKAGES = ("lucent", "lucent.modelzoo", "lucent.modelzoo.inceptionv1")
 _MODULES = ("lucent.modelzoo.inceptionv1.helper_layers", "lucent.modelzoo.inceptionv1.InceptionV1")
 _cache: dict[str, type] = {}
+
+
+@contextlib.contextmanager
+def modules_replaced(modules: dict, also_restore=()):
+    """Put `modules` (name -> module) into sys.modules for the block, then restore what was there,
+    for those names and for `also_restore` (modules the block itself imports)."""
+    saved = {name: sys.modules.get(name) for name in (*modules, *also_restore)}
+    try:
+        sys.modules.update(modules)
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def lucent_root() -> Path | None:
@@ -41,18 +58,12 @@ def inception_v1_class() -> type:
         root = lucent_root()
         if root is None:
             raise ImportError("torch-lucent is not installed")
-        saved = {name: sys.modules.get(name) for name in (*_PACKAGES, *_MODULES)}
-        try:
-            for name in _PACKAGES:
-                package = types.ModuleType(name)
-                package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
-                sys.modules[name] = package
+        packages = {}
+        for name in _PACKAGES:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+            packages[name] = package
+        with modules_replaced(packages, also_restore=_MODULES):
             loaded = importlib.import_module("lucent.modelzoo.inceptionv1.InceptionV1")
-        finally:
-            for name, module in saved.items():
-                if module is None:
-                    sys.modules.pop(name, None)
-                else:
-                    sys.modules[name] = module
     _cache["InceptionV1"] = loaded.InceptionV1
     return loaded.InceptionV1

@@ -8,7 +8,6 @@ file in the same folder, then `os.replace`): a crash never leaves a half-written
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from attrvis_jax.config import AttributionConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import atomic_write
+from attrvis_jax.fileio import read_npz, write_npz
 
 FORMAT_VERSION = 1
 _ARRAYS = ("values", "positive", "heatmap", "baseline")
@@ -97,22 +96,12 @@ class Attribution:
             **{name: getattr(self, name) for name in _SCALARS},
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS if getattr(self, name) is not None}
-        atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays))
-        return path
+        return write_npz(path, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Attribution":
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                arrays = {name: data[name] for name in _ARRAYS if name in data.files}
-        except FileNotFoundError:
-            raise AttrvisError(f"attribution file not found: {path}") from None
-        except (OSError, ValueError, KeyError) as e:
-            raise AttrvisError(f"{path} is not an attribution file written by Attribution.save: {e}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise AttrvisError(f"{path}: unsupported attribution file format {meta.get('format')!r}")
+        meta, arrays = read_npz(path, "attribution", FORMAT_VERSION)
+        arrays = {name: arrays[name] for name in _ARRAYS if name in arrays}
         return cls(
             **arrays,
             **{name: meta[name] for name in _SCALARS},
