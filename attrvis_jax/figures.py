@@ -49,6 +49,7 @@ from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import write_json
 from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png
+from attrvis_jax.metrics import pearson_rows, target_rank
 
 PAPER_LR = 0.02
 PAPER_STEPS = 2048
@@ -331,22 +332,6 @@ def forward(model, images, layer: str) -> tuple[np.ndarray, np.ndarray]:
 def head(model, acts, layer: str) -> np.ndarray:
     """Logits from activations (N, H, W, K) of `layer` (the network above the layer)."""
     return _padded_batches(np.asarray(acts, np.float32), lambda a: model.head(a, layer))
-
-
-def pearson_rows(acts: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Pearson r of every row of acts (N, ...) with reference (...), over all elements; 0 if constant."""
-    a = np.asarray(acts, np.float64).reshape(len(acts), -1)
-    r = np.asarray(reference, np.float64).ravel()
-    a = a - a.mean(axis=1, keepdims=True)
-    r = r - r.mean()
-    denom = np.sqrt((a * a).sum(axis=1) * (r * r).sum())
-    return np.where(denom > 0, (a @ r) / np.where(denom > 0, denom, 1.0), 0.0)
-
-
-def target_rank(logits: np.ndarray, target: int, classes: int | None = None) -> np.ndarray:
-    """How many classes score above the target, per row (0 = top-1; < 5 = top-5 hit)."""
-    logits = np.asarray(logits)[:, :classes] if classes else np.asarray(logits)
-    return np.sum(logits > logits[:, target : target + 1], axis=1)
 
 
 def _stats(values) -> dict:

@@ -26,6 +26,30 @@ def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(denom > 0, jnp.sum(a * b) / jnp.where(denom > 0, denom, 1.0), 0.0)
 
 
+def pearson_rows(acts, reference) -> np.ndarray:
+    """Pearson r of every row of acts (N, ...) with one reference (...), over all elements, in float64
+    on the host (for figure tables); 0 where either side is constant."""
+    a = np.asarray(acts, np.float64).reshape(len(acts), -1)
+    r = np.asarray(reference, np.float64).ravel()
+    a = a - a.mean(axis=1, keepdims=True)
+    r = r - r.mean()
+    denom = np.sqrt((a * a).sum(axis=1) * (r * r).sum())
+    return np.where(denom > 0, (a @ r) / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def target_rank(logits, targets, classes: int | None = None):
+    """How many classes score above each row's target (0 = top-1; < 5 = a top-5 hit).
+
+    logits (N, C); targets (N,) or one int. Only the first `classes` logits compete: InceptionV1 has
+    1008 logits for 1000 named classes, and an unnamed one must not push the target out of the top 5.
+    Works on numpy (host) and jax (traced) arrays alike."""
+    xp = jnp if isinstance(logits, jax.Array) else np
+    logits = logits[:, :classes] if classes else logits
+    targets = xp.broadcast_to(xp.asarray(targets), (logits.shape[0],)).astype(xp.int32)
+    own = xp.take_along_axis(logits, targets[:, None], axis=-1)
+    return xp.sum(logits > own, axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class VisMetrics:
     """Per-visualization metrics (arrays of length N = number of visualizations)."""
@@ -44,19 +68,17 @@ class VisMetrics:
         }
 
 
-def _evaluate(model, variables, images, references, layer: str, targets):
+def _evaluate(model, variables, images, references, layer: str, targets, classes: int):
     """PCC of each image's layer response with each of its references, and the target's rank.
 
     images (N, H, W, 3); references (N, R, h, w, K) — one set per image; targets (N,)."""
     acts = model.apply_features(variables, images, layer)
     logits = model.apply_head(variables, acts, layer)
     pcc = jax.vmap(lambda a, refs: jax.vmap(lambda r: pearson(a, r))(refs))(acts, references)  # (N, R)
-    own = jnp.take_along_axis(logits, targets[:, None], axis=-1)
-    rank = jnp.sum(logits > own, axis=-1)
-    return pcc, rank
+    return pcc, target_rank(logits, targets, classes)
 
 
-_evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 4))
+_evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 4, 6))
 
 
 def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, variables=None) -> VisMetrics:
@@ -66,7 +88,7 @@ def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, variable
     refs = jnp.stack([jnp.asarray(r_plus, jnp.float32), jnp.asarray(r_raw, jnp.float32)], axis=1)
     variables = model.variables if variables is None else variables
     pcc, rank = _evaluate_jit(model, variables, jnp.asarray(images, jnp.float32), refs,
-                              model.resolve_layer(layer), jnp.asarray(targets, jnp.int32))
+                              model.resolve_layer(layer), jnp.asarray(targets, jnp.int32), len(model.labels))
     pcc, rank = np.asarray(pcc), np.asarray(rank)
     return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank)
 
