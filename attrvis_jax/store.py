@@ -91,7 +91,8 @@ class ResultStore:
             self.db.executemany(f"INSERT INTO items VALUES ({', '.join('?' * len(NAMES))})", values)
 
     def rows(self, ids: Iterable[str] | None = None) -> list[dict]:
-        """Recorded items as dicts (booleans restored), ordered by id, optionally only `ids`."""
+        """Recorded items as dicts (booleans restored): all of them ordered by id, or only `ids`, in
+        the order given (a sweep's plan order: layers as listed, then perturbations, seeds)."""
         out = []
         for values in self.db.execute(f"SELECT {', '.join(NAMES)} FROM items ORDER BY id"):
             row = dict(zip(NAMES, values))
@@ -99,8 +100,8 @@ class ResultStore:
                 row[name] = bool(row[name])
             out.append(row)
         if ids is not None:
-            keep = set(ids)
-            out = [row for row in out if row["id"] in keep]
+            by_id = {row["id"]: row for row in out}
+            out = [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
         return out
 
     def close(self) -> None:

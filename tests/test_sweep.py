@@ -77,6 +77,10 @@ def test_sweep_records_every_item_once(reference):
     assert len(ids) == 2 * 2 * 3 == len(set(ids)) and result.ran == 12
     assert {r["perturbation"] for r in result.rows} == {"pyramid", "constant"}
     assert {r["seed"] for r in result.rows} == {0, 1, 2}
+    # plan order (images, layers, perturbations as listed, seeds), not the store's id order
+    assert [(r["image"], r["perturbation"], r["seed"]) for r in result.rows] == [
+        (image, pert, seed) for image in ("sample:chelsea", "sample:coffee") for pert in CONFIG.perturbations
+        for seed in range(3)]
     for r in result.rows:
         assert r["finite"] and np.isfinite(r["pcc"]) and -1 <= r["pcc"] <= 1
         assert r["target_name"] == ("tiger cat" if "chelsea" in r["image"] else "espresso")
