@@ -130,22 +130,23 @@ def time_path(model, layer, acts, baseline, target, config):
 
 
 def conv_ab(model, layer, acts, baseline, target, config, rounds: int) -> dict:
-    """The path loop compiled twice, with JAX's convolution and with the canonical-gradient convolution
-    of benchmarks/scan_vs_loop.py (patched in this process only), timed interleaved."""
-    import scan_vs_loop as svl
+    """The path loop compiled twice, with lax's convolution gradient and with the library's canonical
+    one (`layers.CANONICAL_CONV_GRADIENT`, read at trace time), timed interleaved."""
+    from attrvis_jax.models import layers
 
     alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
     static = (model.net, layer)
     dynamic = (model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights))
     bounds = (jnp.int32(0), jnp.int32(alphas.shape[0]))
     exes = {}
-    for label, conv in (("jax conv", svl._lax_conv), ("canonical-gradient conv", svl.canonical_conv)):
-        jax.clear_caches()  # retrace with this convolution
-        jax.lax.conv_general_dilated = conv
+    default = layers.CANONICAL_CONV_GRADIENT
+    for label, canonical in (("jax conv", False), ("canonical-gradient conv", True)):
+        jax.clear_caches()  # retrace with this convolution gradient
+        layers.CANONICAL_CONV_GRADIENT = canonical
         try:
             exes[label] = me._path_advance.lower(*static, *dynamic, jnp.zeros_like(acts), *bounds).compile()
         finally:
-            jax.lax.conv_general_dilated = svl._lax_conv
+            layers.CANONICAL_CONV_GRADIENT = default
     jax.clear_caches()
     outs = {}
 

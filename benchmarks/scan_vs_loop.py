@@ -1,29 +1,30 @@
-"""Why the scan engine is slower than the Python loop on XLA:CPU, and a candidate fix, measured.
+"""Why the scan engine was slower than the Python loop on XLA:CPU, and the fix, measured.
 
-    python benchmarks/scan_vs_loop.py [--quick] [--model inception_v1] [--seeds 1] [--rounds 3]
+    python benchmarks/scan_vs_loop.py [--quick] [--model inception_v1] [--seeds 1] [--rounds 4]
 
 Finding (this script's census): inside a `lax.scan` / `while` body or a `lax.cond` branch, XLA:CPU
 leaves the input-gradient convolutions that JAX emits (kernel dimension labels `01oi`: JAX swaps the
 kernel's I/O in the dimension numbers instead of transposing it) in that non-canonical form, and its
 YNNPACK fusion does not take them; in the entry computation (the loop engine's single step) its
 convolution canonicalization transposes the kernel to `01io` and every convolution becomes a fast
-YNNPACK fusion. The slow fallback convolutions are what make a scan step slower.
+YNNPACK fusion. The slow fallback convolutions are what made a scan step slower.
 
-Candidate fix, tested here by patching `jax.lax.conv_general_dilated` in this process only (the
-package is not changed): a convolution with a custom VJP whose input gradient is written as a
-convolution with an explicitly flipped and transposed kernel in the canonical NHWC/HWIO layout (the
-kernel gradient keeps JAX's rule; unused, XLA drops it). Same arithmetic (checked below against the
-unpatched step); the canonical form survives inside control flow.
+The fix, now in the package (`attrvis_jax.models.layers.conv_general_dilated`, used by every
+model's `layers.conv`): a convolution with a custom VJP whose input (and kernel) gradient is written
+as an ordinary convolution in the canonical NHWC/HWIO layout, with the kernel flipped and
+transposed explicitly. Same arithmetic (checked below: one step from the same state with both
+forms); the canonical form survives inside control flow.
 
+The two arms: "jax conv" traces the engine with `layers.CANONICAL_CONV_GRADIENT = False` (JAX's own
+gradient rule: the package before the fix), "canonical-gradient conv" with the default (True).
 Prints the census (convolutions, non-canonical ones, YNNPACK fusions) of the step and the scan
-chunk with and without the patch, and the per-step time of all four executables, interleaved: each
-sample is 4 updates (4 calls of the step, or one call of the 4-step chunk), medians over rounds.
+chunk for both, and the per-step time of all four executables, interleaved: each sample is 4
+updates (4 calls of the step, or one call of the 4-step chunk), medians over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import time
 
@@ -35,60 +36,10 @@ import numpy as np  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402
 from attrvis_jax.config import RenderConfig  # noqa: E402
+from attrvis_jax.models import layers  # noqa: E402
 from attrvis_jax.render import optimize  # noqa: E402
 
 CHUNK = 4
-_lax_conv = jax.lax.conv_general_dilated
-NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, w, strides, pads):
-    return _lax_conv(x, w, strides, pads, dimension_numbers=NHWC)
-
-
-def _conv_fwd(x, w, strides, pads):
-    return _conv(x, w, strides, pads), (x, w)
-
-
-def _conv_bwd(strides, pads, res, g):
-    x, w = res
-    kh, kw = w.shape[:2]
-    # Input gradient: the cotangent, dilated by the stride, correlated with the spatially flipped
-    # kernel whose in/out channels are swapped by an explicit transpose (HWIO stays canonical).
-    w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
-    pads_t = []
-    for size, k, s, (lo, _), out in zip(x.shape[1:3], (kh, kw), strides, pads, g.shape[1:3]):
-        before = k - 1 - lo
-        after = size + k - 1 - ((out - 1) * s + 1) - before
-        pads_t.append((before, after))
-    dx = _lax_conv(g, w_t, (1, 1), pads_t, lhs_dilation=strides, dimension_numbers=NHWC)
-    dw = jax.vjp(lambda w: _lax_conv(x, w, strides, pads, dimension_numbers=NHWC), w)[1](g)[0]
-    return dx, dw
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                   dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                   preferred_element_type=None):
-    """Drop-in for lax.conv_general_dilated; the NHWC/HWIO, ungrouped, undilated case gets the
-    canonical input gradient, everything else goes to lax unchanged."""
-    plain = (lhs.ndim == 4 and dimension_numbers is not None
-             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC) and feature_group_count == 1
-             and batch_group_count == 1 and all(d == 1 for d in (lhs_dilation or (1, 1)))
-             and all(d == 1 for d in (rhs_dilation or (1, 1))) and preferred_element_type is None)
-    if not plain:
-        return _lax_conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                         feature_group_count, batch_group_count, precision, preferred_element_type)
-    strides = tuple(int(s) for s in window_strides)
-    if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-    else:
-        pads = padding
-    return _conv(lhs, rhs, strides, tuple((int(a), int(b)) for a, b in pads))
 
 
 def census(exe) -> dict:
@@ -98,10 +49,11 @@ def census(exe) -> dict:
             "ynn fusions": text.count('"__ynn_fusion"')}
 
 
-def build(model, layer, r_plus, seeds, patched: bool):
-    """Compile the step and the scan chunk (fresh engine, so tracing sees the patch or not)."""
+def build(model, layer, r_plus, seeds, canonical: bool):
+    """Compile the step and the scan chunk (fresh engine, so tracing reads the flag anew)."""
     optimize.engine.cache_clear()
-    jax.lax.conv_general_dilated = canonical_conv if patched else _lax_conv
+    default = layers.CANONICAL_CONV_GRADIENT
+    layers.CANONICAL_CONV_GRADIENT = canonical
     try:
         config = RenderConfig(steps=2048, seeds=seeds, chunk_size=CHUNK, snapshot_steps=())
         out = {}
@@ -114,7 +66,7 @@ def build(model, layer, r_plus, seeds, patched: bool):
                          "calls": CHUNK if name == "step" else 1, **census(exe)}
         return out
     finally:
-        jax.lax.conv_general_dilated = _lax_conv
+        layers.CANONICAL_CONV_GRADIENT = default
         optimize.engine.cache_clear()
 
 

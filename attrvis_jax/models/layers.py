@@ -1,5 +1,6 @@
-"""Building blocks shared by the architectures: convolutions with explicit padding conventions,
-inference-mode batch norm, max pools in TF-SAME and torch ceil-mode flavours, TF's LRN.
+"""Building blocks shared by the architectures: convolutions with explicit padding conventions
+(and an input gradient XLA:CPU keeps fast inside loops), inference-mode batch norm, max pools in
+TF-SAME and torch ceil-mode flavours, TF's LRN.
 
 Padding is spelled out because parity depends on it: TF "SAME" pads the extra pixel at the end
 (bottom/right), torch pads symmetrically, and torch's ceil-mode pools add a partial last window.
@@ -37,13 +38,99 @@ def conv(
     """A Flax conv, NHWC, kernel HWIO (torch OIHW weights are transposed on import).
 
     padding: "SAME" (TF: the odd pixel at the end), "VALID", or an int p for torch's symmetric p.
+    The convolution is `conv_general_dilated` below (same values, an input gradient that stays fast
+    inside XLA:CPU loops).
     """
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=padding,
         feature_group_count=groups, use_bias=use_bias, name=name,
+        conv_general_dilated_cls=_conv_function,
     )
+
+
+# ---- convolution with a canonical input gradient ------------------------------------------------
+# JAX writes a convolution's input gradient as a convolution whose kernel keeps its HWIO layout with
+# in/out swapped in the dimension numbers (HLO dim_labels `01oi`). XLA:CPU transposes such a kernel
+# to its canonical layout only in the entry computation: inside a `scan`/`while` body or a `cond`
+# branch the convolution stays `01oi`, YNNPACK does not take it, and it runs ~3× slower, which made
+# the scan render engine slower than a Python loop of steps (benchmarks/README.md, "Scan vs loop").
+# Below, the input gradient flips and transposes the kernel explicitly instead, so it is an ordinary
+# NHWC/HWIO convolution wherever it is traced (the kernel gradient likewise). Same arithmetic.
+
+#: Read when a convolution is traced (functions already compiled keep what they traced). False
+#: gives lax's own gradient: the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py.
+CANONICAL_CONV_GRADIENT = True
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """`jax.lax.conv_general_dilated` with canonical input and kernel gradients for 2-D NHWC/HWIO
+    convolutions (strides, SAME/VALID/explicit padding, kernel dilation, feature groups); other
+    cases (input dilation, batch groups, other layouts) are passed to lax unchanged."""
+    ndim = jnp.ndim(lhs)
+    strides = tuple(int(s) for s in window_strides)
+    dilation = tuple(int(d) for d in (rhs_dilation or (1,) * (ndim - 2)))
+    if not (CANONICAL_CONV_GRADIENT and ndim == 4 and dimension_numbers is not None
+            and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+            and all(d == 1 for d in (lhs_dilation or (1, 1))) and batch_group_count == 1
+            and preferred_element_type is None):
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    if isinstance(padding, str):
+        dilated = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation)]
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], dilated, strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv_nhwc(lhs, rhs, strides, pads, dilation, int(feature_group_count), precision)
+
+
+def _conv_lax(x, w, strides, pads, dilation, groups, precision):
+    return jax.lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=_NHWC,
+                                        feature_group_count=groups, precision=precision)
+
+
+_conv_nhwc = jax.custom_vjp(_conv_lax, nondiff_argnums=(2, 3, 4, 5, 6))
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, dilation, groups, precision):
+    return _conv_lax(x, w, strides, pads, dilation, groups, precision), (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, dilation, groups, precision, residuals, g):
+    x, w = residuals
+    kh, kw, cin_per_group, cout = w.shape
+    # Per spatial dim: input size, kernel span (dilated), stride, forward low pad, output size.
+    dims = [(n, (k - 1) * d + 1, s, lo, m)
+            for n, k, d, s, (lo, _), m in zip(x.shape[1:3], (kh, kw), dilation, strides, pads, g.shape[1:3])]
+    # Input gradient: the cotangent, dilated by the stride and padded so the result has the input's
+    # size, convolved with the kernel flipped and with in/out swapped within each feature group.
+    w_t = jnp.flip(w, (0, 1)).reshape(kh, kw, cin_per_group, groups, cout // groups)
+    w_t = w_t.transpose(0, 1, 4, 3, 2).reshape(kh, kw, cout // groups, groups * cin_per_group)
+    pads_x = [(span - 1 - lo, n - (m - 1) * s - 1 + lo) for n, span, s, lo, m in dims]
+    dx = jax.lax.conv_general_dilated(g, w_t, (1, 1), pads_x, lhs_dilation=strides, rhs_dilation=dilation,
+                                      dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
+    # Kernel gradient (JAX's rule is non-canonical inside loops too, `f01b_i01o`): the input with
+    # batch and channels swapped, (C, H, W, N), convolved with the cotangent as an HWIO kernel
+    # (oh, ow, N, C_out) dilated by the stride; feature groups become batch groups.
+    pads_w = [(lo, span + (m - 1) * s - n - lo) for n, span, s, lo, m in dims]
+    dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), dilation, pads_w,
+                                      rhs_dilation=strides, dimension_numbers=_NHWC, batch_group_count=groups,
+                                      precision=precision)
+    return dx, dw.transpose(1, 2, 0, 3)
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def _conv_function():
+    """nn.Conv's `conv_general_dilated_cls` hook: called without arguments, returns the convolution."""
+    return conv_general_dilated
 
 
 class DepthwiseConv(nn.Module):
