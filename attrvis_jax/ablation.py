@@ -41,7 +41,7 @@ def ablation_config(images: Sequence[str] = ("sample:chelsea",), layers: Sequenc
                     model: str = "efficientnet_lite0", targets: Sequence[str] = ("top1",), seeds: int = 8,
                     steps: int = 256, lr: float = 0.05, baseline_steps: int = 512, path_steps: int = 100,
                     batch: int = 8, key: int = 0, fidelity: str = "code", weights: str = "default",
-                    perturbations: Sequence[str] = PERTURBATIONS) -> SweepConfig:
+                    perturbations: Sequence[str] = PERTURBATIONS, lambda_factor: float = 1.0) -> SweepConfig:
     """A sweep over the perturbations with a schedule that fits a CPU (the paper: 25 seeds × 2048
     steps at lr 0.02; pass those for the full setting)."""
     return SweepConfig(
@@ -49,7 +49,7 @@ def ablation_config(images: Sequence[str] = ("sample:chelsea",), layers: Sequenc
         perturbations=tuple(perturbations), seeds=seeds, key=key, batch=batch,
         attribution=AttributionConfig(fidelity=fidelity, spatial_steps=baseline_steps,
                                       channel_steps=2 * baseline_steps, steps=path_steps),
-        render=RenderConfig(fidelity=fidelity, steps=steps, lr=lr),
+        render=RenderConfig(fidelity=fidelity, steps=steps, lr=lr, lambda_factor=lambda_factor),
     )
 
 

@@ -270,7 +270,8 @@ def cmd_ablation(args) -> int:
     config = ablation_config(
         images=args.images, layers=args.layers, model=args.model, targets=args.targets, seeds=args.seeds,
         steps=args.steps, lr=args.lr, baseline_steps=args.baseline_steps, path_steps=args.path_steps,
-        batch=args.batch, key=args.seed, fidelity=args.fidelity, weights=args.weights)
+        batch=args.batch, key=args.seed, fidelity=args.fidelity, weights=args.weights,
+        lambda_factor=args.lambda_factor)
     result = run_ablation(config, Path(args.out), **_sweep_progress(args))
     if not args.quiet:
         _print_table(result.table, Path(args.out) / "ablation.csv")
@@ -396,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--steps", type=int, default=256, help="render steps (the paper: 2048)")
     p.add_argument("--lr", type=float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
+    p.add_argument("--lambda-factor", type=float, default=1.0,
+                   help="multiply the area weight λ0 = 20·ΣR_f (1: the code; ~0.01 suits EfficientNet-Lite)")
     p.add_argument("--baseline-steps", type=int, default=512)
     p.add_argument("--path-steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=8, help="visualizations per compiled batch")

@@ -129,6 +129,10 @@ class RenderConfig(_ConfigMethods):
     lr: float = 0.02
     lr_decay: float = 0.8  # lr(t) = lr · lr_decay^(t / decay_steps), continuous (code)
     lambda_growth: float | None = None  # None: 1.23 (code) / 1.2 (paper)
+    # λ0 (the attribution's 20·ΣR_f) is multiplied by this. 1 reproduces the code; the code's scale
+    # was set for GoogLeNet, whose activations are 10–100× larger than EfficientNet-Lite's, and on
+    # Lite0 it lets the area terms, not R⁺, decide where the mask goes (see README, "λ on other models").
+    lambda_factor: float = 1.0
     decay_steps: int | None = None  # None: steps // 10 (the code's int(2048 / 10) = 204)
     init_sd: float = 0.01  # sd of the initial Fourier coefficients
     decay_power: float = 1.0  # spectrum scale 1/f^decay_power of the image parameterization
@@ -162,7 +166,7 @@ class RenderConfig(_ConfigMethods):
             _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(self.decay_steps is None or self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps}")
         _check(self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
-        for name in ("lr", "lr_decay", "init_sd"):
+        for name in ("lr", "lr_decay", "init_sd", "lambda_factor"):
             _check(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)}")
 
     # ---- values that follow `fidelity` unless set -------------------------------------------------

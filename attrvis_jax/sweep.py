@@ -118,11 +118,19 @@ def unit_key(config: SweepConfig, unit: Unit) -> jax.Array:
     return jax.random.fold_in(jax.random.key(config.key), zlib.crc32(unit.id.encode()))
 
 
+# Render fields added after stores existed: left out of the fingerprint at their default value, so
+# a sweep started before a field existed still resumes.
+LATER_RENDER_FIELDS = {"lambda_factor": 1.0}
+
+
 def fingerprint(config: SweepConfig) -> dict:
     """What must not change between a sweep and its resumption (lists may grow; items are keyed)."""
     render = config.render.to_dict()
     for name in ("perturbation", "seeds", "snapshot_steps", "chunk_size"):
         render.pop(name)
+    for name, default in LATER_RENDER_FIELDS.items():
+        if render.get(name) == default:
+            render.pop(name)
     return {"model": config.model, "weights": config.weights, "method": config.method, "key": config.key,
             "attribution": config.attribution.to_dict(), "render": render}
 

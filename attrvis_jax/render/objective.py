@@ -7,7 +7,7 @@ paper:           loss_b = −Σ_ijk f·R⁺ + λ_b(t)·(mean M_b − β_b)²
 no mask:         loss_b = −L_b (no area terms)
 
 m_crop is the mean of the transformed mask (zero-filled corners and padding included), m_full the
-mean of the untransformed mask. λ_b(t) = λ0_b·growth^(t / decay_steps): continuous for the code
+mean of the untransformed mask. λ_b(t) = lambda_factor·λ0_b·growth^(t / decay_steps): continuous for the code
 (1.23, ≈ 8·λ0 at the end), staircase per tenth for the paper (1.2). lr(t) = lr·0.8^(t / decay_steps).
 The total is the sum over attribution groups b.
 """
@@ -58,7 +58,7 @@ def loss(acts, r_plus, m_crop, m_full, beta, lambda0, t, config):
     else:
         score = attribution_score(acts, r_plus, "sum")
         attribution_term = -score
-    lam = lambda0 * lambda_schedule(config)(t)
+    lam = lambda0 * config.lambda_factor * lambda_schedule(config)(t)
     if config.has_mask:
         area = area_penalty(m_crop, m_full, beta, config.fidelity)
         per_group = attribution_term + lam * area
