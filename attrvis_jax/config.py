@@ -129,9 +129,9 @@ class RenderConfig(_ConfigMethods):
     lr: float = 0.02
     lr_decay: float = 0.8  # lr(t) = lr · lr_decay^(t / decay_steps), continuous (code)
     lambda_growth: float | None = None  # None: 1.23 (code) / 1.2 (paper)
-    # λ0 (the attribution's 20·ΣR_f) is multiplied by this. 1 reproduces the code; the code's scale
-    # was set for GoogLeNet, whose activations are 10–100× larger than EfficientNet-Lite's, and on
-    # Lite0 it lets the area terms, not R⁺, decide where the mask goes (see README, "λ on other models").
+    # λ0 (the attribution's 20·ΣR_f) is multiplied by this. 1 reproduces the code, whose scale was
+    # set for GoogLeNet (inputs in [−117, 138]); on EfficientNet-Lite (inputs in [−1, 1]) it lets the
+    # area terms, not R⁺, decide where the mask goes (README, "λ on other models"); 0.01 suits Lite0.
     lambda_factor: float = 1.0
     decay_steps: int | None = None  # None: steps // 10 (the code's int(2048 / 10) = 204)
     init_sd: float = 0.01  # sd of the initial Fourier coefficients
