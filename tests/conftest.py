@@ -14,6 +14,22 @@ if _OWN_CACHE:
     os.environ["ATTRVIS_CACHE"] = _OWN_CACHE
 
 
+def pytest_addoption(parser):
+    parser.addoption("--extended", action="store_true",
+                     help="also run the tests marked `extended` (further variants of default tests)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`extended` tests repeat a default test on another layer or model: skipped unless asked for,
+    to keep the default run (CI) short."""
+    if config.getoption("--extended") or os.environ.get("ATTRVIS_EXTENDED"):
+        return
+    skip = pytest.mark.skip(reason="extended variant: run with --extended")
+    for item in items:
+        if "extended" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config):
     if _OWN_CACHE:  # converted test weights can be 100 MB: do not leave them behind
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)

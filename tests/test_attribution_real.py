@@ -13,7 +13,8 @@ import pytest
 from attrvis_jax import Attribution, attribute
 from attrvis_jax.attribution import upsample
 
-LAYERS = ("blocks.10", "blocks.12")  # 14×14×112 and 7×7×192
+# 14×14×112, and 7×7×192 (`--extended`)
+LAYERS = ("blocks.10", pytest.param("blocks.12", marks=pytest.mark.extended))
 STEPS = dict(spatial_steps=200, channel_steps=200)
 # The tabby's eyes and nose in the 224×224 center crop of skimage's chelsea (resize 256, crop 224),
 # as (top, bottom, left, right). The whole crop is cat face, so the box asks for more: attribution

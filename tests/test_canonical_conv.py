@@ -136,7 +136,7 @@ def test_no_noncanonical_convolution_inside_scan():
 
 
 def test_model_gradients_match_plain_lax(monkeypatch):
-    """InceptionV1 (7×7/2 stem with explicit pads, 1×1, 3×3 and 5×5 convolutions) to mixed3b at
+    """InceptionV1 (7×7/2 stem with explicit pads, 1×1, 3×3 and 5×5 convolutions) to mixed3a at
     64², random weights: input and weight gradients with and without the canonical rule."""
     from attrvis_jax import load_model
 
@@ -145,7 +145,7 @@ def test_model_gradients_match_plain_lax(monkeypatch):
 
     def grads():
         def loss(variables, x):
-            acts = model.apply_features(variables, x, "mixed3b")
+            acts = model.apply_features(variables, x, "mixed3a")
             return jnp.sum(acts * jnp.cos(jnp.arange(acts.size, dtype=jnp.float32).reshape(acts.shape)))
 
         return jax.jit(jax.grad(loss, (0, 1)))(model.variables, x)  # a fresh function: traced anew

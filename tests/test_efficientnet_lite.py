@@ -11,7 +11,7 @@ from parity import assert_close, nchw_to_nhwc
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", pytest.param("efficientnet_lite2", marks=pytest.mark.extended)])
 def test_parity_with_package_on_real_weights(name, capsys):
     torch = pytest.importorskip("torch")
     effnet = pytest.importorskip("efficientnet_lite_pytorch")
