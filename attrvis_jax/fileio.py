@@ -9,12 +9,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe, and the
+# sweep writes pictures from a background thread.
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Path, write: Callable) -> None:
-    """Call write(binary file) on a temp file beside `path`, fsync, then rename it into place."""
+    """Call write(binary file) on a temp file beside `path`, fsync, then rename it into place.
+
+    The file gets the permissions `open()` would give it (0666 less the umask), not mkstemp's 0600,
+    so results are readable by whoever could read a plainly written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
