@@ -139,8 +139,8 @@ def preprocess(image: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.clip(out, 0.0, 1.0) if pre.clip else out
 
 
-def load_image(source, pre: Preprocess) -> np.ndarray:
-    """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it."""
+def read_source(source) -> np.ndarray:
+    """`read_image`, also for the name of a bundled sample (a file of that name wins)."""
     if isinstance(source, str) and not Path(source).expanduser().exists():
         if source in SAMPLES:
             source = sample_image(source)
@@ -148,7 +148,12 @@ def load_image(source, pre: Preprocess) -> np.ndarray:
             raise ImageError(
                 f"image file not found: {source}" + _sample_hint(source)
             )
-    return preprocess(read_image(source), pre)
+    return read_image(source)
+
+
+def load_image(source, pre: Preprocess) -> np.ndarray:
+    """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it."""
+    return preprocess(read_source(source), pre)
 
 
 def _sample_hint(name: str) -> str:

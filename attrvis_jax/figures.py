@@ -466,11 +466,11 @@ def blank(size: int) -> np.ndarray:
 
 
 def heat_cell(x: np.ndarray, r_plus: np.ndarray, percentile: float = 65.0) -> np.ndarray:
-    """The display heat map (mean_k R⁺, entries below the percentile zeroed) over the image."""
-    h = np.asarray(r_plus, np.float32).mean(axis=-1)
-    if np.any(h > 0):
-        h = np.where(h < np.percentile(h, percentile), 0.0, h)
-    return heatmap_overlay(x, h)
+    """The display heat map of R⁺ (`postprocess.heatmap`: mean_k R⁺, low percentiles zeroed) over
+    the image; for a group's R⁺ as for the whole attribution."""
+    from attrvis_jax.attribution.postprocess import heatmap
+
+    return heatmap_overlay(x, np.asarray(heatmap(jnp.asarray(r_plus, jnp.float32), percentile)))
 
 
 def _write(out_dir: Path, name: str, picture: np.ndarray, record: dict) -> dict:
@@ -964,20 +964,14 @@ VIEWS = (
 )
 
 
-def _raw_image(image) -> np.ndarray:
-    from attrvis_jax import data
-
-    if isinstance(image, str) and image in data.SAMPLES and not Path(image).exists():
-        return data.read_image(data.sample_image(image))
-    return data.read_image(image)
-
-
 def make_views(model, image, count: int) -> tuple[list[str], np.ndarray]:
     """The first `count` of `VIEWS` of the image, preprocessed like any input: (names, (N, S, S, 3)).
     Crops and pads are taken from the full-resolution photo, then resized and cropped by the model."""
     if not 1 <= count <= len(VIEWS):
         raise AttrvisError(f"views must be between 1 and {len(VIEWS)}, got {count}")
-    raw = _raw_image(image)
+    from attrvis_jax.data import read_source
+
+    raw = read_source(image)
     names, images = [], []
     for name, flip, box, pad in VIEWS[:count]:
         img = raw
