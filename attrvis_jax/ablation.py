@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attrvis_jax.config import AttributionConfig, RenderConfig, SweepConfig
+from attrvis_jax.config import AREA_WEIGHT, AttributionConfig, RenderConfig, SweepConfig, attribution_fidelity
 from attrvis_jax.fileio import atomic_write, write_json, write_text
 from attrvis_jax.sweep import SUMMARY_KEYS, run_sweep, to_csv
 
@@ -40,16 +40,16 @@ class AblationResult:
 def ablation_config(images: Sequence[str] = ("sample:chelsea",), layers: Sequence[str] = ("default",), *,
                     model: str = "efficientnet_lite0", targets: Sequence[str] = ("top1",), seeds: int = 8,
                     steps: int = 256, lr: float = 0.05, baseline_steps: int = 512, path_steps: int = 100,
-                    batch: int = 8, key: int = 0, fidelity: str = "code", weights: str = "default",
-                    perturbations: Sequence[str] = PERTURBATIONS, lambda_factor: float = 1.0) -> SweepConfig:
+                    batch: int = 8, key: int = 0, fidelity: str = "default", weights: str = "default",
+                    perturbations: Sequence[str] = PERTURBATIONS, area_weight: float = AREA_WEIGHT) -> SweepConfig:
     """A sweep over the perturbations with a schedule that fits a CPU (the paper: 25 seeds × 2048
     steps at lr 0.02; pass those for the full setting)."""
     return SweepConfig(
         model=model, weights=weights, images=tuple(images), targets=tuple(targets), layers=tuple(layers),
         perturbations=tuple(perturbations), seeds=seeds, key=key, batch=batch,
-        attribution=AttributionConfig(fidelity=fidelity, spatial_steps=baseline_steps,
+        attribution=AttributionConfig(fidelity=attribution_fidelity(fidelity), spatial_steps=baseline_steps,
                                       channel_steps=2 * baseline_steps, steps=path_steps),
-        render=RenderConfig(fidelity=fidelity, steps=steps, lr=lr, lambda_factor=lambda_factor),
+        render=RenderConfig(fidelity=fidelity, steps=steps, lr=lr, area_weight=area_weight),
     )
 
 

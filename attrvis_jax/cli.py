@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attrvis_jax.config import AREA_WEIGHT, RENDER_FIDELITIES, attribution_fidelity
+
 EXAMPLES = {
     "demo": """examples:
   attrvis demo --out demo/                      # EfficientNet-Lite0, a bundled cat photo, offline
@@ -185,7 +187,7 @@ def _render_config(args, steps: int, seeds: int, **fields):
 def _attribution_config(args, **fields):
     from attrvis_jax.config import AttributionConfig
 
-    fields["fidelity"] = args.fidelity
+    fields["fidelity"] = attribution_fidelity(args.fidelity)
     if args.path_steps:
         fields["steps"] = args.path_steps
     if args.baseline_steps:  # the spec's ratio: the channel mask gets twice the spatial mask's updates
@@ -271,7 +273,7 @@ def cmd_ablation(args) -> int:
         images=args.images, layers=args.layers, model=args.model, targets=args.targets, seeds=args.seeds,
         steps=args.steps, lr=args.lr, baseline_steps=args.baseline_steps, path_steps=args.path_steps,
         batch=args.batch, key=args.seed, fidelity=args.fidelity, weights=args.weights,
-        lambda_factor=args.lambda_factor)
+        area_weight=args.area_weight)
     result = run_ablation(config, Path(args.out), **_sweep_progress(args))
     if not args.quiet:
         _print_table(result.table, Path(args.out) / "ablation.csv")
@@ -326,8 +328,9 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--baseline-steps", type=int, default=None,
                    help="updates of the baseline's spatial mask (the channel mask gets twice as many; "
                         f"default {DEMO['spatial_steps'] if demo else 2049})")
-    p.add_argument("--fidelity", choices=["code", "paper"], default="code",
-                   help="follow the authors' released code (default) or the paper's text where they differ")
+    p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default",
+                   help="default: the authors' code with a scale-free balance, an unbiased area term and "
+                        "signed layers handled; code: the released code exactly; paper: the text")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of the whole run (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (for scripts)")
 
@@ -397,12 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--steps", type=int, default=256, help="render steps (the paper: 2048)")
     p.add_argument("--lr", type=float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
-    p.add_argument("--lambda-factor", type=float, default=1.0,
-                   help="multiply the area weight λ0 = 20·ΣR_f (1: the code; ~0.01 suits EfficientNet-Lite)")
+    p.add_argument("--area-weight", type=float, default=AREA_WEIGHT,
+                   help=f"λ0 of the default (relative) balance, per unit of the photo's own score (default {AREA_WEIGHT})")
     p.add_argument("--baseline-steps", type=int, default=512)
     p.add_argument("--path-steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=8, help="visualizations per compiled batch")
-    p.add_argument("--fidelity", choices=["code", "paper"], default="code")
+    p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
@@ -419,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduced: short CPU schedule (default); paper: 25 seeds x 2048 steps")
     p.add_argument("--seeds", type=int, default=None, help="override the schedule's seeds")
     p.add_argument("--steps", type=int, default=None, help="override the schedule's render steps")
-    p.add_argument("--fidelity", choices=["code", "paper"], default=None)
+    p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=None)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figures)

@@ -12,7 +12,22 @@ import dataclasses
 from attrvis_jax.errors import AttrvisError
 
 FIDELITIES = ("code", "paper")
+# The render stage has a third value, its default: the authors' code with the three generalizations
+# that make it work on every model (ALGORITHM §8 and benchmarks/README.md, "fidelity"): a
+# scale-free balance, an area term without border bias, and signed layers excited in the direction
+# that contributed.
+RENDER_FIDELITIES = ("default", "code", "paper")
+BALANCES = ("relative", "code")
+AREA_TERMS = ("visible", "code")
+DIRECTIONS = ("signed", "positive")
+MASK_STARTS = ("beta", "half")
 RIEMANN_RULES = ("right", "left", "midpoint", "trapezoid", "gauss_legendre")
+
+
+def attribution_fidelity(fidelity: str) -> str:
+    """The attribution stage's fidelity for a run's fidelity: the default follows the code there
+    (β by the code's Otsu, λ0 = 20·ΣR_f kept for `balance="code"`)."""
+    return "paper" if fidelity == "paper" else "code"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -103,6 +118,8 @@ PERTURBATION_ALIASES = {
 }
 TRANSFORM_SETS = ("code", "paper", "none")
 RENDER_ENGINES = ("scan", "loop")
+AREA_WEIGHT = 10.0  # see RenderConfig.balance and benchmarks/README.md, "fidelity"
+MASK_DECAY_POWER = 2.0  # the default mask spectrum (RenderConfig.mask_decay_power)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +127,27 @@ class RenderConfig(_ConfigMethods):
     """The visualization optimizer (§5–8). Frozen and hashable: it is a static argument of the
     compiled step, so every field here is a compile-time constant.
 
-    Where code and paper differ (`fidelity`; fields left at None follow it):
+    `fidelity`: "default" (the code's constants with three generalizations, below), "code" (the
+    authors' released code exactly) or "paper" (the text). Fields left at None follow it:
+      - balance (`balance`): default "relative" — the attribution term is divided by the score the
+        photo itself gets, s = L(vis)/L(photo), and λ0 = `area_weight` is a pure number, so the
+        same setting behaves the same on networks whose activations differ in scale by orders of
+        magnitude; code "code" — λ0 = 20·ΣR_f from the attribution (tuned for GoogLeNet);
+      - area term (`area_term`): default "visible" — the transformed mask is weighted by 1/v(p),
+        where v(p) is pixel p's expected visibility under the random transforms, so every pixel
+        counts equally in expectation; code "code" — the plain mean of the transformed mask, which
+        sees border pixels less often and so drains the middle of the mask first;
+      - direction (`direction`): default "signed" — each neuron is pushed the way it moved from
+        the baseline to the photo, weight sign(a − b)·R⁺ (= R⁺ on post-ReLU layers, where a ≥ b);
+        code "positive" — weight R⁺ (correct only where a ≥ 0);
+      - mask start (`mask_start`): default "beta" — logit(β) is added before the mask's sigmoid, so
+        the mask starts at its target area and the optimization moves mass to where the attribution
+        wants it; code "half" — M starts at 0.5 everywhere, and Adam's per-step limit on the mask's
+        mean (its DC coefficient moves ≤ lr/4 per step) leaves short runs far above β;
+      - mask spectrum (`mask_decay_power`): default 2 — the mask's Fourier basis decays as 1/f², so
+        the mask is a few smooth regions over the object's parts; code 1 (`decay_power`), the
+        image's own 1/f basis, which on EfficientNet-Lite gives a fine texture of lines;
+    and where code and paper differ (the default follows the code):
       - composed background constant: code 0.55, paper 0.5 (`constant`);
       - λ(t) growth: code λ0·1.23^(t/decay_steps) continuous, paper ×1.2 per tenth, staircase;
       - objective: code −2·mean_ij Σ_k f·R⁺ + λ[(m_crop−β)² + (m_full−β)²],
@@ -123,19 +160,21 @@ class RenderConfig(_ConfigMethods):
     """
 
     perturbation: str = "pyramid"  # constant | gaussian | blur | fractal | pyramid | none (or the code's names)
-    fidelity: str = "code"
+    fidelity: str = "default"
     steps: int = 2048  # Adam updates (the code's loop makes 2049; pass steps=2049 for parity)
     seeds: int = 25  # independent initializations (and noise streams), one batched axis
     lr: float = 0.02
     lr_decay: float = 0.8  # lr(t) = lr · lr_decay^(t / decay_steps), continuous (code)
     lambda_growth: float | None = None  # None: 1.23 (code) / 1.2 (paper)
-    # λ0 (the attribution's 20·ΣR_f) is multiplied by this. 1 reproduces the code, whose scale was
-    # set for GoogLeNet (inputs in [−117, 138]); on EfficientNet-Lite (inputs in [−1, 1]) it lets the
-    # area terms, not R⁺, decide where the mask goes (README, "λ on other models"); 0.01 suits Lite0.
-    lambda_factor: float = 1.0
+    balance: str | None = None  # None follows fidelity; "relative" | "code" (see above)
+    area_weight: float = AREA_WEIGHT  # λ0 of the relative balance: area penalty per unit of s
+    area_term: str | None = None  # None follows fidelity; "visible" | "code"
+    direction: str | None = None  # None follows fidelity; "signed" | "positive"
+    mask_start: str | None = None  # None follows fidelity; "beta" | "half" (see above)
     decay_steps: int | None = None  # None: steps // 10 (the code's int(2048 / 10) = 204)
     init_sd: float = 0.01  # sd of the initial Fourier coefficients
     decay_power: float = 1.0  # spectrum scale 1/f^decay_power of the image parameterization
+    mask_decay_power: float | None = None  # the mask channel's own 1/f^p; None follows fidelity (see above)
     aligned_groups: bool = True  # every attribution group starts from the same init (code)
     constant: float | None = None  # background gray; None: 0.55 (code) / 0.5 (paper)
     gaussian_trainable: bool = False  # the code's Normal background is a trainable variable
@@ -154,7 +193,11 @@ class RenderConfig(_ConfigMethods):
                f"ConstBack, Normal, BlurImage, Noise, NoisePyramid), got {self.perturbation!r}")
         object.__setattr__(self, "perturbation", name)
         object.__setattr__(self, "snapshot_steps", tuple(sorted({int(s) for s in self.snapshot_steps})))
-        _check(self.fidelity in FIDELITIES, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        _check(self.fidelity in RENDER_FIDELITIES, f"fidelity must be one of {RENDER_FIDELITIES}, got {self.fidelity!r}")
+        for name, values in (("balance", BALANCES), ("area_term", AREA_TERMS), ("direction", DIRECTIONS),
+                             ("mask_start", MASK_STARTS)):
+            _check(getattr(self, name) in (None, *values),
+                   f"{name} must be None or one of {values}, got {getattr(self, name)!r}")
         _check(self.pyramid_index in (None, *FIDELITIES),
                f"pyramid_index must be None, 'code' or 'paper', got {self.pyramid_index!r}")
         _check(self.transforms in (None, *TRANSFORM_SETS),
@@ -166,7 +209,7 @@ class RenderConfig(_ConfigMethods):
             _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(self.decay_steps is None or self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps}")
         _check(self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
-        for name in ("lr", "lr_decay", "init_sd", "lambda_factor"):
+        for name in ("lr", "lr_decay", "init_sd", "area_weight"):
             _check(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)}")
 
     # ---- values that follow `fidelity` unless set -------------------------------------------------
@@ -175,12 +218,39 @@ class RenderConfig(_ConfigMethods):
         return self.perturbation != "none"
 
     @property
+    def code_like(self) -> str:
+        """"code" or "paper": which of the two the constants not generalized by the default follow."""
+        return "paper" if self.fidelity == "paper" else "code"
+
+    @property
+    def balance_mode(self) -> str:
+        return self.balance or ("relative" if self.fidelity == "default" else "code")
+
+    @property
+    def area_mode(self) -> str:
+        return self.area_term or ("visible" if self.fidelity == "default" else "code")
+
+    @property
+    def direction_mode(self) -> str:
+        return self.direction or ("signed" if self.fidelity == "default" else "positive")
+
+    @property
+    def mask_spectrum_decay(self) -> float:
+        if self.mask_decay_power is not None:
+            return self.mask_decay_power
+        return MASK_DECAY_POWER if self.fidelity == "default" else self.decay_power
+
+    @property
+    def mask_start_mode(self) -> str:
+        return self.mask_start or ("beta" if self.fidelity == "default" else "half")
+
+    @property
     def background(self) -> float:
-        return self.constant if self.constant is not None else (0.55 if self.fidelity == "code" else 0.5)
+        return self.constant if self.constant is not None else (0.55 if self.code_like == "code" else 0.5)
 
     @property
     def growth(self) -> float:
-        return self.lambda_growth if self.lambda_growth is not None else (1.23 if self.fidelity == "code" else 1.2)
+        return self.lambda_growth if self.lambda_growth is not None else (1.23 if self.code_like == "code" else 1.2)
 
     @property
     def schedule_steps(self) -> int:
@@ -189,11 +259,11 @@ class RenderConfig(_ConfigMethods):
     @property
     def pyramid_index_scale(self) -> float:
         """u = scale·M picks the pyramid level; code 7 (num_levels = 8 on 6 levels), paper 5."""
-        return 7.0 if (self.pyramid_index or self.fidelity) == "code" else 5.0
+        return 7.0 if (self.pyramid_index or self.code_like) == "code" else 5.0
 
     @property
     def transform_set(self) -> str:
-        return self.transforms or self.fidelity
+        return self.transforms or self.code_like
 
 
 

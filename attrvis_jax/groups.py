@@ -252,7 +252,8 @@ def split_attribution(attribution, groups: ChannelGroups, config: AttributionCon
     default the attribution's own config, i.e. 0.95), then R⁺_g = R⁺ ⊙ 1[k ∈ G_g]; β_g and λ0_g
     come from the group's own filtered map, so each group's mask is sized for its own evidence.
     size: the model's input size for β (default the attribution's input_size, 224 for raw arrays).
-    Returns dicts with r_plus, beta, lambda0, layer, channels and group (its index in `groups`);
+    Returns dicts with r_plus, beta, lambda0, activations and baseline (the attribution's, None for
+    raw arrays), layer, channels and group (its index in `groups`);
     groups with no positive attribution left are dropped with a warning.
     """
     values = np.asarray(getattr(attribution, "values", attribution), np.float32)
@@ -281,6 +282,8 @@ def split_attribution(attribution, groups: ChannelGroups, config: AttributionCon
             empty.append(g)
             continue
         parts.append({"r_plus": r_plus[g], "beta": float(beta[g]), "lambda0": float(lam[g]),
+                      "activations": getattr(attribution, "activations", None),
+                      "baseline": getattr(attribution, "baseline", None),
                       "layer": layer or groups.layer, "channels": channels, "group": g})
     if empty:
         warnings.warn(f"group(s) {empty} have no positive attribution in this image after the "

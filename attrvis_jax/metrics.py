@@ -54,16 +54,20 @@ def target_rank(logits, targets, classes: int | None = None):
 class VisMetrics:
     """Per-visualization metrics (arrays of length N = number of visualizations)."""
 
-    pcc: np.ndarray  # vs R+ (the map the objective used)
+    pcc: np.ndarray  # vs R+ (the paper's measure)
     pcc_raw: np.ndarray  # vs the raw, unfiltered attribution R
     top5_hit: np.ndarray  # bool
     target_rank: np.ndarray  # 0 = the target is the top class
+    # vs the directed attribution sign(a − b)·R⁺ the default objective excites (= pcc on post-ReLU
+    # layers; on a signed layer, PCC with R⁺ undervalues a neuron driven down as it contributed)
+    pcc_directed: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {
             "pcc_mean": float(np.mean(self.pcc)),
             "pcc_std": float(np.std(self.pcc)),
             "pcc_raw_mean": float(np.mean(self.pcc_raw)),
+            "pcc_directed_mean": float(np.mean(self.pcc if self.pcc_directed is None else self.pcc_directed)),
             "top5_rate": float(np.mean(self.top5_hit)),
         }
 
@@ -81,23 +85,64 @@ def _evaluate(model, variables, images, references, layer: str, targets, classes
 _evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 4, 6))
 
 
-def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, variables=None) -> VisMetrics:
+def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, r_directed=None, variables=None) -> VisMetrics:
     """Metrics of N visualizations that each have their own attribution and target (a sweep batch):
-    images (N, H, W, 3) in [0, 1], r_plus and r_raw (N, h, w, K), targets (N,). Arrays may be sharded
-    over devices (jax.Array with a NamedSharding): the one forward pass then runs sharded too."""
-    refs = jnp.stack([jnp.asarray(r_plus, jnp.float32), jnp.asarray(r_raw, jnp.float32)], axis=1)
+    images (N, H, W, 3) in [0, 1], r_plus, r_raw and optionally r_directed (N, h, w, K), targets (N,).
+    Arrays may be sharded over devices (jax.Array with a NamedSharding): the one forward pass then
+    runs sharded too."""
+    maps = [r_plus, r_raw] + ([] if r_directed is None else [r_directed])
+    refs = jnp.stack([jnp.asarray(r, jnp.float32) for r in maps], axis=1)
     variables = model.variables if variables is None else variables
     pcc, rank = _evaluate_jit(model, variables, jnp.asarray(images, jnp.float32), refs,
                               model.resolve_layer(layer), jnp.asarray(targets, jnp.int32), len(model.labels))
     pcc, rank = np.asarray(pcc), np.asarray(rank)
-    return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank)
+    return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank,
+                      pcc_directed=pcc[:, 2] if r_directed is not None else pcc[:, 0])
 
 
-def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int) -> VisMetrics:
-    """Metrics of visualizations `images` (N, H, W, 3) in [0, 1] against R+ and raw R (H, W, K)."""
+def directed_attribution(attribution) -> np.ndarray:
+    """sign(a − b)·R⁺ of an `Attribution` (b = 0 without a baseline); R⁺ when it has no activations."""
+    r = np.asarray(attribution.positive, np.float32)
+    acts = getattr(attribution, "activations", None)
+    if acts is None:
+        return r
+    base = getattr(attribution, "baseline", None)
+    return np.sign(np.asarray(acts, np.float32) - (0.0 if base is None else np.asarray(base, np.float32))) * r
+
+
+def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int, r_directed=None) -> VisMetrics:
+    """Metrics of visualizations `images` (N, H, W, 3) in [0, 1] against R+, raw R and optionally
+    the directed attribution (H, W, K)."""
     images = jnp.asarray(images, jnp.float32)
     if images.ndim == 3:
         images = images[None]
     n = images.shape[0]
     rows = lambda a: jnp.broadcast_to(jnp.asarray(a, jnp.float32), (n, *np.shape(a)))
-    return evaluate_rows(model, images, rows(r_plus), rows(r_raw), layer, np.full((n,), int(target)))
+    return evaluate_rows(model, images, rows(r_plus), rows(r_raw), layer, np.full((n,), int(target)),
+                         r_directed=None if r_directed is None else rows(r_directed))
+
+
+# ---- where the mask is (the fidelity study's measures) ----------------------------------------------
+BORDER_BAND = 16  # px: the band along the image edge where masks drained by the area term collect
+
+
+def mask_measures(masks, heatmap, beta, band: int = BORDER_BAND) -> dict:
+    """Per mask (N, H, W) in [0, 1] against the display heat map (H, W) at the image's size:
+
+    heatmap_corr: Pearson r of the mask with the heat map (does the mask cover the attributed parts);
+    border_share: the mask's mass in the `band`-px border band over its total mass (the band's own
+        share of the area is `band_area`: a mask spread evenly scores that);
+    area_ratio: mean mask / β (1 = the target area)."""
+    m = np.asarray(masks, np.float64)
+    m = m[None] if m.ndim == 2 else m
+    h, w = m.shape[-2:]
+    inner = np.zeros((h, w), bool)
+    inner[band : h - band, band : w - band] = True
+    total = m.sum(axis=(-2, -1))
+    border = (m * ~inner).sum(axis=(-2, -1))
+    return {
+        "heatmap_corr": pearson_rows(m, heatmap),
+        "border_share": np.where(total > 0, border / np.where(total > 0, total, 1.0), 0.0),
+        "area_ratio": m.mean(axis=(-2, -1)) / float(beta),
+        "band_area": float((~inner).mean()),
+    }

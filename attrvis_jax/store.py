@@ -32,6 +32,7 @@ COLUMNS = (
     ("seed", "INTEGER"),
     ("pcc", "REAL"),
     ("pcc_raw", "REAL"),
+    ("pcc_directed", "REAL"),
     ("top5_hit", "INTEGER"),
     ("target_rank", "INTEGER"),
     ("mask_area", "REAL"),

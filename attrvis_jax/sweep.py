@@ -118,19 +118,11 @@ def unit_key(config: SweepConfig, unit: Unit) -> jax.Array:
     return jax.random.fold_in(jax.random.key(config.key), zlib.crc32(unit.id.encode()))
 
 
-# Render fields added after stores existed: left out of the fingerprint at their default value, so
-# a sweep started before a field existed still resumes.
-LATER_RENDER_FIELDS = {"lambda_factor": 1.0}
-
-
 def fingerprint(config: SweepConfig) -> dict:
     """What must not change between a sweep and its resumption (lists may grow; items are keyed)."""
     render = config.render.to_dict()
     for name in ("perturbation", "seeds", "snapshot_steps", "chunk_size"):
         render.pop(name)
-    for name, default in LATER_RENDER_FIELDS.items():
-        if render.get(name) == default:
-            render.pop(name)
     return {"model": config.model, "weights": config.weights, "method": config.method, "key": config.key,
             "attribution": config.attribution.to_dict(), "render": render}
 
@@ -295,8 +287,8 @@ def _targets(model, units, x) -> list[int]:
 
 
 def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total):
-    from attrvis_jax.metrics import evaluate_rows
-    from attrvis_jax.render.optimize import composite, engine, run_steps, seed_keys
+    from attrvis_jax.metrics import directed_attribution, evaluate_rows
+    from attrvis_jax.render.optimize import composite, engine, render_inputs, run_steps, seed_keys
 
     size = config.render.image_size or model.input_size
     width = -(-config.batch // mesh.size) * mesh.size  # a multiple of the device count
@@ -324,20 +316,23 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
             keys = jnp.stack([seed_keys(jax.random.fold_in(unit_key(config, item.unit), 1), [item.seed])[0]
                               for item in rows])
             carry, seed_data = eng.init(keys, 1)
+            inputs = [render_inputs(a, render_config) for a in attrs]
             data = {
-                "r_plus": np.stack([a.positive for a in attrs])[:, None].astype(np.float32),
-                "beta": np.array([[a.beta] for a in attrs], np.float32),
-                "lambda0": np.array([[_lambda0(a)] for a in attrs], np.float32),
+                "weights": np.stack([i.weights for i in inputs]),
+                "beta": np.stack([i.beta for i in inputs]),
+                "lambda0": np.stack([i.lambda0 for i in inputs]),
             }
             carry, seed_data, data = shard((carry, seed_data, data), mesh)
             t0 = time.perf_counter()
             carry, _, _, compile_s, _ = run_steps(eng, variables, carry, seed_data, data, steps=render_config.steps)
             timings["devices_used"] = len(carry["loss"].sharding.device_set)
-            x, m = eng.outputs(carry["params"])
+            x, m = eng.outputs(carry["params"], data)
             composed = composite(x[:, 0], m[:, 0], render_config.background)
             refs = shard((np.stack([a.positive for a in attrs]), np.stack([a.values for a in attrs]),
+                          np.stack([directed_attribution(a) for a in attrs]),
                           np.array([a.target for a in attrs], np.int32)), mesh)
-            metrics = evaluate_rows(model, composed, *refs[:2], layer, refs[2], variables=variables)
+            metrics = evaluate_rows(model, composed, *refs[:2], layer, refs[3], r_directed=refs[2],
+                                    variables=variables)
             composed, masks = gather(composed), gather(m[:, 0])
             loss, finite = gather(carry["loss"]), gather(carry["alive"])
             timings["compile_s"] += compile_s
@@ -348,7 +343,9 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
                 if writer and config.save_images:
                     picture, mask = _save_pictures(out_dir, item, composed[i], masks[i])
                 records.append(_row(
-                    item, attrs[i], batch_index, pcc=float(metrics.pcc[i]), pcc_raw=float(metrics.pcc_raw[i]),
+                    item, attrs[i], batch_index, lambda0=float(inputs[i].lambda0[0]),
+                    pcc=float(metrics.pcc[i]), pcc_raw=float(metrics.pcc_raw[i]),
+                    pcc_directed=float(metrics.pcc_directed[i]),
                     top5_hit=bool(metrics.top5_hit[i]), target_rank=int(metrics.target_rank[i]),
                     mask_area=float(masks[i].mean()), final_loss=float(loss[i]), finite=bool(finite[i]),
                     picture=picture, mask=mask))
@@ -366,20 +363,12 @@ def _row(item: Item, attr, batch: int, **measured) -> dict:
         "id": item.id, "image": item.unit.image.id, "label": item.unit.image.label,
         "target": item.unit.target, "target_index": int(attr.target), "target_name": attr.target_name,
         "layer": item.unit.layer, "perturbation": item.perturbation, "seed": item.seed,
-        "pcc": float("nan"), "pcc_raw": float("nan"), "top5_hit": False, "target_rank": -1,
-        "mask_area": float("nan"), "beta": float(attr.beta), "lambda0": _lambda0(attr),
+        "pcc": float("nan"), "pcc_raw": float("nan"), "pcc_directed": float("nan"), "top5_hit": False, "target_rank": -1,
+        "mask_area": float("nan"), "beta": float(attr.beta), "lambda0": float("nan"),
         "final_loss": float("nan"), "finite": False, "picture": "", "mask": "", "batch": batch,
     }
     row.update(measured)
     return row
-
-
-def _lambda0(attr) -> float:
-    """The attribution's λ0, or 20·ΣR⁺ where it is not positive (as `visualize` does)."""
-    from attrvis_jax.render.optimize import LAMBDA_SCALE
-
-    lam = float(attr.lambda0)
-    return lam if np.isfinite(lam) and lam > 0 else LAMBDA_SCALE * float(np.sum(attr.positive))
 
 
 def _save_pictures(out_dir: Path, item: Item, composed: np.ndarray, mask: np.ndarray) -> tuple[str, str]:
@@ -392,7 +381,7 @@ def _save_pictures(out_dir: Path, item: Item, composed: np.ndarray, mask: np.nda
 
 
 # ---- tables ------------------------------------------------------------------------------------------
-SUMMARY_KEYS = ("layer", "perturbation", "n", "pcc_mean", "pcc_std", "pcc_raw_mean", "top5_rate",
+SUMMARY_KEYS = ("layer", "perturbation", "n", "pcc_mean", "pcc_std", "pcc_raw_mean", "pcc_directed_mean", "top5_rate",
                 "mask_area_mean", "beta_mean", "finite_rate")
 
 
@@ -415,6 +404,7 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("layer", "perturbation"
             "pcc_mean": float(np.mean([np.mean(v) for v in per_image.values()])),
             "pcc_std": float(np.std([row["pcc"] for row in members])),
             "pcc_raw_mean": float(np.mean([row["pcc_raw"] for row in members])),
+            "pcc_directed_mean": float(np.mean([row["pcc_directed"] for row in members])),
             "top5_rate": float(np.mean([row["top5_hit"] for row in members])),
             "mask_area_mean": float(np.mean([row["mask_area"] for row in members])),
             "beta_mean": float(np.mean([row["beta"] for row in members])),

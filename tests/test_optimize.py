@@ -15,7 +15,7 @@ import pytest
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.models.base import Model, ModelSpec, Preprocess, StagedNet
-from attrvis_jax.render import RenderResult, attribution_arrays, seed_keys, visualize
+from attrvis_jax.render import RenderResult, render_inputs, seed_keys, visualize
 from attrvis_jax.render.optimize import engine
 
 SIZE, LAYER, BETA = 32, "conv2", 0.25
@@ -52,10 +52,19 @@ def r_plus():
     return r
 
 
+# The photo's activations at conv2 (post-ReLU, so sign(a − b) = 1 and the weights are R⁺ / L(photo)).
+ACTS = np.random.default_rng(0).random((8, 8, 16), dtype=np.float32)
+
+
+def attr(r, beta=BETA, **more):
+    """The duck-typed attribution visualize takes: R⁺, β and the photo's activations."""
+    return {"r_plus": r, "beta": beta, "activations": ACTS, **more}
+
+
 @pytest.fixture(scope="module")
 def base(tiny, r_plus):
     calls = []
-    result = visualize(tiny, (r_plus, BETA), CONFIG, key=KEY, layer=LAYER, progress=lambda d, n: calls.append((d, n)))
+    result = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, progress=lambda d, n: calls.append((d, n)))
     return result, calls
 
 
@@ -70,7 +79,9 @@ def test_result_fields_and_progress(base, r_plus):
     assert res.loss.shape == (3,) and np.all(np.isfinite(res.loss))
     assert res.loss_history.shape == (3, 24) and np.all(np.isfinite(res.loss_history))
     np.testing.assert_allclose(res.mask_area, res.masks.mean(axis=(1, 2)), rtol=1e-6)
-    assert float(res.beta) == BETA and float(res.lambda0) == pytest.approx(20 * r_plus.sum())  # default λ0
+    # the default (relative) balance: λ0 is the area weight, the score is relative to the photo's
+    assert float(res.beta) == BETA and float(res.lambda0) == CONFIG.area_weight
+    assert float(res.reference) == pytest.approx(float(np.mean(np.sum(ACTS * r_plus, axis=-1))), rel=1e-6)
     assert res.finite.all() and np.all(res.stopped_at == -1)
     assert sorted(res.snapshots) == [8] and res.snapshots[8]["images"].shape == res.images.shape
     assert not np.allclose(res.snapshots[8]["masks"], res.masks)
@@ -89,12 +100,12 @@ def test_optimization_moves_the_mask_toward_beta_and_raises_the_score(base, tiny
 
 def test_same_key_gives_identical_bits_and_other_keys_differ(base, tiny, r_plus):
     res, _ = base
-    again = visualize(tiny, (r_plus, BETA), CONFIG, key=KEY, layer=LAYER)
+    again = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER)
     assert again.timings["compile_s"] == 0.0  # the compiled chunk is reused
     np.testing.assert_array_equal(again.images, res.images)
     np.testing.assert_array_equal(again.masks, res.masks)
     np.testing.assert_array_equal(again.loss_history, res.loss_history)
-    other = visualize(tiny, (r_plus, BETA), CONFIG, key=jax.random.key(1), layer=LAYER)
+    other = visualize(tiny, attr(r_plus), CONFIG, key=jax.random.key(1), layer=LAYER)
     assert not np.allclose(other.images, res.images)
     assert not np.allclose(res.images[0], res.images[1])  # seeds differ from each other
 
@@ -103,7 +114,7 @@ def test_where_the_loop_is_cut_does_not_change_the_result(base, tiny, r_plus):
     res, _ = base
     # Snapshots cut the chunks at other places (3, 11, 19, 24 instead of 8, 16, 24) with the same
     # compiled chunk; the updates after each cut are skipped inside the scan, not recomputed.
-    cut = visualize(tiny, (r_plus, BETA), CONFIG.replace(snapshot_steps=(3, 8, 11, 19)), key=KEY, layer=LAYER)
+    cut = visualize(tiny, attr(r_plus), CONFIG.replace(snapshot_steps=(3, 8, 11, 19)), key=KEY, layer=LAYER)
     assert cut.timings["compile_s"] == 0.0
     np.testing.assert_array_equal(cut.images, res.images)
     np.testing.assert_array_equal(cut.loss_history, res.loss_history)
@@ -114,7 +125,7 @@ def test_where_the_loop_is_cut_does_not_change_the_result(base, tiny, r_plus):
 def test_vmapped_seeds_equal_the_same_seeds_run_one_at_a_time(base, tiny, r_plus):
     res, _ = base
     for seed in (2, 0):
-        alone = visualize(tiny, (r_plus, BETA), CONFIG, key=KEY, layer=LAYER, seed_ids=[seed])
+        alone = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, seed_ids=[seed])
         assert alone.seed_ids == (seed,)
         # The same arithmetic per seed; only the batched convolution may round differently.
         np.testing.assert_allclose(alone.images[0], res.images[seed], atol=1e-5)
@@ -124,13 +135,13 @@ def test_vmapped_seeds_equal_the_same_seeds_run_one_at_a_time(base, tiny, r_plus
 
 def test_python_loop_engine_matches_the_scan(base, tiny, r_plus):
     res, _ = base
-    loop = visualize(tiny, (r_plus, BETA), CONFIG.replace(engine="loop"), key=KEY, layer=LAYER)
+    loop = visualize(tiny, attr(r_plus), CONFIG.replace(engine="loop"), key=KEY, layer=LAYER)
     np.testing.assert_allclose(loop.images, res.images, atol=1e-5)
     np.testing.assert_allclose(loop.loss_history, res.loss_history, rtol=1e-5)
 
 
 def test_no_mask_ablation(tiny, r_plus):
-    res = visualize(tiny, (r_plus, BETA), CONFIG.replace(perturbation="none", seeds=2, steps=8), key=KEY, layer=LAYER)
+    res = visualize(tiny, attr(r_plus), CONFIG.replace(perturbation="none", seeds=2, steps=8), key=KEY, layer=LAYER)
     assert np.all(res.masks == 1.0) and np.all(res.mask_area == 1.0)
     np.testing.assert_array_equal(res.composed, res.images)
     assert np.all(res.loss_history[:, -1] < res.loss_history[:, 0])  # only −L: it falls
@@ -138,10 +149,11 @@ def test_no_mask_ablation(tiny, r_plus):
 
 def test_groups_from_a_list_of_attributions(tiny, r_plus):
     @dataclasses.dataclass
-    class Attr:  # the duck-typed interface: positive (or r_plus), beta, lambda0, layer
+    class Attr:  # the duck-typed interface: positive (or r_plus), beta, lambda0, activations, layer
         positive: np.ndarray
         beta: float
         lambda0: float
+        activations: np.ndarray = dataclasses.field(default_factory=lambda: ACTS)
         layer: str = LAYER
 
     other = np.zeros_like(r_plus)
@@ -151,12 +163,15 @@ def test_groups_from_a_list_of_attributions(tiny, r_plus):
     assert res.grouped and res.layer == LAYER
     assert res.images.shape == (2, 2, SIZE, SIZE, 3) and res.mask_area.shape == (2, 2)
     np.testing.assert_allclose(res.beta, [0.2, 0.3])
-    np.testing.assert_allclose(res.lambda0, [100.0, 50.0])
+    np.testing.assert_allclose(res.lambda0, [CONFIG.area_weight] * 2)
+    np.testing.assert_allclose(res.reference, [np.mean(np.sum(ACTS * g.positive, -1)) for g in groups], rtol=1e-6)
+    code = visualize(tiny, groups, CONFIG.replace(seeds=1, steps=2, fidelity="code"), key=KEY)
+    np.testing.assert_allclose(code.lambda0, [100.0, 50.0])  # the code's λ0 is the attribution's
     assert not np.allclose(res.images[:, 0], res.images[:, 1])  # aligned init, different attributions
 
 
 def test_gaussian_background_is_trained_when_asked(tiny, r_plus):
-    data = {"r_plus": jnp.asarray(r_plus[None]), "beta": jnp.full((1,), BETA), "lambda0": jnp.full((1,), 10.0)}
+    data = {"weights": jnp.asarray(r_plus[None]), "beta": jnp.full((1,), BETA), "lambda0": jnp.full((1,), 10.0)}
     fixed = engine(tiny.net, LAYER, RenderConfig(perturbation="gaussian"), SIZE)
     assert fixed._init_seed(KEY, 1)[1] is not None  # by default a fixed draw, not a parameter
     eng = engine(tiny.net, LAYER, RenderConfig(perturbation="gaussian", gaussian_trainable=True), SIZE)
@@ -173,7 +188,7 @@ def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_p
     spectrum = carry["params"]["spectrum"].at[1, 0, 0, 0, 0, 0].set(jnp.nan)  # seed 1 gives a NaN loss
     carry = {**carry, "params": {"spectrum": spectrum}}
     before = np.asarray(spectrum)
-    data = {"r_plus": jnp.asarray(r_plus[None]), "beta": jnp.full((1,), BETA), "lambda0": jnp.full((1,), 10.0)}
+    data = {"weights": jnp.asarray(r_plus[None]), "beta": jnp.full((1,), BETA), "lambda0": jnp.full((1,), 10.0)}
     exe, _ = eng.compiled("chunk", tiny.variables, carry, seed_data, data, jnp.int32(0), jnp.int32(8))
     carry, losses = exe(tiny.variables, carry, seed_data, data, jnp.int32(0), jnp.int32(8))
     assert np.asarray(carry["alive"]).tolist() == [True, False, True]
@@ -185,33 +200,108 @@ def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_p
     broken = jax.tree_util.tree_map(lambda a: a * jnp.nan, tiny.variables)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = visualize(tiny, (r_plus, BETA), CONFIG, key=KEY, layer=LAYER, variables=broken)
+        res = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, variables=broken)
     assert any("non-finite" in str(w.message) for w in caught)
     assert not res.finite.any() and np.all(res.stopped_at == 0) and np.all(np.isfinite(res.images))
 
 
 def test_attribution_inputs_and_errors(tiny, r_plus):
-    r, b, lam, grouped, layer = attribution_arrays({"r_plus": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"})
-    assert r.shape == (1, 8, 8, 16) and not grouped and layer == "conv2"
-    assert lam[0] == pytest.approx(20 * r_plus.sum())  # λ0 ≤ 0 falls back to 20·ΣR⁺
-    r, b, lam, grouped, _ = attribution_arrays((np.stack([r_plus, r_plus]), [0.1, 0.2], [1.0, 2.0]))
-    assert grouped and b.tolist() == pytest.approx([0.1, 0.2]) and lam.tolist() == [1.0, 2.0]
+    code = CONFIG.replace(fidelity="code")
+    inputs = render_inputs({"r_plus": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"}, code)
+    assert inputs.weights.shape == (1, 8, 8, 16) and not inputs.grouped and inputs.layer == "conv2"
+    assert inputs.lambda0[0] == pytest.approx(20 * r_plus.sum())  # λ0 ≤ 0 falls back to 20·ΣR⁺
+    np.testing.assert_array_equal(inputs.weights[0], r_plus)  # the code: W = R⁺
+    inputs = render_inputs((np.stack([r_plus, r_plus]), [0.1, 0.2], [1.0, 2.0]), code)
+    assert inputs.grouped and inputs.beta.tolist() == pytest.approx([0.1, 0.2]) and inputs.lambda0.tolist() == [1.0, 2.0]
+    # The code's λ0 is 20·ΣR_f, which R⁺ alone does not determine: no silent 20·ΣR⁺ fallback.
+    with pytest.raises(AttrvisError, match="lambda0"):
+        render_inputs((r_plus, BETA), code)
+    # The relative balance needs the photo's score; a given reference is used as it is.
+    with pytest.raises(AttrvisError, match="photo's own score"):
+        render_inputs((r_plus, BETA), CONFIG)
+    given = render_inputs((r_plus, BETA), CONFIG, reference=4.0)
+    np.testing.assert_allclose(given.weights[0], r_plus / 4.0)
+    assert render_inputs((r_plus, BETA), CONFIG.replace(perturbation="none")).lambda0[0] == 0.0  # no area term
     cases = [
-        ((r_plus[0], BETA), "shape"),
-        ((-r_plus, BETA), "negative"),
-        ((0 * r_plus, BETA), "all zero"),
-        ((r_plus, 0.0), "beta"),
-        ((r_plus * np.nan, BETA), "NaN"),
+        (attr(r_plus[0]), "shape"),
+        (attr(-r_plus), "negative"),
+        (attr(0 * r_plus), "all zero"),
+        (attr(r_plus, 0.0), "beta"),
+        (attr(r_plus * np.nan), "NaN"),
+        (attr(r_plus, activations=-ACTS), "not positive"),  # direction='positive' semantics forced on a ≤ 0
     ]
     for attribution, message in cases:
         with pytest.raises(AttrvisError, match=message):
-            visualize(tiny, attribution, CONFIG, layer=LAYER)
+            visualize(tiny, attribution, CONFIG.replace(direction="positive") if message == "not positive" else CONFIG,
+                      layer=LAYER)
     with pytest.raises(AttrvisError, match="which layer"):
-        visualize(tiny, (r_plus, BETA), CONFIG)
+        visualize(tiny, attr(r_plus), CONFIG)
     with pytest.raises(AttrvisError, match="conv1 is"):
-        visualize(tiny, (r_plus, BETA), CONFIG, layer="conv1")
+        visualize(tiny, attr(r_plus), CONFIG, layer="conv1")
     with pytest.raises(AttrvisError, match="unknown layer"):
-        visualize(tiny, (r_plus, BETA), CONFIG, layer="conv9")
+        visualize(tiny, attr(r_plus), CONFIG, layer="conv9")
+
+
+def test_signed_layers_are_excited_the_way_each_neuron_contributed(r_plus):
+    """W = sign(a − b)·R⁺: a neuron that helped by lying below its baseline is pushed further down,
+    one above it further up; on a post-ReLU layer (a ≥ b ≥ 0) that is R⁺ itself. The photo's own
+    score under W is then positive (Σ |a − b|-weighted), and it is what the relative balance divides by."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=r_plus.shape).astype(np.float32)
+    b = 0.3 * a  # the output-targeted baseline is m·a with 0 < m < 1: a − b has the sign of a
+    inputs = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b}, CONFIG)
+    ref = float(np.mean(np.sum(np.abs(a) * r_plus, axis=-1)))
+    assert float(inputs.reference[0]) == pytest.approx(ref, rel=1e-5) and ref > 0
+    np.testing.assert_allclose(inputs.weights[0], np.sign(a) * r_plus / ref, rtol=1e-6)
+    positive = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": np.abs(a), "baseline": np.abs(b)}, CONFIG)
+    np.testing.assert_allclose(positive.weights[0] * positive.reference[0], r_plus, rtol=1e-6)
+    # direction="positive" keeps R⁺ (the code), whatever the signs
+    kept = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b},
+                         CONFIG.replace(direction="positive", balance="code"), lambda0=1.0)
+    np.testing.assert_array_equal(kept.weights[0], r_plus)
+
+
+class ScaledNet(TinyNet):
+    """TinyNet whose conv2 activations are multiplied by `gain` (the next layer sees them divided
+    back, so the network's function is the same): a network of another activation scale."""
+
+    gain: float = 1.0
+
+    def stages(self):
+        return [("conv1", lambda x: nn.relu(self.c1(x))), ("conv2", lambda x: nn.relu(self.c2(x)) * self.gain),
+                ("logits", lambda x: self.fc(x.mean((1, 2)) / self.gain))]
+
+
+def test_the_relative_balance_is_scale_free(tiny, r_plus):
+    """Multiplying the layer's activations (and with them the photo's) by a constant, or R by a
+    constant, leaves the whole optimization trajectory unchanged on the default balance; on the
+    code's λ0 = 20·ΣR_f the same change moves it (the balance was tuned to one network's scale).
+    The gain is a power of two, so float32 scaling is exact and the comparison does not depend on
+    rounding."""
+    gain = 1024.0
+    scaled = dataclasses.replace(tiny, net=ScaledNet(gain=gain))
+    config = CONFIG.replace(seeds=2, steps=16)
+    one = visualize(tiny, attr(r_plus), config, key=KEY, layer=LAYER)
+    big = visualize(scaled, attr(r_plus, activations=ACTS * gain), config, key=KEY, layer=LAYER)
+    heavy = visualize(tiny, attr(r_plus * 1000.0), config, key=KEY, layer=LAYER)
+    for other in (big, heavy):
+        np.testing.assert_allclose(other.loss_history, one.loss_history, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(other.images, one.images, atol=1e-5)
+        np.testing.assert_allclose(other.masks, one.masks, atol=1e-5)
+    code = config.replace(fidelity="code")
+    lam = 20.0 * float(r_plus.sum())
+    c1 = visualize(tiny, attr(r_plus, lambda0=lam), code, key=KEY, layer=LAYER)
+    c2 = visualize(scaled, attr(r_plus, lambda0=lam), code, key=KEY, layer=LAYER)
+    assert np.abs(c2.masks - c1.masks).max() > 1e-3
+
+
+def test_the_mask_starts_at_its_target_area(tiny, r_plus):
+    """mask_start "beta" (default): M = σ(≈0 + logit β) starts at β; the code's starts at 0.5."""
+    for start, want in (("beta", BETA), ("half", 0.5)):
+        eng = engine(tiny.net, LAYER, CONFIG.replace(seeds=1, snapshot_steps=(), mask_start=start), SIZE)
+        carry, _ = eng.init(seed_keys(KEY, [0, 1]), 1)
+        _, m = eng.outputs(carry["params"], {"beta": jnp.full((1,), BETA)})
+        np.testing.assert_allclose(np.asarray(m).mean(axis=(-2, -1)), want, atol=0.03)
 
 
 def test_seed_keys_accept_raw_and_typed_keys():

@@ -137,3 +137,35 @@ def test_paper_transforms_include_shear():
     assert (spec.jitter1, spec.jitter2, spec.scales[-1], spec.angles[-1], spec.shears[-1]) == (9, 4, 1.3, 12, 4)
     draws = jax.jit(jax.vmap(lambda k: T.sample_params(k, spec)))(jax.random.split(jax.random.key(1), 500))
     assert float(jnp.abs(draws.shear).max()) == pytest.approx(4 * math.pi / 180, rel=1e-5)
+
+
+def _mean_transformed(mask, spec, draws: int, seed: int):
+    """E over `draws` independent transform draws of mean(T(mask)) (the m_crop term)."""
+    keys = jax.random.split(jax.random.key(seed), draws)
+    one = lambda k: jnp.mean(T.apply_transform(jnp.asarray(mask)[..., None], T.sample_params(k, spec), spec))
+    return float(jnp.mean(jax.jit(jax.vmap(one))(keys)))
+
+
+def test_visibility_profile_and_the_unbiased_area_term():
+    """Before: under the code's transforms the mean of the transformed mask sees border pixels less
+    often than the middle (at 64 px: v ≈ 1.1 in the middle, 0.5 on the edge, 0.2 in the corners), so a mask on the border
+    is under-counted. After: weighting the mask by 1/v before the transform makes the transformed
+    mean an unbiased estimate of mean M, for a border mask and a central one alike. The check uses
+    transform draws independent of those that estimated v."""
+    n = 64
+    v = T.visibility(T.CODE_TRANSFORMS, n)
+    assert v[n // 2, n // 2] > 1.05 and v[0, n // 2] < 0.6 and v[0, 0] < 0.3 and v[2, n // 2] < 0.98
+    ring = np.zeros((n, n), np.float32)
+    ring[:3], ring[-3:], ring[:, :3], ring[:, -3:] = 1, 1, 1, 1
+    center = np.zeros((n, n), np.float32)
+    center[24:40, 24:40] = 1
+    w = T.area_weights(T.CODE_TRANSFORMS, n)
+    for mask in (ring, center):
+        plain = _mean_transformed(mask, T.CODE_TRANSFORMS, 1024, seed=7)
+        fair = _mean_transformed(mask * w, T.CODE_TRANSFORMS, 1024, seed=7)
+        assert fair == pytest.approx(mask.mean(), rel=0.04)
+        if mask is ring:
+            assert plain < 0.85 * mask.mean()  # the bias the weighting removes
+        else:
+            assert plain > 1.03 * mask.mean()
+    assert np.all(T.visibility(T.NO_TRANSFORMS, n) == 1.0)

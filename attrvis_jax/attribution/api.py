@@ -137,6 +137,7 @@ def attribute(
             baseline=None if out.baseline is None else np.asarray(out.baseline[i]),
             logit_baseline=None if out.logit_baseline is None else float(out.logit_baseline[i]),
             completeness_error=None if out.completeness_error is None else float(out.completeness_error[i]),
+            activations=np.asarray(acts[i]),
         ))
     return results[0] if single else results
 

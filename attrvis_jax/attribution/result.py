@@ -18,7 +18,7 @@ from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import read_npz, write_npz
 
 FORMAT_VERSION = 1
-_ARRAYS = ("values", "positive", "heatmap", "baseline")
+_ARRAYS = ("values", "positive", "heatmap", "baseline", "activations")
 _SCALARS = ("logit", "logit_baseline", "completeness_error", "beta", "lambda0")
 
 
@@ -31,6 +31,9 @@ class Attribution:
     heatmap: the display heat map (H, W) (mean_k R⁺, low percentiles zeroed); `heatmap_image`
         resizes it to the input.
     baseline: b (H, W, K) for the path methods, else None.
+    activations: a = f_l(photo) (H, W, K): the visualization excites each neuron the way it moved
+        from b to a, relative to the photo's own score (`render_inputs`). None in files written
+        before it was stored.
     logit, logit_baseline: z_c(a), z_c(b). completeness_error: |ΣR − (z_c(a) − z_c(b))| of the
         unscaled path integral.
     beta: the mask's target area ratio (Otsu). lambda0: initial weight of the mask-area term.
@@ -52,6 +55,7 @@ class Attribution:
     baseline: np.ndarray | None = None
     logit_baseline: float | None = None
     completeness_error: float | None = None
+    activations: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -10,6 +10,6 @@ optimize (the scan loop, vmapped seeds, chunks, `visualize`).
 """
 
 from attrvis_jax.config import RenderConfig
-from attrvis_jax.render.optimize import RenderResult, attribution_arrays, composite, seed_keys, visualize
+from attrvis_jax.render.optimize import RenderResult, render_inputs, composite, seed_keys, visualize
 
-__all__ = ["RenderConfig", "RenderResult", "attribution_arrays", "composite", "seed_keys", "visualize"]
+__all__ = ["RenderConfig", "RenderResult", "render_inputs", "composite", "seed_keys", "visualize"]

@@ -1,14 +1,17 @@
 """The objective and its schedules (ALGORITHM §8).
 
-code (default):  loss_b = −2·L_b + λ_b(t)·[(m_crop,b − β_b)² + (m_full,b − β_b)²],
-                 L_b = mean_ij Σ_k f^l(T(Xc))_ijk · R⁺_b,ijk
+code, default:   loss_b = −2·L_b + λ_b(t)·[(m_crop,b − β_b)² + (m_full,b − β_b)²],
+                 L_b = mean_ij Σ_k f^l(T(Xc))_ijk · W_b,ijk
                  (the code's two `add_loss` calls each add −L_b and one area term)
 paper:           loss_b = −Σ_ijk f·R⁺ + λ_b(t)·(mean M_b − β_b)²
 no mask:         loss_b = −L_b (no area terms)
 
-m_crop is the mean of the transformed mask (zero-filled corners and padding included), m_full the
-mean of the untransformed mask. λ_b(t) = lambda_factor·λ0_b·growth^(t / decay_steps): continuous for the code
-(1.23, ≈ 8·λ0 at the end), staircase per tenth for the paper (1.2). lr(t) = lr·0.8^(t / decay_steps).
+W is the per-neuron weight the caller prepared (`render.balance`): R⁺ for the code, and for the
+default sign(a − b)·R⁺ / L(photo), which makes L a pure number (1 = the photo's own score).
+m_crop is the mean of the transformed mask (zero-filled corners and padding included; on the
+default area term the mask is weighted by 1/visibility before the transform), m_full the mean of
+the untransformed mask. λ_b(t) = λ0_b·growth^(t / decay_steps): continuous for the code (1.23,
+≈ 8·λ0 at the end), staircase per tenth for the paper (1.2). lr(t) = lr·0.8^(t / decay_steps).
 The total is the sum over attribution groups b.
 """
 
@@ -23,7 +26,7 @@ def lambda_schedule(config) -> optax.Schedule:
     """t ↦ λ(t)/λ0."""
     return optax.exponential_decay(
         init_value=1.0, transition_steps=config.schedule_steps, decay_rate=config.growth,
-        staircase=config.fidelity == "paper",
+        staircase=config.code_like == "paper",
     )
 
 
@@ -45,22 +48,22 @@ def attribution_score(acts: jax.Array, r_plus: jax.Array, reduce: str = "mean") 
 
 
 def area_penalty(m_crop: jax.Array, m_full: jax.Array, beta: jax.Array, fidelity: str = "code") -> jax.Array:
-    """(m_crop − β)² + (m_full − β)² (code) or (m_full − β)² (paper), per group."""
+    """(m_crop − β)² + (m_full − β)² (code and default) or (m_full − β)² (paper), per group."""
     full = (m_full - beta) ** 2
     return full + (m_crop - beta) ** 2 if fidelity == "code" else full
 
 
 def loss(acts, r_plus, m_crop, m_full, beta, lambda0, t, config):
     """The scalar loss of one seed (summed over groups) and its parts (score, area, λ) per group."""
-    if config.fidelity == "code":
+    if config.code_like == "code":
         score = attribution_score(acts, r_plus, "mean")
         attribution_term = -2.0 * score
     else:
         score = attribution_score(acts, r_plus, "sum")
         attribution_term = -score
-    lam = lambda0 * config.lambda_factor * lambda_schedule(config)(t)
+    lam = lambda0 * lambda_schedule(config)(t)
     if config.has_mask:
-        area = area_penalty(m_crop, m_full, beta, config.fidelity)
+        area = area_penalty(m_crop, m_full, beta, config.code_like)
         per_group = attribution_term + lam * area
     else:
         area = jnp.zeros_like(score)

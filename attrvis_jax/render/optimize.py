@@ -5,7 +5,11 @@ Per step and per seed:
     X, M  = σ(decorrelate(irfft2(P)[..., :3])), σ(irfft2(P)[..., 3])     (param.py)
     Xc    = perturbation(X, M, noise key)                               (perturb.py)
     Y     = transform(concat(Xc, M), transform key)                     (transforms.py)
-    loss  = −2·mean_ij Σ_k f^l(Y_rgb)·R⁺ + λ(t)·[(mean Y_M − β)² + (mean M − β)²]   (objective.py)
+    loss  = −2·mean_ij Σ_k f^l(Y_rgb)·W + λ(t)·[(mean Y_M − β)² + (mean M − β)²]    (objective.py)
+
+W and λ0 come from `render_inputs`: by default W = sign(a − b)·R⁺ / L(photo) and λ0 = area_weight
+(the relative balance), with the mask channel Y_M weighted by 1/visibility (the unbiased area
+term); `fidelity="code"` gives W = R⁺ and λ0 = 20·ΣR_f with the plain transformed mask.
     P    ← Adam(lr(t)) step
 
 Seeds are a vmapped axis; attribution groups are the network's batch inside each seed (they share a
@@ -30,7 +34,7 @@ import functools
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +44,12 @@ import optax
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render import objective
-from attrvis_jax.render.param import image_and_mask, init_spectrum
+from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
-from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, sample_params
+from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
 
 Progress = Callable[[int, int], None]
-LAMBDA_SCALE = 20.0  # the code's λ0 = 20·ΣR_f; used only when the caller gives no λ0
+from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # noqa: E402
 
 
 # ---- results -------------------------------------------------------------------------------------
@@ -56,7 +60,8 @@ class RenderResult:
     images: X (S, [G,] H, W, 3) and masks: M (S, [G,] H, W), both in [0, 1], untransformed.
     composed: background·(1 − M) + X·M (the published picture; background 0.55, paper 0.5).
     loss: (S,) the loss of each seed's last update; mask_area: mean M, (S, [G]).
-    beta, lambda0: ([G]) as used. finite: (S,) False for a seed stopped by a non-finite loss or
+    beta, lambda0: ([G]) as used; reference: L(photo) the relative balance divided by ([G]; NaN
+    on the code balance). finite: (S,) False for a seed stopped by a non-finite loss or
     gradient, at update `stopped_at` (−1: ran to the end). loss_history: (S, steps), NaN after a stop.
     snapshots: {step: {"images", "masks", "composed"}} after that many updates.
     timings: compile_s (first compile in this call, 0 if cached) and run_s (all chunks).
@@ -69,6 +74,7 @@ class RenderResult:
     mask_area: np.ndarray
     beta: np.ndarray
     lambda0: np.ndarray
+    reference: np.ndarray
     finite: np.ndarray
     stopped_at: np.ndarray
     loss_history: np.ndarray
@@ -112,46 +118,80 @@ def _is_attribution(obj) -> bool:
     return _field(obj, "r_plus", "positive") is not None
 
 
-def attribution_arrays(attribution=None, *, r_plus=None, beta=None, lambda0=None):
-    """Normalize what `visualize` accepts into (r_plus (G, H, W, K), beta (G,), lambda0 (G,), grouped, layer).
+class RenderInputs(NamedTuple):
+    """What the compiled objective gets per attribution group (G groups): the neuron weights W
+    (G, H, W, K), β (G,) and λ0 (G,); plus, for the record, the photo's score L(photo) (G,) that
+    the relative balance divides by (NaN where not used), whether the input had groups, its layer."""
 
-    attribution: anything with attributes (or mapping keys) `r_plus` or `positive` (R⁺, (H, W, K) or
-    (G, H, W, K)), `beta`, optionally `lambda0` and `layer` — e.g. `attrvis_jax.attribute`'s result;
-    a sequence of such objects (one per group); or a tuple (r_plus, beta[, lambda0]).
-    Keyword arrays override the attribution's. λ0 defaults to 20·ΣR⁺ per group when not given.
-    """
+    weights: np.ndarray
+    beta: np.ndarray
+    lambda0: np.ndarray
+    reference: np.ndarray
+    grouped: bool
+    layer: str | None
+
+
+def _unpack(attribution, fields: dict) -> tuple[dict, bool, str | None]:
+    """The arrays an attribution (object, mapping, tuple or list of them) carries; `fields` win."""
+    names = ("r_plus", "beta", "lambda0", "activations", "baseline", "reference")
+    if isinstance(attribution, (list, tuple)) and attribution and all(_is_attribution(a) for a in attribution):
+        parts = [_unpack(a, {})[0] for a in attribution]
+        layers = {_field(a, "layer") for a in attribution}
+        found = {}
+        for name in names:
+            given = [p[name] for p in parts if p[name] is not None]
+            if len(given) == len(parts):
+                found[name] = np.stack([np.asarray(g, np.float32) for g in given])
+            elif given:
+                raise AttrvisError(f"some groups have {name} and some do not: give it for all or none")
+            else:
+                found[name] = None
+        found.update({k: v for k, v in fields.items() if v is not None})
+        return found, True, layers.pop() if len(layers) == 1 else None
     layer = None
-    if attribution is not None:
-        if isinstance(attribution, (list, tuple)) and attribution and all(_is_attribution(a) for a in attribution):
-            parts = [attribution_arrays(a) for a in attribution]
-            r0 = np.stack([p[0][0] for p in parts])
-            b0 = np.array([p[1][0] for p in parts])
-            l0 = np.array([p[2][0] for p in parts])
-            layers = {p[4] for p in parts}
-            layer = layers.pop() if len(layers) == 1 else None
-            r_plus = r0 if r_plus is None else r_plus
-            beta = b0 if beta is None else beta
-            lambda0 = l0 if lambda0 is None else lambda0
-            return attribution_arrays(None, r_plus=r_plus, beta=beta, lambda0=lambda0)[:3] + (True, layer)
-        if isinstance(attribution, (list, tuple)) and not _is_attribution(attribution):
-            if len(attribution) not in (2, 3):
-                raise AttrvisError("a tuple attribution must be (r_plus, beta) or (r_plus, beta, lambda0)")
-            arrays = list(attribution) + [None] * (3 - len(attribution))
-            r_plus = arrays[0] if r_plus is None else r_plus
-            beta = arrays[1] if beta is None else beta
-            lambda0 = arrays[2] if lambda0 is None else lambda0
-        else:
-            r_plus = _field(attribution, "r_plus", "positive") if r_plus is None else r_plus
-            beta = _field(attribution, "beta") if beta is None else beta
-            lambda0 = _field(attribution, "lambda0") if lambda0 is None else lambda0
-            layer = _field(attribution, "layer")
-    if r_plus is None or beta is None:
+    if attribution is None:
+        found = {name: None for name in names}
+    elif isinstance(attribution, (list, tuple)) and not _is_attribution(attribution):
+        if len(attribution) not in (2, 3):
+            raise AttrvisError("a tuple attribution must be (r_plus, beta) or (r_plus, beta, lambda0)")
+        arrays = list(attribution) + [None] * (3 - len(attribution))
+        found = dict(zip(names, arrays + [None] * 3))
+    else:
+        found = {name: _field(attribution, *((name, "positive") if name == "r_plus" else (name,))) for name in names}
+        layer = _field(attribution, "layer")
+    found.update({k: v for k, v in fields.items() if v is not None})
+    return found, None, layer
+
+
+def render_inputs(attribution=None, config: RenderConfig | None = None, *, r_plus=None, beta=None,
+                  lambda0=None, activations=None, baseline=None, reference=None) -> RenderInputs:
+    """From an attribution to what the objective optimizes toward (`RenderConfig` decides how).
+
+    attribution: anything with attributes (or mapping keys) `positive` or `r_plus` (R⁺, (H, W, K)
+    or (G, H, W, K)), `beta`, and as available `lambda0`, `activations` (a, the photo's layer
+    activations), `baseline` (b) and `layer` — e.g. `attrvis_jax.attribute`'s result; a list of
+    such objects (one per group); or a tuple (r_plus, beta[, lambda0]). Keyword arrays override.
+
+    weights: direction "signed" (default): W = sign(a − b)·R⁺ (b = 0 when there is no baseline),
+        each neuron pushed the way it moved from the baseline to the photo; without `activations`,
+        R⁺ is taken as it is (a post-ReLU layer). "positive" (code): W = R⁺.
+    balance "relative" (default): W is divided by the photo's own score L(photo) = mean_ij Σ_k a·W
+        (or `reference` when given), so the attribution term is a pure number and λ0 = area_weight;
+        it needs `activations` or `reference`. "code": λ0 = the attribution's 20·ΣR_f (`lambda0`,
+        required; non-positive values fall back to 20·ΣR⁺ as ALGORITHM §8 says).
+    The no-mask ablation has no area term: it needs neither.
+    """
+    config = config or RenderConfig()
+    found, grouped, layer = _unpack(attribution, {"r_plus": r_plus, "beta": beta, "lambda0": lambda0,
+                                                   "activations": activations, "baseline": baseline,
+                                                   "reference": reference})
+    if found["r_plus"] is None or found["beta"] is None:
         raise AttrvisError("visualize needs R+ (r_plus / positive) and beta: pass an attribution result or arrays")
-    r = np.asarray(r_plus, np.float32)
+    r = np.asarray(found["r_plus"], np.float32)
     if r.ndim not in (3, 4):
         raise AttrvisError(f"R+ must be (H, W, K) or (groups, H, W, K), got shape {r.shape}")
-    grouped = r.ndim == 4
-    r = r if grouped else r[None]
+    grouped = (r.ndim == 4) if grouped is None else grouped
+    r = r if r.ndim == 4 else r[None]
     groups = r.shape[0]
     if not np.all(np.isfinite(r)):
         raise AttrvisError("R+ contains NaN or infinite values")
@@ -160,16 +200,44 @@ def attribution_arrays(attribution=None, *, r_plus=None, beta=None, lambda0=None
     totals = r.sum(axis=(1, 2, 3))
     if np.any(totals <= 0):
         raise AttrvisError(f"R+ is all zero for group(s) {np.flatnonzero(totals <= 0).tolist()}: nothing to visualize")
-    b = np.broadcast_to(np.asarray(beta, np.float32).reshape(-1), (groups,)).copy()
+    b = np.broadcast_to(np.asarray(found["beta"], np.float32).reshape(-1), (groups,)).copy()
     if not np.all((b > 0) & (b <= 1)):
         raise AttrvisError(f"beta (the mask's target area) must be in (0, 1], got {b.tolist()}")
-    if lambda0 is None:
-        lam = LAMBDA_SCALE * totals
-    else:
-        lam = np.broadcast_to(np.asarray(lambda0, np.float32).reshape(-1), (groups,)).copy()
+
+    acts = None
+    if found["activations"] is not None:
+        acts = np.broadcast_to(np.asarray(found["activations"], np.float32), r.shape)
+        base = found["baseline"]
+        base = np.zeros_like(acts) if base is None else np.broadcast_to(np.asarray(base, np.float32), r.shape)
+    weights = r
+    if config.direction_mode == "signed" and acts is not None:
+        weights = np.sign(acts - base).astype(np.float32) * r  # metrics.directed_attribution, per group
+
+    ref = np.full((groups,), np.nan, np.float32)
+    if config.balance_mode == "relative" and config.has_mask:
+        if found["reference"] is not None:
+            ref = np.broadcast_to(np.asarray(found["reference"], np.float32).reshape(-1), (groups,)).copy()
+        elif acts is not None:
+            ref = np.mean(np.sum(acts * weights, axis=-1), axis=(1, 2)).astype(np.float32)
+        else:
+            raise AttrvisError("the relative balance divides by the photo's own score: pass the attribution "
+                               "(with its activations), activations=, or reference=; or use balance='code'")
+        if not np.all(np.isfinite(ref) & (ref > 0)):
+            raise AttrvisError(f"the photo's own score L(photo) = {ref.tolist()} is not positive: the photo does not "
+                               "excite the attributed neurons the way they contributed (direction='positive' on a "
+                               "signed layer?)")
+        weights = weights / ref[:, None, None, None]
+        lam = np.full((groups,), config.area_weight, np.float32)
+    elif config.has_mask:
+        if found["lambda0"] is None:
+            raise AttrvisError("balance='code' uses the attribution's lambda0 = 20·ΣR_f: pass an attribution or "
+                               "lambda0=")
+        lam = np.broadcast_to(np.asarray(found["lambda0"], np.float32).reshape(-1), (groups,)).copy()
         # ALGORITHM §8: λ0 must be positive; fall back to 20·ΣR⁺ where the signed sum was not.
         lam = np.where(np.isfinite(lam) & (lam > 0), lam, LAMBDA_SCALE * totals)
-    return r, b, lam.astype(np.float32), grouped, layer
+    else:
+        lam = np.zeros((groups,), np.float32)  # no mask, no area term
+    return RenderInputs(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer)
 
 
 def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
@@ -192,10 +260,13 @@ class Engine:
         self.channels = 4 if config.has_mask else 3
         self.perturb = make_perturbation(config)
         self.transform = TRANSFORMS[config.transform_set]
+        # The default area term weights the mask by 1/visibility before the transform (transforms.py).
+        self.area_weights = (jnp.asarray(area_weights(self.transform, size))[..., None]
+                             if config.has_mask and config.area_mode == "visible" else None)
         self.opt = objective.optimizer(config)
         self._compiled: dict = {}
         self.init = jax.jit(self._init, static_argnums=1)
-        self.outputs = jax.jit(jax.vmap(self._outputs))
+        self.outputs = jax.jit(jax.vmap(self._outputs, in_axes=(0, 0 if rows else None)))
         self.step = jax.jit(self._all_step, donate_argnums=1)
         self.chunk = jax.jit(self._chunk, donate_argnums=1)
 
@@ -232,22 +303,29 @@ class Engine:
             seed_data["background"] = background
         return carry, seed_data
 
-    def _outputs(self, params):
-        x, m = image_and_mask(params["spectrum"], self.size, self.size, self.config.decay_power)
+    def _bias(self, beta):
+        """Pre-sigmoid mask offset per group: logit(β) when the mask starts at its target area."""
+        return mask_bias(beta) if self.config.mask_start_mode == "beta" else jnp.zeros_like(beta)
+
+    def _outputs(self, params, data):
+        """X (G, H, W, 3) and M (G, H, W) of one seed; `data` is its render data (β sets the mask offset)."""
+        x, m = image_and_mask(params["spectrum"], self.size, self.size, self.config.decay_power,
+                              self._bias(data["beta"]), self.config.mask_spectrum_decay)
         return x, m[..., 0]
 
     def seed_loss(self, params, variables, background, step_key, data, t):
         """The loss of one seed at step t (a pure function of its parameters)."""
         c, n = self.config, self.size
         k_transform, k_noise = jax.random.split(step_key)
-        x, m = image_and_mask(params["spectrum"], n, n, c.decay_power)
+        x, m = image_and_mask(params["spectrum"], n, n, c.decay_power, self._bias(data["beta"]), c.mask_spectrum_decay)
         xc = self.perturb(x, m, k_noise, params.get("background", background))
-        y = jnp.concatenate([xc, m], axis=-1) if c.has_mask else xc
+        seen = m if self.area_weights is None else m * self.area_weights  # what the m_crop term counts
+        y = jnp.concatenate([xc, seen], axis=-1) if c.has_mask else xc
         y = apply_transform(y, sample_params(k_transform, self.transform), self.transform)
         acts = self.net.apply(variables, y[..., :3], stop=self.layer)  # nothing past the layer runs
         m_crop = jnp.mean(y[..., 3], axis=(-2, -1)) if c.has_mask else None
         m_full = jnp.mean(m[..., 0], axis=(-2, -1))
-        return objective.loss(acts, data["r_plus"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
+        return objective.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
         params, opt_state, alive = carry["params"], carry["opt"], carry["alive"]
@@ -329,7 +407,7 @@ def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, sna
                 history.append(losses[None])
         t = stop
         if t in snapshot_steps:
-            snapshots[t] = eng.outputs(carry["params"])
+            snapshots[t] = eng.outputs(carry["params"], data)
         if progress is not None:
             jax.block_until_ready(carry["loss"])
             progress(t, steps)
@@ -350,6 +428,9 @@ def visualize(
     r_plus=None,
     beta=None,
     lambda0=None,
+    activations=None,
+    baseline=None,
+    reference=None,
     seed_ids: Sequence[int] | None = None,
     variables: Any = None,
     progress: Progress | None = None,
@@ -358,9 +439,9 @@ def visualize(
     """Optimize images and masks whose layer-`layer` response follows the attribution R⁺.
 
     model: an `attrvis_jax.Model` (only `net`, `variables`, `input_size`, `resolve_layer` and
-        `layer_shapes` are used). attribution: see `attribution_arrays` — an `attribute` result (its
-        `positive`/`r_plus`, `beta`, `lambda0`, `layer`), a list of them (groups), or (r_plus, beta,
-        lambda0) arrays; `r_plus=`, `beta=`, `lambda0=` override.
+        `layer_shapes` are used). attribution: see `render_inputs` — an `attribute` result (its
+        `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`, `layer`), a list of them
+        (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays override.
     config / overrides: a `RenderConfig` and/or its fields by name (`steps=256`).
     key: PRNG key (default key 0); seed i uses fold_in(key, i). seed_ids: which seeds to run
         (default range(config.seeds)); running [3] alone gives seed 3 of a batched run.
@@ -368,8 +449,10 @@ def visualize(
     """
     config = config or RenderConfig()
     config = config.replace(**overrides) if overrides else config
-    r, b, lam, grouped, attr_layer = attribution_arrays(attribution, r_plus=r_plus, beta=beta, lambda0=lambda0)
-    layer = layer or attr_layer
+    inputs = render_inputs(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
+                           activations=activations, baseline=baseline, reference=reference)
+    r, b, lam, grouped = inputs.weights, inputs.beta, inputs.lambda0, inputs.grouped
+    layer = layer or inputs.layer
     if layer is None:
         raise AttrvisError("which layer? pass layer=... (the attribution does not name one)")
     layer = model.resolve_layer(layer)
@@ -388,13 +471,13 @@ def visualize(
     groups = r.shape[0]
     keys = seed_keys(key, seed_ids)
     carry, seed_data = eng.init(keys, groups)
-    data = {"r_plus": jnp.asarray(r), "beta": jnp.asarray(b), "lambda0": jnp.asarray(lam)}
+    data = {"weights": jnp.asarray(r), "beta": jnp.asarray(b), "lambda0": jnp.asarray(lam)}
 
     steps = config.steps
     carry, history, raw_snapshots, compile_s, run_s = run_steps(
         eng, variables, carry, seed_data, data, steps=steps, snapshot_steps=config.snapshot_steps, progress=progress)
     snapshots = {t: _pack(x, m, grouped, config.background) for t, (x, m) in raw_snapshots.items()}
-    x, m = eng.outputs(carry["params"])
+    x, m = eng.outputs(carry["params"], data)
     final = _pack(x, m, grouped, config.background)
     finite = np.asarray(carry["alive"])
     if not finite.all():
@@ -406,7 +489,7 @@ def visualize(
     return RenderResult(
         images=final["images"], masks=final["masks"], composed=final["composed"],
         loss=np.asarray(carry["loss"]), mask_area=area,
-        beta=unbatch(b), lambda0=unbatch(lam), finite=finite, stopped_at=np.asarray(carry["stopped_at"]),
+        beta=unbatch(b), lambda0=unbatch(lam), reference=unbatch(inputs.reference), finite=finite, stopped_at=np.asarray(carry["stopped_at"]),
         loss_history=np.asarray(history),
         snapshots=snapshots, config=config, layer=layer, seed_ids=seed_ids, grouped=grouped,
         timings={"compile_s": compile_s, "run_s": run_s, "steps": steps, "seeds": len(seed_ids)},

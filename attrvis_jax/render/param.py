@@ -61,9 +61,14 @@ def init_spectrum(key: jax.Array, channels: int, height: int, width: int, sd: fl
     return sd * normal(key, spectrum_shape(channels, height, width))
 
 
-def spectrum_to_image(spectrum: jax.Array, height: int, width: int, decay_power: float = 1.0) -> jax.Array:
-    """(..., C, H, W//2+1, 2) coefficients → (..., H, W, C) image, before any squashing (÷4 as lucid)."""
-    coeffs = jax.lax.complex(spectrum[..., 0], spectrum[..., 1]) * spectrum_scale(height, width, decay_power)
+def spectrum_to_image(spectrum: jax.Array, height: int, width: int, decay_power: float = 1.0,
+                      mask_decay_power: float | None = None) -> jax.Array:
+    """(..., C, H, W//2+1, 2) coefficients → (..., H, W, C) image, before any squashing (÷4 as lucid).
+    mask_decay_power: another 1/f^p for the 4th (mask) channel (None: the same as the image)."""
+    scale = spectrum_scale(height, width, decay_power)
+    if mask_decay_power is not None and mask_decay_power != decay_power and spectrum.shape[-4] == 4:
+        scale = np.stack([scale] * 3 + [spectrum_scale(height, width, mask_decay_power)])
+    coeffs = jax.lax.complex(spectrum[..., 0], spectrum[..., 1]) * scale
     img = jnp.fft.irfft2(coeffs, s=(height, width), axes=(-2, -1))
     return jnp.moveaxis(img, -3, -1) / 4.0
 
@@ -78,14 +83,25 @@ def to_rgb(img: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(decorrelate(img[..., :3]))
 
 
-def to_mask(img: jax.Array) -> jax.Array:
-    """σ(img[..., 3:4]): the mask M in (0, 1), (..., H, W, 1)."""
-    return jax.nn.sigmoid(img[..., 3:4])
+def to_mask(img: jax.Array, bias=0.0) -> jax.Array:
+    """σ(img[..., 3:4] + bias): the mask M in (0, 1), (..., H, W, 1); bias broadcasts over the
+    leading axes (one value per group)."""
+    bias = jnp.asarray(bias, img.dtype)
+    return jax.nn.sigmoid(img[..., 3:4] + bias.reshape(bias.shape + (1, 1, 1)))
 
 
-def image_and_mask(spectrum: jax.Array, height: int, width: int, decay_power: float = 1.0):
-    """X (..., H, W, 3) and M (..., H, W, 1) from a spectrum; with 3 channels (no mask) M is all ones."""
-    img = spectrum_to_image(spectrum, height, width, decay_power)
+def mask_bias(beta) -> jax.Array:
+    """logit(β): the offset that starts a mask σ(≈0 + bias) at its target area β."""
+    beta = jnp.asarray(beta, jnp.float32)
+    return jnp.log(beta) - jnp.log1p(-jnp.minimum(beta, 1.0 - 1e-6))
+
+
+def image_and_mask(spectrum: jax.Array, height: int, width: int, decay_power: float = 1.0, bias=0.0,
+                   mask_decay_power: float | None = None):
+    """X (..., H, W, 3) and M (..., H, W, 1) from a spectrum; with 3 channels (no mask) M is all ones.
+    bias: added before the mask's sigmoid (0: M starts at 0.5, the code; `mask_bias(β)`: at β).
+    mask_decay_power: the mask channel's own spectral decay (None: decay_power)."""
+    img = spectrum_to_image(spectrum, height, width, decay_power, mask_decay_power)
     x = to_rgb(img)
-    m = to_mask(img) if img.shape[-1] > 3 else jnp.ones(img.shape[:-1] + (1,), img.dtype)
+    m = to_mask(img, bias) if img.shape[-1] > 3 else jnp.ones(img.shape[:-1] + (1,), img.dtype)
     return x, m

@@ -1,0 +1,186 @@
+"""The fidelity study (issue: "Visualizations that show the attributed object"): does the picture
+show what the attributed neurons respond to, with the mask over those parts?
+
+Each arm is a sweep (attrvis_jax.sweep.run_sweep) into its own folder under --out, so a stopped
+study resumes where it stopped when the same command runs again (finished items are in each arm's
+store.sqlite; attributions in its attributions/). When every arm is done (or with --report-only,
+for what is done), the script measures each visualization's mask from the saved PNGs against its
+attribution's heat map and writes
+
+    <out>/study.json, <out>/study.md            one row per arm x layer (medians over images, seeds)
+    <out>/sheet_<arm>_<layer>.png               contact sheets: photo, heat map, pictures, masks
+
+Columns: mask-heat-map correlation, border-band share (the 16-px band is 26.5 % of a 224² image),
+mask area / beta, PCC with R+, with raw R and with the directed sign(a - b)·R+, top-5 rate and
+median target rank.
+
+    python benchmarks/fidelity.py --out runs/fidelity                  # part (a) at 512 steps
+    python benchmarks/fidelity.py --out runs/fidelity --part b         # (b): 2048 steps, Lite0 + Lite2
+    python benchmarks/fidelity.py --out runs/fidelity --arms default code --perturbations pyramid
+
+The photos are the three bundled ones (chelsea, coffee, rocket) with their labels as targets
+(tiger cat, espresso, ... = each photo's top-1 class is what the network sees; `--targets label`
+is not available for bundled photos, so the top-1 class is used). Development used other photos
+(motorcycle); nothing here was tuned on these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402,F401  (thread settings before jax)
+
+from attrvis_jax.attribution import Attribution  # noqa: E402
+from attrvis_jax.config import PERTURBATIONS, AttributionConfig, RenderConfig, SweepConfig  # noqa: E402
+from attrvis_jax.data import load_image  # noqa: E402
+from attrvis_jax.metrics import mask_measures  # noqa: E402
+from attrvis_jax.sweep import run_sweep  # noqa: E402
+
+PHOTOS = ("sample:chelsea", "sample:coffee", "sample:rocket")
+# Three depths of each network: the last block of stages 4, 5 and 6 (14x14, 14x14, 7x7).
+DEPTHS = ("stage4", "stage5", "stage6")
+ARMS = {
+    "default": {},  # the library's defaults
+    "code": {"fidelity": "code"},  # the authors' released code exactly (before)
+}
+
+
+def sweep_config(model: str, layers, perturbations, arm: str, steps: int, seeds: int, quick: bool) -> SweepConfig:
+    attribution = AttributionConfig(spatial_steps=512, channel_steps=1024, steps=100) if quick else AttributionConfig()
+    render = RenderConfig(steps=steps, lr=0.02 if steps >= 2048 else 0.05, snapshot_steps=(), **ARMS[arm])
+    return SweepConfig(model=model, images=PHOTOS, targets=("top1",), layers=tuple(layers),
+                       perturbations=tuple(perturbations), seeds=seeds, batch=2, attribution=attribution,
+                       render=render)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
+
+
+def measure(out: Path, rows: list[dict]) -> list[dict]:
+    """Each row with the mask measures added (from its saved mask and its attribution's heat map)."""
+    attributions = {p.stem: Attribution.load(p) for p in (out / "attributions").glob("*.npz")}
+    measured = []
+    for row in rows:
+        if not row.get("mask"):
+            continue
+        slug = Path(row["mask"]).parent.name
+        attr = attributions[slug]
+        m = mask_measures(_read_mask(out / row["mask"]), attr.heatmap_image(), attr.beta)
+        measured.append({**row, "heatmap_corr": float(m["heatmap_corr"][0]),
+                         "border_share": float(m["border_share"][0]), "area_ratio": float(m["area_ratio"][0])})
+    return measured
+
+
+def table(rows: list[dict], by=("model", "arm", "layer", "perturbation")) -> list[dict]:
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    out = []
+    for key, members in groups.items():
+        med = lambda k: float(np.median([r[k] for r in members]))
+        out.append({**dict(zip(by, key)), "n": len(members), "heatmap_corr": med("heatmap_corr"),
+                    "border_share": med("border_share"), "area_vs_beta": med("area_ratio") - 1.0,
+                    "pcc": med("pcc"), "pcc_raw": med("pcc_raw"), "pcc_directed": med("pcc_directed"),
+                    "top5_rate": float(np.mean([r["top5_hit"] for r in members])),
+                    "median_rank": med("target_rank")})
+    return out
+
+
+def markdown(entries: list[dict]) -> str:
+    head = ("| model | arm | layer | perturbation | n | mask–heat-map r | border share | area vs β | "
+            "PCC R⁺ | PCC raw R | PCC directed | top-5 | median rank |")
+    lines = [head, "|" + "---|" * 13]
+    for e in entries:
+        lines.append(f"| {e['model']} | {e['arm']} | {e['layer']} | {e['perturbation']} | {e['n']} | "
+                     f"{e['heatmap_corr']:.2f} | {e['border_share']:.0%} | {e['area_vs_beta']:+.0%} | "
+                     f"{e['pcc']:.2f} | {e['pcc_raw']:.2f} | {e['pcc_directed']:.2f} | {e['top5_rate']:.0%} | "
+                     f"{e['median_rank']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str) -> None:
+    from attrvis_jax.models.registry import architecture
+    from attrvis_jax.report import contact_sheet, save_png
+    from PIL import Image
+
+    spec = architecture(model_name).spec
+    by_layer: dict = {}
+    for row in rows:
+        by_layer.setdefault(row["layer"], []).append(row)
+    for layer, members in by_layer.items():
+        images, captions = [], []
+        attributions = {p.stem: Attribution.load(p) for p in (folder / "attributions").glob("*.npz")}
+        for photo in PHOTOS:
+            own = [r for r in members if r["image"] == photo and r["perturbation"] == "pyramid"] or \
+                  [r for r in members if r["image"] == photo]
+            if not own:
+                continue
+            attr = attributions[Path(own[0]["mask"]).parent.name]
+            x = load_image(photo, spec.preprocess)
+            heat = attr.heatmap_image()
+            heat = heat / heat.max() if heat.max() > 0 else heat
+            images += [x, np.repeat(heat[..., None], 3, -1)]
+            captions += [f"{photo[7:]} ({attr.target_name.split(',')[0]})", "heat map"]
+            for r in own[:2]:
+                images.append(np.asarray(Image.open(folder / r["picture"]).convert("RGB"), np.float32) / 255.0)
+                captions.append(f"s{r['seed']} rank {r['target_rank']}")
+            for r in own[:2]:
+                images.append(np.repeat(_read_mask(folder / r["mask"])[..., None], 3, -1))
+                captions.append(f"mask r={r['heatmap_corr']:.2f}")
+        if images:
+            save_png(out / f"sheet_{model_name}_{arm}_{layer.replace('.', '_')}.png",
+                     contact_sheet(images, captions, columns=6))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--part", choices=["a", "b"], default="a")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--layers", nargs="+", default=None, help="default: stage4 stage5 stage6 (part b: stage5 stage6)")
+    p.add_argument("--perturbations", nargs="+", default=None, help="default: all six (part b: pyramid)")
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--quick-attribution", action="store_true",
+                   help="baseline 512/1024 mask steps and a 100-point path (the demo's) instead of the defaults")
+    p.add_argument("--report-only", action="store_true", help="measure what is done; run nothing")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    steps = 512 if args.part == "a" else 2048
+    models = args.models or (["efficientnet_lite0"] if args.part == "a" else ["efficientnet_lite0", "efficientnet_lite2"])
+    layers = args.layers or (list(DEPTHS) if args.part == "a" else list(DEPTHS[1:]))
+    perturbations = args.perturbations or (list(PERTURBATIONS) if args.part == "a" else ["pyramid"])
+    measured = []
+    for model in models:
+        for arm in args.arms:
+            folder = out / f"{args.part}_{model}_{arm}"
+            config = sweep_config(model, layers, perturbations, arm, steps, args.seeds, args.quick_attribution)
+            if not args.report_only:
+                print(f"== {folder.name}", flush=True)
+                run_sweep(config, folder, log=lambda m: print(m, flush=True))
+            if not (folder / "results.json").exists():
+                continue
+            rows = json.loads((folder / "results.json").read_text())
+            rows = rows["items"]
+            rows = [dict(r, arm=arm, model=model) for r in measure(folder, rows)]
+            sheets(out, folder, arm, rows, model)
+            measured += rows
+    entries = table(measured)
+    (out / "study.json").write_text(json.dumps({"rows": measured, "table": entries}, indent=1))
+    (out / "study.md").write_text(markdown(entries))
+    print(markdown(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
