@@ -51,7 +51,7 @@ def run(
 ) -> dict:
     """Run the whole method on one image and write everything into `out_dir`; returns results."""
     from attrvis_jax.attribution import attribute
-    from attrvis_jax.metrics import evaluate_visualizations
+    from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
 
     t_start = time.perf_counter()
@@ -77,7 +77,9 @@ def run(
     t_render = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    metrics = evaluate_visualizations(model, vis.composed, attr.positive, attr.values, layer, attr.target)
+    metrics = evaluate_visualizations(model, vis.composed, attr.positive, attr.values, layer, attr.target,
+                                      directed_attribution(attr))
+    where = mask_measures(vis.masks, attr.heatmap_image(), attr.beta)
     t_metrics = time.perf_counter() - t0
 
     # Pictures.
@@ -90,9 +92,11 @@ def run(
         save_png(out_dir / f"{name}.png", vis.composed[i])
         save_png(out_dir / f"{name}_mask.png", vis.masks[i])
         seeds.append({"image": f"{name}.png", "mask": f"{name}_mask.png", "pcc": float(metrics.pcc[i]),
+                      "pcc_directed": float(metrics.pcc_directed[i]), "target_rank": int(metrics.target_rank[i]),
                       "top5_hit": bool(metrics.top5_hit[i]), "mask_area": float(vis.mask_area[i]),
+                      "heatmap_corr": float(where["heatmap_corr"][i]), "border_share": float(where["border_share"][i]),
                       "final_loss": float(vis.loss[i])})
-    captions = [f"{s['image'][:-4]}  r={s['pcc']:.2f}" for s in seeds]
+    captions = [f"{s['image'][:-4]}  r={s['pcc_directed']:.2f}" for s in seeds]
     save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
 
     beta = float(np.asarray(vis.beta).ravel()[0])
@@ -102,7 +106,7 @@ def run(
         "target": attr.target_name,
         "target_index": int(attr.target),
         "beta": beta,
-        "lambda0": float(attr.lambda0),
+        "lambda0": float(np.asarray(vis.lambda0).ravel()[0]),
         "method": attr.method,
         "completeness_error": attr.completeness_error,
         "relative_completeness_error": attr.relative_completeness_error,
@@ -111,6 +115,10 @@ def run(
         "seeds": [int(s) for s in vis.seed_ids],
         "pcc": [float(v) for v in metrics.pcc],
         "pcc_raw": [float(v) for v in metrics.pcc_raw],
+        "pcc_directed": [float(v) for v in metrics.pcc_directed],
+        "heatmap_corr": [float(v) for v in where["heatmap_corr"]],
+        "border_share": [float(v) for v in where["border_share"]],
+        "reference_score": float(np.asarray(vis.reference).ravel()[0]),
         "top5_hit": [bool(v) for v in metrics.top5_hit],
         "target_rank": [int(v) for v in metrics.target_rank],
         "mask_area": [float(v) for v in np.asarray(vis.mask_area).reshape(len(vis.seed_ids), -1)[:, 0]],

@@ -173,13 +173,16 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
     """
     out_dir = Path(out_dir)
     esc = html.escape
-    pcc = [float(s["pcc"]) for s in seeds]
+    # The agreement the objective optimizes: PCC with sign(a − b)·R⁺ (= PCC with R⁺ on post-ReLU
+    # layers); the best seed is the one that agrees most, and PCC with R⁺ is shown beside it.
+    pcc = [float(s.get("pcc_directed", s["pcc"])) for s in seeds]
     best = int(np.argmax(pcc)) if pcc else -1
     target = results.get("target", "")
     title = title or f"{target} — what {results.get('layer', '')} of {results.get('model', '')} sees"
     stats = [
         ("target class", f"{target} [{results.get('target_index', '')}]"),
-        ("mean PCC", f"{np.mean(pcc):.3f} ± {np.std(pcc):.3f}" if pcc else "–"),
+        ("mean PCC (directed)", f"{np.mean(pcc):.3f} ± {np.std(pcc):.3f}" if pcc else "–"),
+        ("mean PCC with R⁺", f"{np.mean([float(s['pcc']) for s in seeds]):.3f}" if seeds else "–"),
         ("top-5 consistency", f"{np.mean([bool(s['top5_hit']) for s in seeds]):.0%}" if seeds else "–"),
         ("β (target mask area)", _fmt(results.get("beta"))),
         ("mean mask area", _fmt(float(np.mean([s["mask_area"] for s in seeds]))) if seeds else "–"),
@@ -190,15 +193,14 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
     stat_html = "".join(
         f'<div class="stat"><div class="k">{esc(k)}</div><div class="v">{esc(str(v))}</div></div>' for k, v in stats
     )
-    main_figs = [
-        ("input", figures.get("input"), "the input, as the model sees it"),
-        ("heatmap", figures.get("heatmap"), "attribution heat map (mean over channels of R⁺)"),
-    ]
-    if seeds:
+    main_figs = [("heatmap", figures.get("heatmap"), "attribution heat map (mean over channels of R⁺)")]
+    if seeds:  # the best seed leads, beside the heat map; the input follows
         main_figs += [
-            ("best", seeds[best]["image"], f"best seed ({best}): PCC {pcc[best]:.3f}"),
+            ("best", seeds[best]["image"], f"best seed ({best}): PCC {pcc[best]:.3f}"
+             + (f", target rank {seeds[best]['target_rank']}" if "target_rank" in seeds[best] else "")),
             ("mask", seeds[best]["mask"], f"its mask M (area {seeds[best]['mask_area']:.3f})"),
         ]
+    main_figs.append(("input", figures.get("input"), "the input, as the model sees it"))
     fig_html = "".join(
         f'<figure><img src="{esc(src)}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
         for name, src, cap in main_figs if src
@@ -206,7 +208,7 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
     seed_html = "".join(
         f'<div class="seed{" best" if i == best else ""}"><div class="pair">'
         f'<img src="{esc(s["image"])}" alt="seed {i} visualization"><img src="{esc(s["mask"])}" alt="seed {i} mask"></div>'
-        f'<div class="nums"><span>seed {i}</span><span>PCC {float(s["pcc"]):.3f}</span>'
+        f'<div class="nums"><span>seed {i}</span><span>PCC {pcc[i]:.3f}</span>'
         f'<span class="{"hit" if s["top5_hit"] else "miss"}">{"top-5 ✓" if s["top5_hit"] else "top-5 ✗"}</span>'
         f'<span>area {float(s["mask_area"]):.3f}</span><span>loss {_fmt(float(s["final_loss"]))}</span></div></div>'
         for i, s in enumerate(seeds)
@@ -229,11 +231,12 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
 the masked image excites layer <b>{esc(str(results.get('layer', '')))}</b> in proportion to each neuron's
 contribution to <b>{esc(str(target))}</b>. Gray = masked out.</p>
 <div class="stats">{stat_html}</div>
-<h2>Input, attribution and the best visualization</h2>
+<h2>The attribution and the best visualization</h2>
 <div class="row">{fig_html}</div>
 <h2>Every seed</h2>
 <p class="note">Each seed starts from another random image and draws other noise and transforms. PCC: Pearson
-correlation between the layer's response to the visualization and R⁺, over all neurons. Top-5: the
+correlation between the layer's response to the visualization and the directed attribution sign(a − b)·R⁺
+(each neuron the way it contributed; R⁺ itself on post-ReLU layers), over all neurons. Top-5: the
 visualization alone is classified as the target within the top 5.</p>
 {_bars_svg(pcc, best)}
 <div class="seeds">{seed_html}</div>

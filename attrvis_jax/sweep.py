@@ -404,7 +404,8 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("layer", "perturbation"
             "pcc_mean": float(np.mean([np.mean(v) for v in per_image.values()])),
             "pcc_std": float(np.std([row["pcc"] for row in members])),
             "pcc_raw_mean": float(np.mean([row["pcc_raw"] for row in members])),
-            "pcc_directed_mean": float(np.mean([row["pcc_directed"] for row in members])),
+            # rows of stores written before the directed PCC existed have only pcc
+            "pcc_directed_mean": float(np.mean([row.get("pcc_directed", row["pcc"]) for row in members])),
             "top5_rate": float(np.mean([row["top5_hit"] for row in members])),
             "mask_area_mean": float(np.mean([row["mask_area"] for row in members])),
             "beta_mean": float(np.mean([row["beta"] for row in members])),

@@ -141,6 +141,40 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str)
                      contact_sheet(images, captions, columns=6))
 
 
+def visibility_profile(out: Path, size: int = 224) -> dict:
+    """The area term's view of each pixel, before (the code: v(p)) and after (v(p)/v(p) with the
+    1/v weighting, i.e. 1 wherever v is above the floor), along the middle row and the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attrvis_jax.render.transforms import CODE_TRANSFORMS, area_weights, visibility
+
+    v = visibility(CODE_TRANSFORMS, size)
+    after = v * area_weights(CODE_TRANSFORMS, size)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    im = axes[0].imshow(v, cmap="viridis", vmin=0, vmax=1.15)
+    axes[0].set_title("v(p): expected weight of pixel p\nin the transformed-mask mean (code)", fontsize=9)
+    fig.colorbar(im, ax=axes[0], fraction=0.046)
+    for ax, (name, cut) in zip(axes[1:], (("middle row", lambda a: a[size // 2]), ("diagonal", np.diag))):
+        ax.plot(cut(v), label="before (code)")
+        ax.plot(cut(after), label="after (weighted by 1/v)")
+        ax.axhline(1.0, color="gray", lw=0.5)
+        ax.set_ylim(0, 1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("pixel")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "visibility_profile.png", dpi=100)
+    plt.close(fig)
+    band = np.zeros_like(v, bool)
+    band[:16], band[-16:], band[:, :16], band[:, -16:] = True, True, True, True
+    return {"center": float(v[size // 2, size // 2]), "edge_middle": float(v[0, size // 2]),
+            "corner": float(v[0, 0]), "border_band_mean": float(v[band].mean()),
+            "inner_mean": float(v[~band].mean()), "after_min": float(after.min()), "after_max": float(after.max())}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
@@ -176,7 +210,9 @@ def main(argv=None) -> int:
             sheets(out, folder, arm, rows, model)
             measured += rows
     entries = table(measured)
-    (out / "study.json").write_text(json.dumps({"rows": measured, "table": entries}, indent=1))
+    profile = visibility_profile(out)
+    print("visibility (code transforms):", json.dumps(profile))
+    (out / "study.json").write_text(json.dumps({"rows": measured, "table": entries, "visibility": profile}, indent=1))
     (out / "study.md").write_text(markdown(entries))
     print(markdown(entries))
     return 0

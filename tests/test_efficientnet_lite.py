@@ -28,6 +28,13 @@ def test_parity_with_package_on_real_weights(name, capsys):
     acts = {}
     hooks = [ref._blocks[i].register_forward_hook(lambda m, i_, o, i=i: acts.__setitem__(f"blocks.{i}", o))
              for i in range(len(ref._blocks))]
+    # the post-ReLU6 tensors inside blocks without a skip: relu6 of the expand / depthwise BN outputs
+    for layer in ours.layers:
+        if layer.endswith((".expand", ".dw")):
+            _, i, part = layer.split(".")
+            bn = getattr(ref._blocks[int(i)], "_bn0" if part == "expand" else "_bn1")
+            hooks.append(bn.register_forward_hook(
+                lambda m, i_, o, layer=layer: acts.__setitem__(layer, torch.clamp(o, 0, 6))))
     stem = ref._conv_stem.register_forward_hook(lambda m, i_, o: acts.__setitem__("stem_conv", o))
     with torch.no_grad():
         logits = ref(torch.from_numpy((x * 255 - 127) / 128).permute(0, 3, 1, 2))
@@ -48,11 +55,12 @@ def test_parity_with_package_on_real_weights(name, capsys):
 def test_features_and_head_compose_to_logits(lite0, chelsea):
     x = lite0.load_image(chelsea)
     logits = np.asarray(lite0.logits(x))
-    for layer in ("stem", "blocks.7", "stage7", "conv_head"):
+    for layer in ("stem", "blocks.7", "blocks.8.expand", "blocks.11.dw", "stage7", "conv_head"):
         acts = lite0.features(x, layer)
         assert_close(layer, lite0.head(acts, layer), logits, rtol=1e-5)
     shapes = lite0.layer_shapes()
     assert shapes["blocks.10"] == (14, 14, 112)
+    assert shapes["blocks.8.dw"] == (14, 14, 480) and shapes["blocks.11.expand"] == (14, 14, 672)
     assert shapes["conv_head"] == (7, 7, 1280)
     assert lite0.features(x, "blocks.10").shape == (14, 14, 112)
 

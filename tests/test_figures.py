@@ -141,11 +141,11 @@ def test_run_all_writes_every_figure(run):
         assert (out / f"{name}.png").is_file() and (out / f"{name}.json").is_file()
         record, image = _load(out, name)
         caption = record["caption"]
-        for word in ("efficientnet_lite0", "tiger cat", "2 seeds x 8 steps", "fidelity code"):
+        for word in ("efficientnet_lite0", "tiger cat", "2 seeds x 8 steps", "fidelity default"):
             assert word in caption, (name, word)
         assert "blocks." in caption
         meta = record["meta"]
-        assert (meta["model"], meta["seeds"], meta["steps"], meta["fidelity"]) == ("efficientnet_lite0", 2, 8, "code")
+        assert (meta["model"], meta["seeds"], meta["steps"], meta["fidelity"]) == ("efficientnet_lite0", 2, 8, "default")
         assert meta["target"] == "tiger cat" and meta["layer"] == "blocks.10"
         assert image.std() > 20, name  # not blank
     summary = json.loads((out / "figures.json").read_text())

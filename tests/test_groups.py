@@ -257,7 +257,8 @@ def _attribution(values, layer="mixed4d", config=AttributionConfig(), size=224) 
     return Attribution(
         values=np.asarray(values), positive=np.asarray(post.positive), heatmap=np.asarray(post.heatmap),
         beta=float(post.beta), lambda0=float(post.lambda0), logit=5.0, model="test", layer=layer,
-        target=0, target_name="zero", method="aumann_shapley", config=config, input_size=size)
+        target=0, target_name="zero", method="aumann_shapley", config=config, input_size=size,
+        activations=np.abs(np.asarray(values, np.float32)) + 0.1)  # a post-ReLU photo's activations
 
 
 def test_split_masks_r_plus_by_channel_with_each_groups_own_beta_and_lambda():

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import refs_lucent  # noqa: E402
-from parity import assert_close, nchw_to_nhwc, rel_error  # noqa: E402
+from parity import assert_close, assert_close_up_to_ties, nchw_to_nhwc, rel_error  # noqa: E402
 
 from attrvis_jax.models import inception_v1  # noqa: E402
 from attrvis_jax.models.registry import load_model  # noqa: E402
@@ -101,26 +101,35 @@ def test_features_and_head(pair, layer):
 def test_input_gradient_matches_lucent(pair):
     """d(sum of 16 mixed3a channels)/d(image): through both LRNs, maxpool0/1 and a pool branch.
 
+    The reference is lucent's model run in float64 (the exact function of these weights), so the
+    comparison does not depend on how either side's float32 arithmetic breaks near-ties in the max
+    pools: lucent's own float32 gradient differs from its float64 one by 1.4e-2 (max, relative) on an
+    AVX-512 CPU, with 0.4 % of the elements re-routed. Ours must match float64 to 1e-4 everywhere
+    or, where a tie falls the other way in float32, on all but 1 % of the elements and to 5e-3 in
+    relative L2 norm (`parity.assert_close_up_to_ties`).
+
     Deeper layers are not compared this way: at mixed4d lucent's own float32 gradient differs from
-    its float64 gradient by ~6e-3 relative on these random weights (near-ties in the max pools flip
-    between precisions and re-route the gradient), and ours is closer to float64 (2e-3) than
-    lucent's float32 is; a 1e-4 bound is not meaningful there.
+    its float64 gradient by ~6e-3 relative on these random weights, and ours is closer to float64
+    (2e-3) than lucent's float32 is.
     """
+    import copy
+
     import jax
 
     ours, x, _, lucent = pair
-    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).requires_grad_(True)
+    reference = copy.deepcopy(lucent).double()
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).double().requires_grad_(True)
     acts = {}
-    handle = lucent.mixed3a.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o))
-    lucent(xt * 255.0 - 117.0)
+    handle = reference.mixed3a.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o))
+    reference(xt * 255.0 - 117.0)
     handle.remove()
     acts["a"][:, :16].sum().backward()
     ref = np.transpose(xt.grad.numpy(), (0, 2, 3, 1))
 
     loss = lambda v, x: ours.apply_features(v, x, "mixed3a")[..., :16].sum()
     got = np.asarray(jax.jit(jax.grad(loss, argnums=1))(ours.variables, x))
-    abs_err, rel = assert_close("d mixed3a / d x", got, ref)
-    print(f"\n  input gradient of mixed3a[:16]: max abs err {abs_err:.3g}, rel {rel:.3g}")
+    abs_err, l2 = assert_close_up_to_ties("d mixed3a / d x", got, ref)
+    print(f"\n  input gradient of mixed3a[:16] vs float64: max abs err {abs_err:.3g}, relative L2 {l2:.3g}")
 
 
 def test_head_gradient_matches_lucent(pair):

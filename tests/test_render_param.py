@@ -113,13 +113,12 @@ def test_loss_formulas_code_paper_and_no_mask():
     want = np.sum(-2 * L_mean + lam * ((np.asarray(m_crop) - beta) ** 2 + (np.asarray(m_full) - beta) ** 2))
     assert float(value) == pytest.approx(float(want), rel=1e-5)
     np.testing.assert_allclose(parts["score"], L_mean, rtol=1e-5)
-    # lambda_factor scales the area weight only
-    value, parts = objective.loss(acts, r, m_crop, m_full, beta, lambda0, t, code.replace(lambda_factor=0.01))
-    want = np.sum(-2 * L_mean + 0.01 * lam * ((np.asarray(m_crop) - beta) ** 2 + (np.asarray(m_full) - beta) ** 2))
-    assert float(value) == pytest.approx(float(want), rel=1e-5)
-    np.testing.assert_allclose(parts["lambda"], 0.01 * lam, rtol=1e-5)
-    with pytest.raises(Exception, match="lambda_factor"):
-        RenderConfig(lambda_factor=0)
+    # the default objective is the code's formula (its generalizations live in the weights, λ0, the
+    # mask's area weighting and parameterization), and fidelity="code" is the same formula
+    value_code, _ = objective.loss(acts, r, m_crop, m_full, beta, lambda0, t, code.replace(fidelity="code"))
+    assert float(value_code) == float(value)
+    with pytest.raises(Exception, match="area_weight"):
+        RenderConfig(area_weight=0)
     value, _ = objective.loss(acts, r, m_crop, m_full, beta, lambda0, t, RenderConfig(fidelity="paper"))
     want = np.sum(-L_sum + np.asarray(lambda0) * 1.2 * (np.asarray(m_full) - beta) ** 2)
     assert float(value) == pytest.approx(float(want), rel=1e-5, abs=1e-5)

@@ -285,9 +285,9 @@ def test_spec_files_and_plan(tmp_path, lite0):
     # Seeds, perturbations and chunking may change between runs; the settings of a result may not.
     assert fingerprint(config) == fingerprint(config.replace(seeds=9, perturbations=("blur",)))
     assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(steps=6)))
-    # a field added later is pinned once it is set, and absent at its default (older stores resume)
-    assert "lambda_factor" not in fingerprint(config)["render"]
-    assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(lambda_factor=0.01)))
+    # the render's balance is part of a result: a store made under another one is not resumed
+    assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(area_weight=3.0)))
+    assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(fidelity="code")))
     with pytest.raises(AttrvisError, match="unknown render field"):
         SweepConfig.from_dict({"render": {"stepz": 1}})
     with pytest.raises(AttrvisError, match="perturbations repeat"):

@@ -9,8 +9,12 @@ channels) and head (1280 channels) are not scaled with the width multiplier, nor
 last stages' repeats. Convolutions use TF "SAME" padding (stride 2 puts the odd pixel at the end),
 BN epsilon 1e-3, inputs (255·x − 127) / 128.
 
-Layer names: "stem", "blocks.0" … "blocks.N-1" (the package's `_blocks.i`), "conv_head" (the
-1280-channel top, post-ReLU6). Aliases "stage1" … "stage7" name each stage's last block.
+Layer names: "stem", "blocks.0" … "blocks.N-1" (the package's `_blocks.i`; a block's output is a
+linear bottleneck, so its activations are signed), "conv_head" (the 1280-channel top, post-ReLU6).
+The first block of each stage has no skip connection, so its post-ReLU6 tensors are layers too:
+"blocks.i.expand" (after the 1x1 expansion) and "blocks.i.dw" (after the depthwise convolution);
+on Lite0, for example, blocks.8.expand/dw and blocks.11.expand are 14x14 post-ReLU6 layers.
+Aliases "stage1" … "stage7" name each stage's last block.
 """
 
 from __future__ import annotations
@@ -73,23 +77,50 @@ def block_configs(width: float, depth: float) -> tuple[tuple[BlockConfig, ...], 
 
 
 class MBConv(nn.Module):
-    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes allow."""
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes allow.
+
+    The three parts are methods so that a block without a skip can be split into stages at its
+    post-ReLU6 tensors (`expand`, `depthwise`); with a skip the block is one stage, because the rest
+    of the network from an inner tensor would also need the block's input.
+    """
 
     cfg: BlockConfig
 
-    @nn.compact
-    def __call__(self, x):
+    def setup(self):
         c = self.cfg
         hidden = c.cin * c.expand
-        y = x
         if c.expand != 1:
-            y = relu6(batch_norm(BN_EPS, "bn0")(conv(hidden, 1, use_bias=False, name="expand_conv")(y)))
-        y = DepthwiseConv(c.kernel, c.stride, name="depthwise_conv")(y)
-        y = relu6(batch_norm(BN_EPS, "bn1")(y))
-        y = batch_norm(BN_EPS, "bn2")(conv(c.cout, 1, use_bias=False, name="project_conv")(y))
-        if c.stride == 1 and c.cin == c.cout:
-            y = y + x
-        return y
+            self.expand_conv = conv(hidden, 1, use_bias=False)
+            self.bn0 = batch_norm(BN_EPS)
+        self.depthwise_conv = DepthwiseConv(c.kernel, c.stride)
+        self.bn1 = batch_norm(BN_EPS)
+        self.project_conv = conv(c.cout, 1, use_bias=False)
+        self.bn2 = batch_norm(BN_EPS)
+
+    @property
+    def has_skip(self) -> bool:
+        return self.cfg.stride == 1 and self.cfg.cin == self.cfg.cout
+
+    def expand(self, x):
+        return relu6(self.bn0(self.expand_conv(x))) if self.cfg.expand != 1 else x
+
+    def depthwise(self, y):
+        return relu6(self.bn1(self.depthwise_conv(y)))
+
+    def project(self, y):
+        return self.bn2(self.project_conv(y))
+
+    def __call__(self, x):
+        y = self.project(self.depthwise(self.expand(x)))
+        return y + x if self.has_skip else y
+
+
+def block_stages(name: str, cfg: BlockConfig) -> tuple[str, ...]:
+    """The stage names of one block: `name.expand` and `name.dw` (its post-ReLU6 tensors) when the
+    block has no skip, then `name` (the block's output, a linear bottleneck: signed)."""
+    if cfg.stride == 1 and cfg.cin == cfg.cout:
+        return (name,)
+    return ((f"{name}.expand",) if cfg.expand != 1 else ()) + (f"{name}.dw", name)
 
 
 class EfficientNetLite(StagedNet):
@@ -111,7 +142,13 @@ class EfficientNetLite(StagedNet):
 
     def stages(self):
         stages = [("stem", lambda x: relu6(self.bn0(self.conv_stem(x))))]
-        stages += [(f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
+        for i, block in enumerate(self.blocks):
+            parts = {"expand": block.expand, "dw": block.depthwise, "": block}
+            if not block.has_skip:
+                parts[""] = block.project
+            for stage in block_stages(f"blocks.{i}", block.cfg):
+                suffix = stage.rsplit(".", 1)[-1]
+                stages.append((stage, parts[suffix if suffix in ("expand", "dw") else ""]))
         stages.append(("conv_head", lambda x: relu6(self.bn1(self.conv_head(x)))))
         stages.append(("logits", lambda x: self.fc(global_avg_pool(x))))  # dropout: identity at eval
         return stages
@@ -138,7 +175,7 @@ def _arch(name: str) -> Architecture:
     layers, aliases, i = ["stem"], [], 0
     for s, blocks in enumerate(stages, start=1):
         i += len(blocks)
-        layers += [f"blocks.{j}" for j in range(i - len(blocks), i)]
+        layers += [stage for j, cfg in zip(range(i - len(blocks), i), blocks) for stage in block_stages(f"blocks.{j}", cfg)]
         aliases.append((f"stage{s}", f"blocks.{i - 1}"))
     layers.append("conv_head")
     spec = ModelSpec(
