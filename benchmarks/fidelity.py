@@ -59,6 +59,23 @@ def sweep_config(model: str, layers, perturbations, arm: str, steps: int, seeds:
                        render=render)
 
 
+def stored_rows(folder: Path) -> list[dict]:
+    """Every finished item in an arm's store (all runs into that folder: other layers and
+    perturbations included, which one run's results.json would not list)."""
+    import sqlite3
+
+    path = folder / "store.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cursor = db.execute("SELECT * FROM items")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    finally:
+        db.close()
+
+
 def _read_mask(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -125,7 +142,7 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str)
             if not own:
                 continue
             attr = attributions[Path(own[0]["mask"]).parent.name]
-            x = load_image(photo, spec.preprocess)
+            x = load_image(photo.split(":", 1)[-1], spec.preprocess)
             heat = attr.heatmap_image()
             heat = heat / heat.max() if heat.max() > 0 else heat
             images += [x, np.repeat(heat[..., None], 3, -1)]
@@ -142,8 +159,8 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str)
 
 
 def visibility_profile(out: Path, size: int = 224) -> dict:
-    """The area term's view of each pixel, before (the code: v(p)) and after (v(p)/v(p) with the
-    1/v weighting, i.e. 1 wherever v is above the floor), along the middle row and the diagonal."""
+    """The area term's view of each pixel, before (the code: v(p)) and after (the expected weight
+    of pixel p once the mask is weighted by 1/v), along the middle row and the diagonal."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +169,8 @@ def visibility_profile(out: Path, size: int = 224) -> dict:
     from attrvis_jax.render.transforms import CODE_TRANSFORMS, area_weights, visibility
 
     v = visibility(CODE_TRANSFORMS, size)
-    after = v * area_weights(CODE_TRANSFORMS, size)
+    # "after" is measured with transform draws independent of those the weights were estimated from
+    after = visibility(CODE_TRANSFORMS, size, 512, seed=1) * area_weights(CODE_TRANSFORMS, size)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     im = axes[0].imshow(v, cmap="viridis", vmin=0, vmax=1.15)
     axes[0].set_title("v(p): expected weight of pixel p\nin the transformed-mask mean (code)", fontsize=9)
@@ -202,10 +220,9 @@ def main(argv=None) -> int:
             if not args.report_only:
                 print(f"== {folder.name}", flush=True)
                 run_sweep(config, folder, log=lambda m: print(m, flush=True))
-            if not (folder / "results.json").exists():
+            rows = stored_rows(folder)
+            if not rows:
                 continue
-            rows = json.loads((folder / "results.json").read_text())
-            rows = rows["items"]
             rows = [dict(r, arm=arm, model=model) for r in measure(folder, rows)]
             sheets(out, folder, arm, rows, model)
             measured += rows

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # the code's 20 in 20·ΣR_f
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render import objective
@@ -49,7 +50,6 @@ from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
 
 Progress = Callable[[int, int], None]
-from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # noqa: E402
 
 
 # ---- results -------------------------------------------------------------------------------------
