@@ -16,10 +16,10 @@ from attrvis_jax import figures as F
 
 # Tiny: every figure and every column, but each render is 8 updates of 2 seeds, so compiling dominates
 # (about 8 render and 3 attribution compiles): the loop engine compiles faster on a CPU.
-# The layer figure gets stage1 (blocks.0: the cheapest render to compile) and stage5, the main layer
-# (shared with the other figures).
+# The layer figure gets stage1 (blocks.0: the cheapest render to compile) and stage6, the main layer
+# (the model's default layer, shared with the other figures).
 TEST_SCHEDULE = F.Schedule(name="test", steps=8, seeds=2, lr=0.5, spatial_steps=8, channel_steps=8, path_steps=8,
-                           nmf_factors=2, views=2, stages=("stage1", "stage5"), spectrum_draws=2, chunk_size=8,
+                           nmf_factors=2, views=2, stages=("stage1", "stage6"), spectrum_draws=2, chunk_size=8,
                            engine="loop")
 NAMES = ("spectra", "comparison", "perturbations", "layers", "groups")
 
@@ -146,7 +146,7 @@ def test_run_all_writes_every_figure(run):
         assert "blocks." in caption
         meta = record["meta"]
         assert (meta["model"], meta["seeds"], meta["steps"], meta["fidelity"]) == ("efficientnet_lite0", 2, 8, "default")
-        assert meta["target"] == "tiger cat" and meta["layer"] == "blocks.10"
+        assert meta["target"] == "tiger cat" and meta["layer"] == "blocks.14"
         assert image.std() > 20, name  # not blank
     summary = json.loads((out / "figures.json").read_text())
     assert set(summary["figures"]) == set(NAMES) and summary["timings"]["total_s"] > 0
@@ -234,5 +234,5 @@ def test_comparison_and_perturbation_numbers(run):
     assert pert["metrics"]["pyramid"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)
     assert pert["metrics"]["none"]["pcc"]["values"] == pytest.approx(m["d"]["pcc"]["values"], abs=1e-6)
     layers, _ = _load(out, "layers")
-    assert layers["columns"] == ["blocks.0", "blocks.10"]
-    assert layers["metrics"]["blocks.10"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)
+    assert layers["columns"] == ["blocks.0", "blocks.14"]
+    assert layers["metrics"]["blocks.14"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)

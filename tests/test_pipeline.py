@@ -27,7 +27,7 @@ def test_outputs_and_stable_keys(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     for key in STABLE_KEYS:
         assert key in results, key
-    assert results["model"] == "efficientnet_lite0" and results["layer"] == "blocks.10"
+    assert results["model"] == "efficientnet_lite0" and results["layer"] == "blocks.14"
     assert results["target_index"] == 281 and results["target"] == "tabby, tabby cat"
     assert len(results["pcc"]) == len(results["top5_hit"]) == len(results["mask_area"]) == 2
     assert results["config"]["render"]["steps"] == 8 and results["config"]["attribution"]["steps"] == 16
