@@ -209,7 +209,7 @@ def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
     if not args.quiet:
         s = results["summary"]
         print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
-              f"PCC {s['pcc_mean']:.3f} ± {s['pcc_std']:.3f}, top-5 {s['top5_rate']:.0%}, "
+              f"PCC {s['pcc_directed_mean']:.3f} (with R+: {s['pcc_mean']:.3f}), top-5 {s['top5_rate']:.0%}, "
               f"mask area {np.mean(results['mask_area']):.3f} (β {results['beta']:.3f}), "
               f"{results['timings']['total_s']:.0f} s")
         print(f"report: {Path(args.out) / 'report.html'}")
