@@ -44,6 +44,7 @@ import optax
 from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # the code's 20 in 20·ΣR_f
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.metrics import directed_weights
 from attrvis_jax.render import objective
 from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
@@ -207,11 +208,9 @@ def render_inputs(attribution=None, config: RenderConfig | None = None, *, r_plu
     acts = None
     if found["activations"] is not None:
         acts = np.broadcast_to(np.asarray(found["activations"], np.float32), r.shape)
-        base = found["baseline"]
-        base = np.zeros_like(acts) if base is None else np.broadcast_to(np.asarray(base, np.float32), r.shape)
     weights = r
     if config.direction_mode == "signed" and acts is not None:
-        weights = np.sign(acts - base).astype(np.float32) * r  # metrics.directed_attribution, per group
+        weights = directed_weights(r, acts, found["baseline"])
 
     ref = np.full((groups,), np.nan, np.float32)
     if config.balance_mode == "relative" and config.has_mask:
