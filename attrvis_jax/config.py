@@ -12,10 +12,10 @@ import dataclasses
 from attrvis_jax.errors import AttrvisError
 
 FIDELITIES = ("code", "paper")
-# The render stage has a third value, its default: the authors' code with the three generalizations
-# that make it work on every model (ALGORITHM §8 and benchmarks/README.md, "fidelity"): a
-# scale-free balance, an area term without border bias, and signed layers excited in the direction
-# that contributed.
+# The render stage has a third value, its default: the authors' code with the generalizations that
+# make it work on every model (RenderConfig's docstring, benchmarks/README.md "Fidelity"): a
+# scale-free balance, an area term without border bias, signed layers excited in the direction that
+# contributed, and a mask that starts at β with a smoother spectrum.
 RENDER_FIDELITIES = ("default", "code", "paper")
 BALANCES = ("relative", "code")
 AREA_TERMS = ("visible", "code")
@@ -127,7 +127,7 @@ class RenderConfig(_ConfigMethods):
     """The visualization optimizer (§5–8). Frozen and hashable: it is a static argument of the
     compiled step, so every field here is a compile-time constant.
 
-    `fidelity`: "default" (the code's constants with three generalizations, below), "code" (the
+    `fidelity`: "default" (the code's constants with five generalizations, below), "code" (the
     authors' released code exactly) or "paper" (the text). Fields left at None follow it:
       - balance (`balance`): default "relative" — the attribution term is divided by the score the
         photo itself gets, s = L(vis)/L(photo), and λ0 = `area_weight` is a pure number, so the
@@ -223,27 +223,29 @@ class RenderConfig(_ConfigMethods):
         """"code" or "paper": which of the two the constants not generalized by the default follow."""
         return "paper" if self.fidelity == "paper" else "code"
 
+    def _generalized(self, value, default, code):
+        """A field that follows fidelity when None: `default` on the default, `code` otherwise."""
+        return value if value is not None else (default if self.fidelity == "default" else code)
+
     @property
     def balance_mode(self) -> str:
-        return self.balance or ("relative" if self.fidelity == "default" else "code")
+        return self._generalized(self.balance, "relative", "code")
 
     @property
     def area_mode(self) -> str:
-        return self.area_term or ("visible" if self.fidelity == "default" else "code")
+        return self._generalized(self.area_term, "visible", "code")
 
     @property
     def direction_mode(self) -> str:
-        return self.direction or ("signed" if self.fidelity == "default" else "positive")
+        return self._generalized(self.direction, "signed", "positive")
 
     @property
     def mask_spectrum_decay(self) -> float:
-        if self.mask_decay_power is not None:
-            return self.mask_decay_power
-        return MASK_DECAY_POWER if self.fidelity == "default" else self.decay_power
+        return self._generalized(self.mask_decay_power, MASK_DECAY_POWER, self.decay_power)
 
     @property
     def mask_start_mode(self) -> str:
-        return self.mask_start or ("beta" if self.fidelity == "default" else "half")
+        return self._generalized(self.mask_start, "beta", "half")
 
     @property
     def background(self) -> float:

@@ -82,9 +82,13 @@ def _read_mask(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
 
 
-def measure(out: Path, rows: list[dict]) -> list[dict]:
+def load_attributions(folder: Path) -> dict:
+    """slug -> Attribution of every unit an arm's sweep computed."""
+    return {p.stem: Attribution.load(p) for p in (folder / "attributions").glob("*.npz")}
+
+
+def measure(out: Path, rows: list[dict], attributions: dict) -> list[dict]:
     """Each row with the mask measures added (from its saved mask and its attribution's heat map)."""
-    attributions = {p.stem: Attribution.load(p) for p in (out / "attributions").glob("*.npz")}
     measured = []
     for row in rows:
         if not row.get("mask"):
@@ -124,7 +128,7 @@ def markdown(entries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str) -> None:
+def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str, attributions: dict) -> None:
     from attrvis_jax.models.registry import architecture
     from attrvis_jax.report import contact_sheet, save_png
     from PIL import Image
@@ -135,7 +139,6 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str)
         by_layer.setdefault(row["layer"], []).append(row)
     for layer, members in by_layer.items():
         images, captions = [], []
-        attributions = {p.stem: Attribution.load(p) for p in (folder / "attributions").glob("*.npz")}
         for photo in PHOTOS:
             own = [r for r in members if r["image"] == photo and r["perturbation"] == "pyramid"] or \
                   [r for r in members if r["image"] == photo]
@@ -223,8 +226,9 @@ def main(argv=None) -> int:
             rows = stored_rows(folder)
             if not rows:
                 continue
-            rows = [dict(r, arm=arm, model=model) for r in measure(folder, rows)]
-            sheets(out, folder, arm, rows, model)
+            attributions = load_attributions(folder)
+            rows = [dict(r, arm=arm, model=model) for r in measure(folder, rows, attributions)]
+            sheets(out, folder, arm, rows, model, attributions)
             measured += rows
     entries = table(measured)
     profile = visibility_profile(out)

@@ -163,9 +163,12 @@ def test_visibility_profile_and_the_unbiased_area_term():
     for mask in (ring, center):
         plain = _mean_transformed(mask, T.CODE_TRANSFORMS, 1024, seed=7)
         fair = _mean_transformed(mask * w, T.CODE_TRANSFORMS, 1024, seed=7)
-        assert fair == pytest.approx(mask.mean(), rel=0.04)
+        # 8 %: the weights come from a 512-draw estimate of v, noisiest in the corners where v is
+        # small (measured: ring 1.039, center 0.988 of the true mean), against 0.74 / 1.08 unweighted
+        assert fair == pytest.approx(mask.mean(), rel=0.08)
+        assert abs(fair / mask.mean() - 1) < abs(plain / mask.mean() - 1) / 2
         if mask is ring:
             assert plain < 0.85 * mask.mean()  # the bias the weighting removes
         else:
-            assert plain > 1.03 * mask.mean()
+            assert plain > 1.04 * mask.mean()
     assert np.all(T.visibility(T.NO_TRANSFORMS, n) == 1.0)
