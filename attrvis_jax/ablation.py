@@ -7,7 +7,10 @@ A sweep (sweep.py) over the six variants, then the paper-style table and bar cha
     result.ranking          # per layer and metric: the perturbations from best to worst
 
 Files in the output folder (beside the sweep's results.csv / summary.csv / store):
-ablation.csv, ablation.json (table + ranking + settings), ablation_pcc.png and ablation_top5.png.
+ablation.csv, ablation.json (table + ranking + settings), and one bar chart per metric:
+ablation_pcc.png (the paper's PCC with R+), ablation_pcc_directed.png (PCC with sign(a - b)·R+, the
+agreement the default signed objective aims at; equal to the first on post-ReLU layers) and
+ablation_top5.png.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from attrvis_jax.sweep import SUMMARY_KEYS, run_sweep, to_csv
 PERTURBATIONS = ("none", "constant", "gaussian", "blur", "fractal", "pyramid")
 PAPER_NAMES = {"none": "No-mask", "constant": "ConstBack", "gaussian": "Normal", "blur": "BlurImage",
                "fractal": "Noise", "pyramid": "NoisePyramid"}
-METRICS = {"pcc_mean": "visualization correlation (PCC with R+)", "top5_rate": "classification consistency (top-5)"}
+METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
+           "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
+           "top5_rate": "classification consistency (top-5)"}
+CHARTS = {"pcc_mean": "ablation_pcc", "pcc_directed_mean": "ablation_pcc_directed", "top5_rate": "ablation_top5"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +77,7 @@ def run_ablation(config: SweepConfig, out_dir, **sweep_kwargs) -> AblationResult
         "table": table, "ranking": ranking, "settings": config.to_dict(),
         "items": len(result.rows), "images": sorted({r["image"] for r in result.rows}),
     })
-    for metric, stem in (("pcc_mean", "ablation_pcc"), ("top5_rate", "ablation_top5")):
+    for metric, stem in CHARTS.items():
         files[stem] = plot_metric(table, metric, out_dir / f"{stem}.png", config)
     return AblationResult(table=table, ranking=ranking, sweep=result, files=files)
 
@@ -117,7 +123,7 @@ def plot_metric(table: Sequence[dict], metric: str, path: Path, config: SweepCon
     if metric == "top5_rate":
         ax.set_ylim(0, 1.05)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=8, ncols=min(len(perts), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    ax.legend(fontsize=8, ncols=min(len(perts), 6 if len(layers) > 2 else 3), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     if config is not None:
         ax.set_title(f"{config.model}: {len(config.images)} image source(s), {config.seeds} seeds x "
                      f"{config.render.steps} steps, fidelity {config.render.fidelity}", fontsize=9)

@@ -10,6 +10,9 @@ attribution's heat map and writes
     <out>/study.json, <out>/study.md            one row per arm x layer (medians over images, seeds)
     <out>/sheet_<arm>_<layer>.png               contact sheets: photo, heat map, pictures, masks
 
+and each arm's folder holds the perturbation ablation of what that run covered (ablation.csv,
+ablation.json with the ranking per layer, ablation_pcc*.png, ablation_top5.png: ablation.py).
+
 Columns: mask-heat-map correlation, border-band share (the 16-px band is 26.5 % of a 224² image),
 mask area / beta, PCC with R+, with raw R and with the directed sign(a - b)·R+, top-5 rate and
 median target rank.
@@ -40,7 +43,7 @@ from attrvis_jax.attribution import Attribution  # noqa: E402
 from attrvis_jax.config import PERTURBATIONS, AttributionConfig, RenderConfig, SweepConfig  # noqa: E402
 from attrvis_jax.data import load_image  # noqa: E402
 from attrvis_jax.metrics import mask_measures  # noqa: E402
-from attrvis_jax.sweep import run_sweep  # noqa: E402
+from attrvis_jax.ablation import run_ablation  # noqa: E402
 
 PHOTOS = ("sample:chelsea", "sample:coffee", "sample:rocket")
 # Three depths of each network: the last block of stages 4, 5 and 6 (14x14, 14x14, 7x7).
@@ -222,7 +225,11 @@ def main(argv=None) -> int:
             config = sweep_config(model, layers, perturbations, arm, steps, args.seeds, args.quick_attribution)
             if not args.report_only:
                 print(f"== {folder.name}", flush=True)
-                run_sweep(config, folder, log=lambda m: print(m, flush=True))
+                # the sweep plus the ablation's table, ranking and charts (ablation_*.png) in folder
+                ablation = run_ablation(config, folder, log=lambda m: print(m, flush=True))
+                for layer, ranks in ablation.ranking.items():
+                    print(f"{layer}: by PCC {ranks['pcc_mean']}, by directed PCC {ranks['pcc_directed_mean']}, "
+                          f"by top-5 {ranks['top5_rate']}", flush=True)
             rows = stored_rows(folder)
             if not rows:
                 continue

@@ -208,7 +208,9 @@ def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
     ranks = result.ranking["blocks.1"]
     by_pcc = sorted(result.table, key=lambda r: -r["pcc_mean"])
     assert ranks["pcc_mean"] == [r["perturbation"] for r in by_pcc]
-    for stem in ("ablation_pcc", "ablation_top5"):
+    by_directed = sorted(result.table, key=lambda r: -r["pcc_directed_mean"])
+    assert ranks["pcc_directed_mean"] == [r["perturbation"] for r in by_directed]
+    for stem in ("ablation_pcc", "ablation_pcc_directed", "ablation_top5"):
         img = np.asarray(Image.open(out / f"{stem}.png").convert("L"), float)
         assert img.shape[0] > 200 and img.std() > 10
     saved = json.loads((out / "ablation.json").read_text())
