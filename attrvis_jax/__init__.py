@@ -5,6 +5,8 @@
     x = model.load_image("cat.jpg")                        # (224, 224, 3) in [0, 1]
     acts = model.features(x, "blocks.10")                  # nothing past the layer is computed
     logits = model.head(acts, "blocks.10")
+
+    mine = av.from_flax(MyCNN(), variables, input_size=224)  # any linen (or from_nnx: NNX) network
 """
 
 from attrvis_jax.attribution import Attribution, attribute
@@ -13,7 +15,7 @@ from attrvis_jax.data import load_image, read_image, sample_image
 from attrvis_jax.errors import AttrvisError, ImageError, UnknownNameError, WeightsError
 from attrvis_jax.groups import ChannelGroups, channel_groups, split_attribution, visualize_groups
 from attrvis_jax.metrics import evaluate_rows, evaluate_visualizations
-from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, load_model
+from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, from_flax, from_nnx, load_model
 from attrvis_jax.render import RenderResult, visualize
 from attrvis_jax.sources import ImageRecord, resolve_sources
 from attrvis_jax.sweep import load_spec, run_sweep
@@ -40,6 +42,8 @@ __all__ = [
     "channel_groups",
     "evaluate_rows",
     "evaluate_visualizations",
+    "from_flax",
+    "from_nnx",
     "load_image",
     "load_model",
     "load_spec",

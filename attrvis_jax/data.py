@@ -7,8 +7,10 @@ and crops per the model's `Preprocess`. Bundled photos come from scikit-image's 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -117,11 +119,27 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def preprocess(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class CustomPreprocess:
+    """A user's preprocessing (`from_flax(..., preprocess=fn)`): fn maps an RGB float image
+    (H, W, 3) in [0, 1] to the network's input (size, size, 3) in [0, 1]."""
+
+    fn: Callable[[np.ndarray], Any]
+    size: int
+    mode: str = "custom"
+
+
+def preprocess(image: np.ndarray, pre: "Preprocess | CustomPreprocess") -> np.ndarray:
     """Resize/crop an RGB float image in [0, 1] to (size, size, 3) per the model's convention."""
     h, w = image.shape[:2]
     if min(h, w) < 8:
         raise ImageError(f"image of {w}x{h} pixels is too small to classify")
+    if isinstance(pre, CustomPreprocess):
+        out = np.asarray(pre.fn(image), np.float32)
+        if out.shape != (pre.size, pre.size, 3) or not np.all(np.isfinite(out)):
+            raise ImageError(f"the model's preprocess returned {out.shape} (finite: {bool(np.all(np.isfinite(out)))}); "
+                             f"expected finite ({pre.size}, {pre.size}, 3)")
+        return out
     resample = _RESAMPLE[pre.resample]
     channels = [Image.fromarray(image[..., c].astype(np.float32), mode="F") for c in range(3)]
     if pre.mode == "stretch":

@@ -301,14 +301,16 @@ def _rescale_eval(jaxpr, consts, values, references):
         vals, refs = zip(*map(read, eqn.invars)) if eqn.invars else ((), ())
         dependent = [i for i, r in enumerate(refs) if r is not None]
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-        if not dependent:
-            outs = eqn.primitive.bind(*vals, **eqn.params)
-            outs = list(outs) if eqn.primitive.multiple_results else [outs]
-            out_refs = [None] * len(outs)
-        elif eqn.primitive.name in _CALLS and inner is not None:
+        if eqn.primitive.name in _CALLS and inner is not None:
+            # calls are evaluated through their body, dependent or not: some (custom_jvp_call, as in
+            # jax.nn.relu) cannot be re-bound from their equation's parameters alone
             closed = inner if hasattr(inner, "consts") else None
             body = closed.jaxpr if closed is not None else inner
             outs, out_refs = _rescale_eval(body, closed.consts if closed is not None else (), vals, refs)
+        elif not dependent:
+            outs = eqn.primitive.bind(*vals, **eqn.params)
+            outs = list(outs) if eqn.primitive.multiple_results else [outs]
+            out_refs = [None] * len(outs)
         elif eqn.primitive.name in _RESCALED and len(dependent) == 1:
             (i,) = dependent
             unary = _Unary(eqn.primitive, tuple(sorted(eqn.params.items())), i)

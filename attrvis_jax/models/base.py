@@ -233,5 +233,6 @@ class Model:
         return load_image(source, self.spec.preprocess)
 
     def num_params(self) -> int:
-        return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(self.variables.get("params", {}))))
+        params_of = getattr(self.net, "params_of", lambda v: v.get("params", {}))
+        return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params_of(self.variables))))
 
