@@ -342,7 +342,9 @@ def cmd_figures(args) -> int:
     if bad:
         raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
     from attrvis_jax.errors import AttrvisError
+    from attrvis_jax.fileio import check_output_folder
 
+    check_output_folder(Path(args.out), owns=lambda name: False, what="figures")  # a file, or unwritable
     model = _load(args)
     try:  # unknown or out-of-range class and layer names are usage errors
         target = model.class_index(args.target) if args.target is not None else None

@@ -210,6 +210,8 @@ CASES = [
      None),
     ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (6 of its files", _unchanged_earlier),
     ("demo-out-is-a-file", ["demo", "--out", "{afile_txt}"], 1, "is an existing file", None),
+    ("figures-out-is-a-file", ["figures", "spectra", "--out", "{afile_txt}"], 1, "is an existing file", None),
+    ("ablation-out-unwritable", ["ablation", "--out", "/proc/attrvis-test"], 1, "cannot write output folder", None),
     ("sweep-out-is-a-file", ["sweep", "{spec_json}", "--out", "{afile_txt}"], 1, "is an existing file", None),
     # -- images (read before the model loads; the run's --out is never created)
     ("image-missing", ["run", "{out}.jpg", "--out", "{out}"], 1, "image file not found", _absent("out")),
