@@ -69,6 +69,34 @@ class UsageError(Exception):
     """A mistake in how the command was called (exit code 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"attrvis: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 and negatives never mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from attrvis_jax.models import DEFAULT_MODEL
 
@@ -90,10 +118,26 @@ def _load(args):
         raise UsageError(str(e)) from None
 
 
+def _read_image(source):
+    """The image at its own resolution, read before any model is loaded: a bad file fails fast."""
+    from attrvis_jax.data import read_source
+
+    return read_source(source)
+
+
+def _check_out(args) -> None:
+    """Refuse an unusable --out before any work (pipeline.run checks again when it writes)."""
+    from attrvis_jax.fileio import check_output_folder
+    from attrvis_jax.pipeline import run_owns
+
+    check_output_folder(Path(args.out), run_owns, args.overwrite)
+
+
 def cmd_classify(args) -> int:
+    pixels = _read_image(args.image)
     model = _load(args)
     t0 = time.perf_counter()
-    image = model.load_image(args.image)
+    image = model.load_image(pixels)
     top = model.predict(image, top=args.top)
     seconds = time.perf_counter() - t0
     if args.json:
@@ -130,7 +174,7 @@ def cmd_classes(args) -> int:
     for i, name in hits:
         print(f"{i}\t{name}")
     if term and not hits:
-        print(f"no class name contains {args.search!r}", file=sys.stderr)
+        print(f"attrvis: error: no class name contains {args.search!r}", file=sys.stderr)
         return 1
     return 0
 
@@ -150,11 +194,10 @@ def cmd_weights(args) -> int:
         raise UsageError(f"weights {args.action} needs a model name")
     arch = architecture(args.name)
     if args.action == "verify":
-        entry = store.manifest().get(args.name, {})
         path = Path(args.path) if args.path else store.default_weights_path(args.name)
-        digest = store.check_sha256(path, entry.get("sha256") if not args.path else args.sha256,
-                                    entry.get("sha256_prefix") if not args.path else None)
-        print(f"ok\t{path.name}\tsha256 {digest}")
+        report = store.verify(arch, args.name, path, sha256=args.sha256)
+        print(f"ok\t{path.name}\tsha256 {report['sha256']}\t{report['checksum']}; "
+              f"{report['tensors']} tensors fit {args.name}")
         return 0
     if args.action == "convert":
         src = Path(args.path) if args.path else store.default_weights_path(args.name)
@@ -187,25 +230,25 @@ def _attribution_config(args, **fields):
     from attrvis_jax.config import AttributionConfig
 
     fields["fidelity"] = attribution_fidelity(args.fidelity)
-    if args.path_steps:
+    if args.path_steps is not None:
         fields["steps"] = args.path_steps
-    if args.baseline_steps:  # the spec's ratio: the channel mask gets twice the spatial mask's updates
+    if args.baseline_steps is not None:  # the spec's ratio: the channel mask gets twice the spatial mask's updates
         fields["spatial_steps"], fields["channel_steps"] = args.baseline_steps, 2 * args.baseline_steps
     return AttributionConfig(**fields)
 
 
 def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
-    from attrvis_jax.errors import UnknownNameError
+    from attrvis_jax.errors import AttrvisError
     from attrvis_jax.pipeline import run
 
-    try:
+    try:  # unknown or out-of-range class and layer names are usage errors
         model.resolve_layer(args.layer) if args.layer else None
         target = model.class_index(args.target) if args.target is not None else None
-    except UnknownNameError as e:
+    except AttrvisError as e:
         raise UsageError(str(e)) from None
     results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
                   attribution_config=attr_cfg, render_config=render_cfg, seed=args.seed, quiet=args.quiet,
-                  image_label=image_label)
+                  image_label=image_label, overwrite=args.overwrite)
     if not args.quiet:
         s = results["summary"]
         print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
@@ -216,25 +259,34 @@ def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
     return 0
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def cmd_run(args) -> int:
+    _check_out(args)
+    pixels = _read_image(args.image)
     model = _load(args)
-    render_cfg = _render_config(args, args.steps or 2048, args.seeds or 25)
+    render_cfg = _render_config(args, _given(args.steps, 2048), _given(args.seeds, 25))
     attr_cfg = _attribution_config(args)
-    return _run(args, model, args.image, str(args.image), render_cfg, attr_cfg)
+    return _run(args, model, pixels, str(args.image), render_cfg, attr_cfg)
 
 
 def cmd_demo(args) -> int:
     from attrvis_jax import load_model
 
+    _check_out(args)
+    pixels = _read_image(args.sample)
     model = load_model(DEMO["model"])
-    render_cfg = _render_config(args, args.steps or DEMO["steps"], args.seeds or DEMO["seeds"], lr=DEMO["lr"])
+    render_cfg = _render_config(args, _given(args.steps, DEMO["steps"]), _given(args.seeds, DEMO["seeds"]),
+                                lr=DEMO["lr"])
     attr_cfg = _attribution_config(args, spatial_steps=DEMO["spatial_steps"], channel_steps=DEMO["channel_steps"],
                                    steps=DEMO["path_steps"])
     if not args.quiet:
         print(f"attrvis demo: {DEMO['model']} on the bundled photo {args.sample!r}, "
               f"{render_cfg.seeds} seeds x {render_cfg.steps} steps (the paper: 25 x 2048; see `attrvis run`)",
               flush=True)
-    return _run(args, model, args.sample, f"{args.sample} (bundled)", render_cfg, attr_cfg)
+    return _run(args, model, pixels, f"{args.sample} (bundled)", render_cfg, attr_cfg)
 
 
 def _sweep_progress(args):
@@ -290,7 +342,9 @@ def cmd_figures(args) -> int:
     if bad:
         raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
     from attrvis_jax.errors import AttrvisError
+    from attrvis_jax.fileio import check_output_folder
 
+    check_output_folder(Path(args.out), owns=lambda name: False, what="figures")  # a file, or unwritable
     model = _load(args)
     try:  # unknown or out-of-range class and layer names are usage errors
         target = model.class_index(args.target) if args.target is not None else None
@@ -310,12 +364,16 @@ def cmd_figures(args) -> int:
 
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
-                   help="output folder (created; existing files are replaced)")
+                   help="output folder, created when the results are ready (a failed run leaves none behind); "
+                        "a folder holding an earlier run is refused unless --overwrite; other files in it stay")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --out: its files (seedNN.png, results.json, ...) are "
+                        "removed just before the new ones are written, so the folder never mixes two runs")
     p.add_argument("--layer", default=None, help="layer name (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index (default: the top class)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"optimization steps (default: {DEMO['steps'] if demo else 2048})")
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help=f"random initializations (default: {DEMO['seeds'] if demo else 25})")
     p.add_argument("--perturbation", default=None,
                    choices=["pyramid", "fractal", "constant", "gaussian", "blur", "none"],
@@ -323,8 +381,9 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--method", default="aumann_shapley",
                    help="attribution method (default: aumann_shapley; also integrated_gradients, saliency, "
                         "grad_x_activation, smoothgrad, grad_cam)")
-    p.add_argument("--path-steps", type=int, default=None, help="steps of the attribution path integral (default 200)")
-    p.add_argument("--baseline-steps", type=int, default=None,
+    p.add_argument("--path-steps", type=positive_int, default=None,
+                   help="steps of the attribution path integral (default 200)")
+    p.add_argument("--baseline-steps", type=positive_int, default=None,
                    help="updates of the baseline's spatial mask (the channel mask gets twice as many; "
                         f"default {DEMO['spatial_steps'] if demo else 2049})")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default",
@@ -335,7 +394,9 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from attrvis_jax import __version__
+
+    parser = _Parser(
         prog="attrvis",
         description="Attribution visualization (Shi, Li, Yamaguchi 2023) in JAX: what a CNN's "
         "contributing neurons see.",
@@ -343,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run `attrvis COMMAND --help` for a command's options and examples",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"attrvis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, help_):
@@ -365,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("classify", "classify an image (a path or a bundled photo: chelsea, coffee, rocket, motorcycle)")
     p.add_argument("image")
     _add_model_args(p)
-    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_classify)
 
@@ -396,14 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", default=["default"], help="layers (default: the model's default)")
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--weights", default="default")
-    p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--steps", type=int, default=256, help="render steps (the paper: 2048)")
-    p.add_argument("--lr", type=float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
-    p.add_argument("--area-weight", type=float, default=AREA_WEIGHT,
+    p.add_argument("--seeds", type=positive_int, default=8)
+    p.add_argument("--steps", type=positive_int, default=256, help="render steps (the paper: 2048)")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
+    p.add_argument("--area-weight", type=positive_float, default=AREA_WEIGHT,
                    help=f"λ0 of the default (relative) balance, per unit of the photo's own score (default {AREA_WEIGHT})")
-    p.add_argument("--baseline-steps", type=int, default=512)
-    p.add_argument("--path-steps", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8, help="visualizations per compiled batch")
+    p.add_argument("--baseline-steps", type=positive_int, default=512)
+    p.add_argument("--path-steps", type=positive_int, default=100)
+    p.add_argument("--batch", type=positive_int, default=8, help="visualizations per compiled batch")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder; rerunning resumes")
@@ -419,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="class name or index (default: the top class)")
     p.add_argument("--schedule", choices=["reduced", "paper"], default="reduced",
                    help="reduced: short CPU schedule (default); paper: 25 seeds x 2048 steps")
-    p.add_argument("--seeds", type=int, default=None, help="override the schedule's seeds")
-    p.add_argument("--steps", type=int, default=None, help="override the schedule's render steps")
+    p.add_argument("--seeds", type=positive_int, default=None, help="override the schedule's seeds")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the schedule's render steps")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=None)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     p.add_argument("--quiet", action="store_true")

@@ -8,6 +8,8 @@ behaviour and `fidelity="paper"` the text's.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from attrvis_jax.errors import AttrvisError
 
@@ -33,6 +35,42 @@ def attribution_fidelity(fidelity: str) -> str:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise AttrvisError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True is an int to Python
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# The field annotations used by the configs -> (test, what the error calls it).
+_FIELD_TYPES = {
+    "int": (_is_int, "a whole number"),
+    "float": (_is_float, "a finite number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (tuple, list)) and all(map(_is_int, v)), "a list of whole numbers"),
+    "tuple[str, ...]": (lambda v: isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v),
+                        "a list of strings"),
+}
+
+
+def _shown(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _check_types(config, skip: tuple[str, ...] = ()) -> None:
+    """Every field of `config` has its annotated type (None only where the annotation allows it);
+    the error names the field. Ranges are checked by each class's __post_init__."""
+    for field in dataclasses.fields(config):
+        if field.name in skip or field.type not in _FIELD_TYPES and not field.type.endswith(" | None"):
+            continue
+        value, optional = getattr(config, field.name), field.type.endswith(" | None")
+        test, what = _FIELD_TYPES[field.type.removesuffix(" | None")]
+        _check((value is None and optional) or (value is not None and test(value)),
+               f"{field.name} must be {what}{' or None' if optional else ''}, got {_shown(value)}")
 
 
 class _ConfigMethods:
@@ -92,6 +130,7 @@ class AttributionConfig(_ConfigMethods):
     heatmap_percentile: float = 65.0  # display heat map: entries below this percentile are zeroed
 
     def __post_init__(self):
+        _check_types(self)
         _check(self.fidelity in FIDELITIES, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         _check(self.rule in RIEMANN_RULES, f"rule must be one of {RIEMANN_RULES}, got {self.rule!r}")
         for name in ("spatial_steps", "channel_steps"):
@@ -188,6 +227,7 @@ class RenderConfig(_ConfigMethods):
     engine: str = "scan"  # scan: lax.scan over each chunk; loop: a Python loop of jitted steps
 
     def __post_init__(self):
+        _check_types(self)
         name = str(self.perturbation)
         name = PERTURBATION_ALIASES.get(name.lower(), name.lower())
         _check(name in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS} (or the code's "
@@ -303,9 +343,15 @@ class SweepConfig(_ConfigMethods):
     def __post_init__(self):
         for name in ("images", "targets", "layers", "perturbations"):
             value = getattr(self, name)
-            value = (value,) if isinstance(value, (str, int)) else tuple(str(v) for v in value)
+            # one entry or a list of them; targets may be class indices
+            entry = (lambda v: isinstance(v, str) or _is_int(v)) if name == "targets" else (lambda v: isinstance(v, str))
+            _check(entry(value) or (isinstance(value, (list, tuple)) and all(map(entry, value))),
+                   f"{name} must be a string or a list of strings{' or class indices' if name == 'targets' else ''}, "
+                   f"got {_shown(value)}")
+            value = (str(value),) if entry(value) else tuple(str(v) for v in value)
             _check(len(value) > 0, f"the sweep needs at least one entry in {name}")
             object.__setattr__(self, name, value)
+        _check_types(self, skip=("images", "targets", "layers", "perturbations"))
         names = tuple(RenderConfig(perturbation=p).perturbation for p in self.perturbations)
         _check(len(set(names)) == len(names), f"perturbations repeat: {list(self.perturbations)}")
         object.__setattr__(self, "perturbations", names)
@@ -329,9 +375,14 @@ class SweepConfig(_ConfigMethods):
         _check(not bad, f"unknown sweep field(s) {bad}; valid: {sorted(fields)}")
         d = dict(d)
         for name, stage in (("attribution", AttributionConfig), ("render", RenderConfig)):
-            if isinstance(d.get(name), dict):
+            if name in d:
+                _check(isinstance(d[name], dict), f"{name} must be a table of {stage.__name__} fields, "
+                       f"got {_shown(d[name])}")
                 stage_fields = {f.name for f in dataclasses.fields(stage)}
                 wrong = sorted(set(d[name]) - stage_fields)
                 _check(not wrong, f"unknown {name} field(s) {wrong}; valid: {sorted(stage_fields)}")
-                d[name] = stage.from_dict(d[name])
+                try:
+                    d[name] = stage.from_dict(d[name])
+                except AttrvisError as e:  # name the section: steps exist in both
+                    raise AttrvisError(f"[{name}] {e}") from None
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})

@@ -88,6 +88,8 @@ def read_image(source) -> np.ndarray:
             return _from_pil(img, label)
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image file PIL can read") from None
+    except Image.DecompressionBombError as e:  # the header claims more pixels than PIL will decode
+        raise ImageError(f"{label} is too large to read: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot decode image {label} (truncated or corrupt?): {e}") from None
 

@@ -92,3 +92,71 @@ def read_npz(path: Path, kind: str, version: int) -> tuple[dict, dict]:
     if meta.get("format") != version:
         raise AttrvisError(f"{path}: unsupported {kind} file format {meta.get('format')!r}")
     return meta, arrays
+
+
+# ---- output folders ------------------------------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_folder(path: Path, owns: Callable[[str], bool], overwrite: bool = False,
+                        what: str = "run") -> list[Path]:
+    """Refuse, with one AttrvisError, an output folder that cannot hold a `what`'s results; returns
+    the files of an earlier `what` in it (those `owns` claims by name) that `overwrite` allows to
+    replace. Creates nothing: the writability probe is a temp file that vanishes.
+
+    Refused: a path that is a file (or lies under one), a place nobody can write, and a folder with
+    files of an earlier `what` unless `overwrite` (a mix of two runs' files would mislead)."""
+    from attrvis_jax.errors import AttrvisError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise AttrvisError(f"output folder {path} is an existing file, not a folder")
+    base = _nearest_existing(path.absolute())
+    if not base.is_dir():
+        raise AttrvisError(f"cannot create output folder {path}: {base} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise AttrvisError(f"cannot write output folder {path}: {e.strerror or e} ({base})") from None
+    old = sorted(p for p in path.iterdir() if owns(p.name)) if path.is_dir() else []
+    if old and not overwrite:
+        raise AttrvisError(f"{path} holds an earlier {what} ({len(old)} of its files, e.g. {old[0].name}): "
+                           f"pass --overwrite to replace it, or choose another output folder")
+    return old
+
+
+class OutputFolder:
+    """An output folder made as late as possible and never left behind empty.
+
+        with OutputFolder(out, owns, overwrite) as folder:   # checks now (check_output_folder)
+            ...compute...
+            folder.replace()                                  # creates it, drops the earlier run's files
+            ...write...
+
+    If the block fails before anything is written, every folder it created is removed again."""
+
+    def __init__(self, path: Path, owns: Callable[[str], bool], overwrite: bool = False, what: str = "run"):
+        self.path = Path(path).expanduser()
+        self.old = check_output_folder(self.path, owns, overwrite, what)
+        self.created = [] if self.path.exists() else [p for p in (self.path, *self.path.parents) if not p.exists()]
+
+    def replace(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for old in self.old:
+            old.unlink(missing_ok=True)
+        self.old = []
+        return self.path
+
+    def __enter__(self) -> "OutputFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for folder in self.created:  # innermost first; stops at the first that holds something
+            try:
+                folder.rmdir()
+            except OSError:
+                break

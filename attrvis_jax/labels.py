@@ -44,8 +44,12 @@ def pad_labels(names: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
     return tuple(names) + tuple(f"unnamed_{i}" for i in range(len(names), num_classes))
 
 
-def read_label_file(path: Path, num_classes: int) -> tuple[str, ...]:
-    """One class name per line, line i naming logit i; blank trailing lines are ignored."""
+def read_label_file(path: Path, num_classes: int, num_names: int | None = None, model: str = "the model") -> tuple[str, ...]:
+    """One class name per line, line i naming logit i; blank trailing lines are ignored.
+
+    The file must name every class: `num_classes` lines, or `num_names` where the model's own list
+    is shorter than its logits (InceptionV1: 1001 names for 1008 logits; the rest get `unnamed_i`).
+    A file of another length is refused: it would shift or drop names silently."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -55,8 +59,10 @@ def read_label_file(path: Path, num_classes: int) -> tuple[str, ...]:
     names = tuple(line.strip() for line in text.rstrip("\n").split("\n"))
     if not names or not any(names):
         raise AttrvisError(f"label file {path} is empty")
-    if len(names) > num_classes:
-        raise AttrvisError(f"label file {path} has {len(names)} names for {num_classes} logits")
+    valid = sorted({num_classes, num_names or num_classes})
+    if len(names) not in valid:
+        raise AttrvisError(f"label file {path} has {len(names)} names; {model} has {num_classes} classes "
+                           f"(a label file names them all, {' or '.join(map(str, valid))} lines)")
     return pad_labels(names, num_classes)
 
 
@@ -70,10 +76,10 @@ def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, mode
     A name matches a full label or any of its comma-separated synonyms, case-insensitively;
     an unknown name raises `UnknownNameError` with the closest names.
     """
-    if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
+    if isinstance(name, int) or (isinstance(name, str) and name.strip().lstrip("+-").isdigit()):
         index = int(name)
         if not 0 <= index < num_classes:
-            raise AttrvisError(f"class index {index} out of range for {model} (0..{num_classes - 1})")
+            raise AttrvisError(f"class index {index} out of range for {model} (valid: 0..{num_classes - 1})")
         return index
     key = str(name).strip().lower()
     if is_wnid(name) and name.strip() in imagenet1k_wnids():  # a WordNet id: its ImageNet name

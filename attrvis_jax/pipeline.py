@@ -9,6 +9,7 @@ mask_area, final_loss, plus timings, versions, config and key. Add keys; never r
 from __future__ import annotations
 
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -18,8 +19,18 @@ import numpy as np
 from attrvis_jax import progress as progress_mod
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import write_json
+from attrvis_jax.fileio import OutputFolder, write_json
 from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png, write_report
+
+
+# The files a run writes (and the temp files of an interrupted atomic write of one of them): an
+# earlier run's are replaced only with overwrite=True, and nothing else in the folder is touched.
+RUN_FILE = re.compile(r"\.?(input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_mask)?\.png|attribution\.npz|"
+                      r"results\.json|report\.html)(\.[^.]+\.tmp)?")
+
+
+def run_owns(name: str) -> bool:
+    return RUN_FILE.fullmatch(name) is not None
 
 
 def versions() -> dict:
@@ -48,19 +59,34 @@ def run(
     seed: int = 0,
     quiet: bool = False,
     image_label: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Run the whole method on one image and write everything into `out_dir`; returns results."""
+    """Run the whole method on one image and write everything into `out_dir`; returns results.
+
+    `out_dir` must not hold another run's files (`run_owns`) unless `overwrite`, which removes them
+    once the new results are computed, just before they are written: a folder never mixes two runs,
+    and a failed run leaves the earlier one intact and no empty folder behind. A render whose memory
+    floor (memory.py) exceeds the free memory is refused before any work."""
+    with OutputFolder(out_dir, run_owns, overwrite) as folder:
+        return _run(model, image, folder, layer=layer, target=target, method=method,
+                    attribution_config=attribution_config, render_config=render_config, seed=seed, quiet=quiet,
+                    image_label=image_label)
+
+
+def _run(model, image, folder: OutputFolder, *, layer, target, method, attribution_config, render_config, seed,
+         quiet, image_label) -> dict:
     from attrvis_jax.attribution import attribute
     from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
 
+    from attrvis_jax.memory import check_render_memory
+
     t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     attribution_config = attribution_config or AttributionConfig()
     render_config = render_config or RenderConfig()
     layer = model.resolve_layer(layer or model.spec.default_layer or model.layers[len(model.layers) // 2])
     x = model.load_image(image)
+    check_render_memory(model, layer, render_config.seeds, render_config.image_size or model.input_size)
     key = jax.random.PRNGKey(seed)
     attr_key, render_key = jax.random.split(key)
 
@@ -83,6 +109,7 @@ def run(
     t_metrics = time.perf_counter() - t0
 
     # Pictures.
+    out_dir = folder.replace()
     save_png(out_dir / "input.png", x)
     save_png(out_dir / "heatmap.png", heatmap_overlay(x, attr.heatmap))
     attr.save(out_dir / "attribution.npz")

@@ -43,7 +43,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from attrvis_jax.config import SweepConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import write_json, write_text
+from attrvis_jax.fileio import check_output_folder, write_json, write_text
+from attrvis_jax.memory import check_render_memory
 from attrvis_jax.store import NAMES, ResultStore
 
 Progress = Callable[[int, int], None]
@@ -70,7 +71,10 @@ def load_spec(path) -> SweepConfig:
         raise AttrvisError(f"{path} is not a valid {path.suffix.lstrip('.') or 'JSON'} sweep spec: {e}") from None
     if not isinstance(data, dict):
         raise AttrvisError(f"{path}: the sweep spec must be a table/object of fields")
-    return SweepConfig.from_dict(data)
+    try:
+        return SweepConfig.from_dict(data)
+    except AttrvisError as e:
+        raise AttrvisError(f"{path}: {e}") from None
 
 
 # ---- the plan --------------------------------------------------------------------------------------
@@ -190,17 +194,25 @@ def run_sweep(
     from attrvis_jax.sources import resolve_sources
 
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, owns=lambda name: False)  # a file, or no place to write: refused now
     writer = jax.process_index() == 0
     log = log or (lambda message: None)
     records = resolve_sources(list(config.images), limit=config.limit)
     model = model or load_model(config.model, weights=config.weights)
     units, items = plan(config, records, model)
     mesh = mesh or device_mesh()
-    if writer:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "sweep.json", config.to_dict())
+    size = config.render.image_size or model.input_size
+    # A batch too big is refused before any work: host CPU devices share one memory, accelerators
+    # hold their own shard each.
+    per_memory = -(-config.batch // mesh.size) * (mesh.size if mesh.devices.flat[0].platform == "cpu" else 1)
+    for layer in dict.fromkeys(unit.layer for unit in units):
+        check_render_memory(model, layer, per_memory, size, what="batch")
+    # Opened only once the spec is known to work (it pins the settings), and before sweep.json is
+    # written: a folder holding a sweep with other settings is refused with nothing changed.
     store = ResultStore(out_dir / "store.sqlite", fingerprint(config))
     try:
+        if writer:
+            write_json(out_dir / "sweep.json", config.to_dict())
         done = store.done()
         todo = [item for item in items if item.id not in done]
         log(f"{len(items)} items ({len(units)} attributions x {len(config.perturbations)} perturbations x "

@@ -268,8 +268,11 @@ def test_attribute_single_and_batch(tiny, images):
     assert one.completeness_error is not None and one.baseline.shape == (8, 8, 6)
     batch = attribute(tiny, np.asarray(images), "conv2", target=None, method="saliency", config=FAST)
     assert isinstance(batch, list) and len(batch) == 2
-    top = np.argmax(np.asarray(tiny.logits(images)), axis=1)
-    assert [r.target for r in batch] == list(top)
+    # target=None is each image's top class. Tie-aware: attribute computes the logits in its own
+    # compiled function, so a float32 near-tie between two classes may fall either way on another CPU.
+    logits = np.asarray(tiny.logits(images))
+    for row, r in zip(logits, batch):
+        assert row[r.target] >= row.max() - 1e-5 * (1 + abs(row.max())), (row, r.target)
     assert batch[0].baseline is None and batch[0].completeness_error is None
 
 

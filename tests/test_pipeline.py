@@ -4,6 +4,7 @@ results.json keys scripts rely on are there, and the report renders in headless 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from PIL import Image
@@ -51,3 +52,21 @@ def test_run_usage_errors(tmp_path, capsys):
     assert "closest" in capsys.readouterr().err
     assert main(["run", "chelsea", "--out", str(tmp_path), "--layer", "blocks.99", "--quiet"]) == 2
     assert main(["run", str(tmp_path / "missing.jpg"), "--out", str(tmp_path), "--quiet"]) == 1
+
+
+def test_overwrite_replaces_the_earlier_run_whole(run_dir, tmp_path, capsys):
+    """A rerun into a folder holding a 2-seed run: refused without --overwrite (nothing touched);
+    with it, a 1-seed run leaves no seed01 of the old one beside its results, and other files stay."""
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out)
+    (out / "notes.txt").write_text("mine")
+    argv = ["run", "chelsea", "--out", str(out), "--target", "tabby", "--steps", "4", "--seeds", "1",
+            "--path-steps", "8", "--baseline-steps", "16", "--quiet"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(argv) == 1 and "holds an earlier run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(argv + ["--overwrite"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [0] and results["config"]["render"]["seeds"] == 1
+    assert not (out / "seed01.png").exists() and not (out / "seed01_mask.png").exists()
+    assert (out / "seed00.png").is_file() and (out / "notes.txt").read_text() == "mine"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import jax
 import numpy as np
 import pytest
@@ -90,10 +88,7 @@ def test_missing_file_and_unknown_model(tmp_path):
 
 
 def _fake_manifest(monkeypatch, tmp_path, entry):
-    manifest = {"googlenet": entry}
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    monkeypatch.setattr(store, "MANIFEST_PATH", path)
+    monkeypatch.setattr(store, "manifest", lambda: {"googlenet": entry})
     monkeypatch.setenv("ATTRVIS_CACHE", str(tmp_path / "cache"))
 
 

@@ -97,6 +97,7 @@ class ModelSpec:
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, layer), e.g. the paper's stage names
     description: str = ""
     default_layer: str | None = None  # a mid-level layer that makes a good first visualization
+    num_names: int | None = None  # lines of the model's class-name file where fewer than num_classes
 
     def resolve_layer(self, layer: str) -> str:
         """The canonical layer name for `layer` (an alias is mapped); clear error if unknown."""

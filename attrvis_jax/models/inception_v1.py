@@ -47,6 +47,7 @@ from attrvis_jax.models.layers import conv, local_response_norm, max_pool
 from attrvis_jax.models.registry import Architecture
 
 NUM_CLASSES = 1008
+NUM_NAMES = 1001  # lines of imagenet_comp_graph_label_strings.txt ("dummy" + 1000); logits 1001..1007 are unnamed
 
 # name: (1x1, 3x3_bottleneck, 3x3, 5x5_bottleneck, 5x5, pool_reduce) output channels.
 MIXED = {
@@ -176,7 +177,7 @@ def labels(weights_path: Path | None) -> tuple[str, ...]:
     for pattern in LABEL_FILE_NAMES:
         candidate = weights_path.parent / pattern.format(stem=weights_path.stem)
         if candidate.is_file():
-            return read_label_file(candidate, NUM_CLASSES)
+            return read_label_file(candidate, NUM_CLASSES, NUM_NAMES, "inception_v1")
     where = f" next to {weights_path.name}"
     warnings.warn(
         f"inception_v1: no class-name file found{where} (looked for "
@@ -195,6 +196,7 @@ SPEC = ModelSpec(
     preprocess=Preprocess(size=224, mode="stretch", resize=None, resample="bicubic", clip=False),
     description="lucid's InceptionV1 / GoogLeNet 'inception5h' graph (lucent's inception5h.pth; 1008 logits, 224x224)",
     default_layer="mixed4d",  # the authors' released default
+    num_names=NUM_NAMES,
 )
 
 ARCH = Architecture(

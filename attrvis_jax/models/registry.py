@@ -106,15 +106,16 @@ def load_model(
     from attrvis_jax.weights import store
 
     arch = architecture(name)
+    names = None
+    if labels is not None:  # before the weights: a wrong file fails fast
+        names = labels_mod.read_label_file(Path(labels), arch.spec.num_classes, arch.spec.num_names, name)
     if weights is None or weights == "random":
         variables = init_variables(arch, key)
         source, weights_path = "random", None
     else:
         variables, weights_path = store.load_variables(arch, name, weights)
         source = str(weights) if weights != "default" else f"default ({weights_path.name})"
-    if labels is not None:
-        names = labels_mod.read_label_file(Path(labels), arch.spec.num_classes)
-    else:
+    if names is None:
         names = arch.labels(weights_path)
     if len(names) > arch.spec.num_classes:
         raise WeightsError(f"{name}: {len(names)} class names for {arch.spec.num_classes} logits")

