@@ -100,7 +100,7 @@ def positive_float(text: str) -> float:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from attrvis_jax.models import DEFAULT_MODEL
 
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL}), or a factory of your own network: 'package.module:function' or 'file.py:function' returning from_flax(...)")
     p.add_argument(
         "--weights", default="default",
         help="'default' (the manifest's checkpoint), a .pth/.npz path, or 'random'",

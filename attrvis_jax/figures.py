@@ -188,7 +188,7 @@ class FigureContext:
         self.image = image
         self.image_label = image if isinstance(image, str) else ("(array)" if isinstance(image, np.ndarray) else str(image))
         self.x = model.load_image(image)
-        self.layer = model.resolve_layer(layer or model.spec.default_layer or model.layers[len(model.layers) // 2])
+        self.layer = model.resolve_layer(layer) if layer else model.default_layer
         if target is None:
             logits = np.asarray(model.logits(jnp.asarray(self.x)))[: len(model.labels)]
             self.target = int(np.argmax(logits))

@@ -20,16 +20,24 @@ from attrvis_jax.errors import AttrvisError
 _KEPT = ("conv_general_dilated", "dot_general")
 
 
-def _kept_bytes(jaxpr) -> int:
+def _kept_bytes(jaxpr, live_only: bool = True) -> int:
+    """Bytes of the convolution / matmul outputs; at the top level only of equations an output
+    needs (what XLA keeps once it drops dead code: a wrapped network's features trace the whole
+    forward pass, models/external.py)."""
+    from attrvis_jax.jaxprs import liveness
+
+    live = liveness(jaxpr)[0] if live_only else [True] * len(jaxpr.eqns)
     total = 0
-    for eqn in jaxpr.eqns:
+    for eqn, alive in zip(jaxpr.eqns, live):
+        if not alive:
+            continue
         if eqn.primitive.name in _KEPT:
             aval = eqn.outvars[0].aval
             total += int(np.prod(aval.shape)) * aval.dtype.itemsize
         for param in eqn.params.values():  # sub-computations (pjit, remat, scan bodies)
             inner = getattr(param, "jaxpr", None)
             if inner is not None:
-                total += _kept_bytes(getattr(inner, "jaxpr", inner))
+                total += _kept_bytes(getattr(inner, "jaxpr", inner), live_only=False)
     return total
 
 

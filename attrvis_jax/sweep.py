@@ -110,7 +110,7 @@ class Item:
 
 def plan(config: SweepConfig, records, model) -> tuple[list[Unit], list[Item]]:
     """Every unit and item of the sweep, in a fixed order (images, targets, layers, perturbations, seeds)."""
-    layers = [model.resolve_layer(model.spec.default_layer if name == "default" else name) for name in config.layers]
+    layers = [model.default_layer if name == "default" else model.resolve_layer(name) for name in config.layers]
     if len(set(layers)) != len(layers):
         raise AttrvisError(f"layers name the same layer twice: {list(config.layers)} -> {layers}")
     units = [Unit(r, t, layer) for r in records for t in config.targets for layer in layers]

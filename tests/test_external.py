@@ -176,6 +176,10 @@ def test_a_wrapped_native_network_matches_the_native_model(lite0):
     native = attribute(lite0, x[0], "blocks.10", target=281, config=QUICK)
     ours = attribute(wrapped, x[0], "blocks_10", target=281, config=QUICK)
     np.testing.assert_allclose(ours.values, native.values, rtol=1e-3, atol=1e-5 * np.abs(native.values).max())
+    from attrvis_jax.memory import activation_bytes
+
+    # the memory floor sees the wrapped program as XLA will: the dead forward past the layer is not counted
+    assert activation_bytes(wrapped, "blocks_10", 224) == activation_bytes(lite0, "blocks.10", 224)
     render = RenderConfig(steps=1, seeds=1, chunk_size=1, snapshot_steps=())
     np.testing.assert_allclose(visualize(wrapped, native, layer="blocks_10", config=render).images,
                                visualize(lite0, native, config=render).images, atol=1e-5)
@@ -267,3 +271,82 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     assert match, "README: the from_flax example block is missing"
     monkeypatch.chdir(tmp_path)
     exec(compile(match.group(1), "README.md:from_flax", "exec"), {"__name__": "readme_example"})
+
+
+# ---- a factory names the wrapped model in sweeps and on the command line -------------------------------
+FACTORY = '''
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from attrvis_jax import from_flax
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="stem")(x))
+        x = nn.relu(nn.Conv(8, (3, 3), name="mid")(x))
+        return nn.Dense(4, name="fc")(x.mean((1, 2)))
+
+
+def make():
+    module = Net()
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    return from_flax(module, variables, input_size=32, labels=["ant", "bee", "cat", "dog"])
+'''
+
+
+@pytest.fixture()
+def factory(tmp_path):
+    path = tmp_path / "mynet.py"
+    path.write_text(FACTORY)
+    from PIL import Image
+
+    pixels = np.random.default_rng(4).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    return f"{path}:make", tmp_path / "photo.png"
+
+
+def test_a_sweep_runs_a_model_named_by_its_factory(factory, tmp_path):
+    from attrvis_jax import SweepConfig, run_sweep
+
+    name, photo = factory
+    config = SweepConfig(model=name, images=(str(photo),), targets=("bee",), layers=("default", "stem"),
+                         perturbations=("pyramid",), seeds=2, batch=2,
+                         attribution=QUICK, render=RenderConfig(steps=3, chunk_size=3, snapshot_steps=()))
+    result = run_sweep(config, tmp_path / "sweep")
+    assert sorted({r["layer"] for r in result.rows}) == ["mid", "stem"]  # "default": the middle layer
+    assert {r["target_name"] for r in result.rows} == {"bee"} and len(result.rows) == 4
+    assert all(np.isfinite(r["pcc"]) and (tmp_path / "sweep" / r["picture"]).exists() for r in result.rows)
+
+
+def test_the_command_line_runs_a_factory_model_with_its_report(factory, tmp_path, capsys):
+    from attrvis_jax.cli import main
+
+    name, photo = factory
+    assert main(["layers", "--model", name]) == 0
+    assert "mid" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["run", str(photo), "--model", name, "--layer", "mid", "--target", "cat", "--seeds", "1",
+                 "--steps", "2", "--path-steps", "2", "--baseline-steps", "2", "--out", str(out), "--quiet"]) == 0
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["layer"] == "mid" and results["target_index"] == 2 and (out / "report.html").exists()
+
+
+def test_factory_errors_are_one_line(tmp_path):
+    from attrvis_jax import load_model
+
+    (tmp_path / "broken.py").write_text("import nonexistent_package_xyz\n")
+    (tmp_path / "notmodel.py").write_text("def make():\n    return 3\n")
+    with pytest.raises(AttrvisError, match="importing .*broken.py failed: ModuleNotFoundError"):
+        load_model(f"{tmp_path / 'broken.py'}:make")
+    with pytest.raises(AttrvisError, match="returned int, not an attrvis_jax Model"):
+        load_model(f"{tmp_path / 'notmodel.py'}:make")
+    with pytest.raises(AttrvisError, match="has no function 'build'"):
+        load_model(f"{tmp_path / 'notmodel.py'}:build")
+    with pytest.raises(AttrvisError, match="factory file not found"):
+        load_model(f"{tmp_path / 'missing.py'}:make")
+    with pytest.raises(AttrvisError, match="brings its own variables"):
+        load_model(f"{tmp_path / 'notmodel.py'}:make", weights="x.pth")

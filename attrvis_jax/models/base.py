@@ -150,6 +150,11 @@ class Model:
     def resolve_layer(self, layer: str) -> str:
         return self.spec.resolve_layer(layer)
 
+    @property
+    def default_layer(self) -> str:
+        """The layer used when none is named: the architecture's choice, else the middle layer."""
+        return self.resolve_layer(self.spec.default_layer or self.layers[len(self.layers) // 2])
+
     def class_index(self, name: str | int) -> int:
         """Index of a class given by name (any of its comma-separated synonyms) or by index."""
         from attrvis_jax.labels import class_index

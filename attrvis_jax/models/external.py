@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.errors import AttrvisError, unknown
+from attrvis_jax.jaxprs import used_inputs
 from attrvis_jax.models.base import Model, ModelSpec, Preprocess
 
 # on_call(path, compute) -> the submodule's output: the one interception point both front ends share
@@ -81,35 +82,6 @@ def _outputs(path: str, out) -> list[tuple[str, Any]]:
     if isinstance(out, (tuple, list)):
         return [(f"{path}:{i}", v) for i, v in enumerate(out) if hasattr(v, "shape")]
     return []
-
-
-# ---- graph dependence on the traced jaxpr ------------------------------------------------------
-def _sub_jaxpr(eqn):
-    """The inner jaxpr of a call-like equation whose inputs/outputs line up with the equation's."""
-    for name in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        sub = eqn.params.get(name)
-        sub = getattr(sub, "jaxpr", sub)
-        if sub is not None and hasattr(sub, "eqns") and len(sub.invars) == len(eqn.invars) \
-                and len(sub.outvars) == len(eqn.outvars):
-            return sub
-    return None
-
-
-def used_inputs(jaxpr, outputs_used: Sequence[bool] | None = None) -> list[bool]:
-    """Which of `jaxpr`'s inputs the (used) outputs depend on, walking the equations backwards
-    (into call-like sub-jaxprs such as nested jits; any other equation counts all its inputs)."""
-    from jax.extend.core import Literal
-
-    outputs_used = [True] * len(jaxpr.outvars) if outputs_used is None else outputs_used
-    live = {v for v, u in zip(jaxpr.outvars, outputs_used) if u and not isinstance(v, Literal)}
-    for eqn in reversed(jaxpr.eqns):
-        wanted = [o in live for o in eqn.outvars]
-        if not any(wanted):
-            continue
-        sub = _sub_jaxpr(eqn)
-        mask = used_inputs(sub, wanted) if sub is not None else [True] * len(eqn.invars)
-        live.update(v for v, m in zip(eqn.invars, mask) if m and not isinstance(v, Literal))
-    return [v in live for v in jaxpr.invars]
 
 
 # ---- the net: StagedNet's apply protocol on top of an interceptor ------------------------------------

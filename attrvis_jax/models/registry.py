@@ -89,7 +89,7 @@ def variables_template(arch: Architecture):
 
 
 def load_model(
-    name: str = DEFAULT_MODEL,
+    name: str = DEFAULT_MODEL,  # or "package.module:function" / "file.py:function": see from_factory
     weights: str | Path | None = "default",
     *,
     labels: str | Path | None = None,
@@ -105,6 +105,8 @@ def load_model(
     from attrvis_jax import labels as labels_mod
     from attrvis_jax.weights import store
 
+    if isinstance(name, str) and ":" in name and name not in MODULES:
+        return from_factory(name, weights=weights, labels=labels)
     arch = architecture(name)
     names = None
     if labels is not None:  # before the weights: a wrong file fails fast
@@ -120,3 +122,46 @@ def load_model(
     if len(names) > arch.spec.num_classes:
         raise WeightsError(f"{name}: {len(names)} class names for {arch.spec.num_classes} logits")
     return Model(spec=arch.spec, net=arch.build(), variables=variables, labels=names, weights_source=source)
+
+
+def from_factory(spec: str, *, weights="default", labels=None) -> Model:
+    """The model a user's factory returns: "package.module:function" (imported) or
+    "path/to/file.py:function" (loaded from the file); the function takes no arguments and returns
+    a `Model` (e.g. `from_flax(...)`). This is how a sweep spec or `--model` names a user's network.
+    labels: a class-name file overriding the model's names, as for named models."""
+    import importlib.util
+
+    from attrvis_jax.errors import AttrvisError
+
+    target, _, function = spec.rpartition(":")
+    if not target or not function.isidentifier():
+        raise AttrvisError(f"model factory {spec!r}: expected 'package.module:function' or 'file.py:function'")
+    if weights not in (None, "default"):
+        raise AttrvisError(f"model factory {spec!r} brings its own variables; weights={weights!r} does not apply")
+    try:
+        if target.endswith(".py"):
+            path = Path(target).expanduser()
+            if not path.is_file():
+                raise AttrvisError(f"model factory file not found: {path}")
+            module_spec = importlib.util.spec_from_file_location(f"attrvis_factory_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except AttrvisError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the user's code failed to import: one line that says where)
+        raise AttrvisError(f"model factory {spec!r}: importing {target} failed: {type(e).__name__}: {e}") from e
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise AttrvisError(f"model factory {spec!r}: {target} has no function {function!r}")
+    model = factory()
+    if not isinstance(model, Model):
+        raise AttrvisError(f"model factory {spec!r} returned {type(model).__name__}, not an attrvis_jax Model "
+                           "(wrap your network with from_flax or from_nnx)")
+    if labels is not None:
+        from attrvis_jax import labels as labels_mod
+
+        names = labels_mod.read_label_file(Path(labels), model.spec.num_classes, model.spec.num_names, spec)
+        model = dataclasses.replace(model, labels=tuple(names))
+    return model
