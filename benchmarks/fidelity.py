@@ -7,8 +7,8 @@ store.sqlite; attributions in its attributions/). When every arm is done (or wit
 for what is done), the script measures each visualization's mask from the saved PNGs against its
 attribution's heat map and writes
 
-    <out>/study.json, <out>/study.md            one row per arm x layer (medians over images, seeds)
-    <out>/sheet_<arm>_<layer>.png               contact sheets: photo, heat map, pictures, masks
+    <out>/study_<part>.json, <out>/study_<part>.md     one row per arm x layer (medians over images, seeds)
+    <out>/sheet_<part>_<model>_<arm>_<layer>.png      contact sheets: photo, heat map, pictures, masks
 
 and each arm's folder holds the perturbation ablation of what that run covered (ablation.csv,
 ablation.json with the ranking per layer, ablation_pcc*.png, ablation_top5.png: ablation.py).
@@ -131,7 +131,8 @@ def markdown(entries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str, attributions: dict) -> None:
+def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str, attributions: dict,
+           part: str = "a") -> None:
     from attrvis_jax.models.registry import architecture
     from attrvis_jax.report import contact_sheet, save_png
     from PIL import Image
@@ -160,7 +161,7 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str,
                 images.append(np.repeat(_read_mask(folder / r["mask"])[..., None], 3, -1))
                 captions.append(f"mask r={r['heatmap_corr']:.2f}")
         if images:
-            save_png(out / f"sheet_{model_name}_{arm}_{layer.replace('.', '_')}.png",
+            save_png(out / f"sheet_{part}_{model_name}_{arm}_{layer.replace('.', '_')}.png",
                      contact_sheet(images, captions, columns=6))
 
 
@@ -235,13 +236,13 @@ def main(argv=None) -> int:
                 continue
             attributions = load_attributions(folder)
             rows = [dict(r, arm=arm, model=model) for r in measure(folder, rows, attributions)]
-            sheets(out, folder, arm, rows, model, attributions)
+            sheets(out, folder, arm, rows, model, attributions, args.part)
             measured += rows
     entries = table(measured)
     profile = visibility_profile(out)
     print("visibility (code transforms):", json.dumps(profile))
-    (out / "study.json").write_text(json.dumps({"rows": measured, "table": entries, "visibility": profile}, indent=1))
-    (out / "study.md").write_text(markdown(entries))
+    (out / f"study_{args.part}.json").write_text(json.dumps({"rows": measured, "table": entries, "visibility": profile}, indent=1))
+    (out / f"study_{args.part}.md").write_text(markdown(entries))
     print(markdown(entries))
     return 0
 
