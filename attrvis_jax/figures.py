@@ -49,7 +49,7 @@ from attrvis_jax.config import AttributionConfig, RenderConfig, attribution_fide
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import write_json
 from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png
-from attrvis_jax.metrics import pearson_rows, target_rank
+from attrvis_jax.metrics import directed_attribution, pearson_rows, target_rank
 
 PAPER_LR = 0.02
 PAPER_STEPS = 2048
@@ -686,7 +686,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     e_acts, e_rank = vis_acts[seeds * groups:], target_rank(vis_logits[seeds * groups:], ctx.target, classes)
     summed = g_acts[:, 1 : 1 + n].sum(axis=1)
     summed_rank = target_rank(head(model, summed, layer), ctx.target, classes)
-    r_plus, r_raw = np.asarray(attr.positive), np.asarray(attr.values)
+    r_plus, r_raw, r_dir = np.asarray(attr.positive), np.asarray(attr.values), directed_attribution(attr)
 
     columns = {
         "a": {"label": "(a) all feature maps", "ref": "feature map", "acts": g_acts[:, 0], "rank": g_rank[:, 0]},
@@ -706,6 +706,8 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
             "pcc": _stats(pearson_rows(col["acts"], ref)),
             "pcc_r_plus": _stats(pearson_rows(col["acts"], r_plus)),
             "pcc_raw": _stats(pearson_rows(col["acts"], r_raw)),
+            # sign(a - b)·R+: what the default (signed) objective excites; R+ on post-ReLU layers
+            "pcc_directed": _stats(pearson_rows(col["acts"], r_dir)),
             "pcc_feature_map": _stats(pearson_rows(col["acts"], acts)),
             "top5_rate": float(np.mean(col["rank"] < 5)),
             "target_rank": [int(r) for r in col["rank"]],
@@ -772,6 +774,7 @@ def fig_comparison(model, out_dir, *, schedule: str | Schedule = "reduced", key=
         ctx.caption_line(),
         "mean PCC [(a)-(c) vs feature map a, (d)-(e) vs R+]: " + ", ".join(
             f"{k} {m[k]['pcc']['mean']:.3f}" for k in "abcde")
+        + " | (d), (e) vs sign(a-b)·R+: " + ", ".join(f"{k} {m[k]['pcc_directed']['mean']:.3f}" for k in "de")
         + " | top-5: " + ", ".join(f"{k} {m[k]['top5_rate']:.0%}" for k in "abcde")
         + f" | (c) keeps {len(data['class_rule']['selected'])} ch (share {data['class_rule']['share']})"
         + f" | (e) mask area {m['e']['mask_area']['mean']:.3f} (beta {m['e']['beta']:.3f})",
@@ -810,6 +813,7 @@ def compute_perturbations(ctx: FigureContext) -> dict:
         metrics[p] = {
             "pcc": _stats(pearson_rows(acts[i], attr.positive)),
             "pcc_raw": _stats(pearson_rows(acts[i], attr.values)),
+            "pcc_directed": _stats(pearson_rows(acts[i], directed_attribution(attr))),
             "top5_rate": float(np.mean(ranks[i] < 5)),
             "target_rank": [int(r) for r in ranks[i]],
             "mask_area": _stats(records[p]["mask_area"]) if records[p]["has_mask"] else None,
@@ -848,6 +852,7 @@ def fig_perturbations(model, out_dir, *, schedule: str | Schedule = "reduced", k
         "bottom row: the masks of seed 0",
         ctx.caption_line(),
         "mean PCC vs R+: " + ", ".join(f"{p} {m[p]['pcc']['mean']:.3f}" for p in PERTURBATION_ORDER)
+        + " | vs sign(a-b)·R+: " + ", ".join(f"{p} {m[p]['pcc_directed']['mean']:.3f}" for p in PERTURBATION_ORDER)
         + " | top-5: " + ", ".join(f"{p} {m[p]['top5_rate']:.0%}" for p in PERTURBATION_ORDER)
         + f" | beta {data['beta']:.3f}",
     ]
@@ -900,6 +905,7 @@ def compute_layers(ctx: FigureContext, stages: Sequence[str] | None = None) -> d
             "beta": float(attr.beta),
             "pcc": _stats(pearson_rows(acts, attr.positive)),
             "pcc_raw": _stats(pearson_rows(acts, attr.values)),
+            "pcc_directed": _stats(pearson_rows(acts, directed_attribution(attr))),
             "top5_rate": float(np.mean(rank < 5)),
             "target_rank": [int(r) for r in rank],
             "mask_area": _stats(rec["mask_area"]),
@@ -942,6 +948,7 @@ def fig_layers(model, out_dir, *, schedule: str | Schedule = "reduced", key=None
         "rows below: seeds",
         ctx.caption_line().replace(f"layer {ctx.layer_label()}", "layers " + ", ".join(data["layers"])),
         "mean PCC vs R+: " + ", ".join(f"{l} {m[l]['pcc']['mean']:.3f}" for l in data["layers"])
+        + " | vs sign(a-b)·R+: " + ", ".join(f"{l} {m[l]['pcc_directed']['mean']:.3f}" for l in data["layers"])
         + " | top-5: " + ", ".join(f"{l} {m[l]['top5_rate']:.0%}" for l in data["layers"]),
     ]
     picture, layout = draw_layers(ctx, data, title)

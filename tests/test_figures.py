@@ -233,6 +233,12 @@ def test_comparison_and_perturbation_numbers(run):
     # Shared renders: (d) and (e) of the comparison are the perturbation figure's none and pyramid.
     assert pert["metrics"]["pyramid"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)
     assert pert["metrics"]["none"]["pcc"]["values"] == pytest.approx(m["d"]["pcc"]["values"], abs=1e-6)
+    # ... and so are their PCCs with the directed attribution sign(a - b)·R+ (what the objective excites)
+    for p, k in (("pyramid", "e"), ("none", "d")):
+        assert all(np.isfinite(pert["metrics"][p]["pcc_directed"]["values"]))
+        assert pert["metrics"][p]["pcc_directed"]["values"] == pytest.approx(m[k]["pcc_directed"]["values"], abs=1e-6)
     layers, _ = _load(out, "layers")
     assert layers["columns"] == ["blocks.0", "blocks.14"]
     assert layers["metrics"]["blocks.14"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)
+    assert layers["metrics"]["blocks.14"]["pcc_directed"]["values"] == pytest.approx(
+        m["e"]["pcc_directed"]["values"], abs=1e-6)
