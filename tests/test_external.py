@@ -186,8 +186,13 @@ def test_a_wrapped_native_network_matches_the_native_model(lite0):
     render = RenderConfig(steps=1, seeds=1, chunk_size=1, snapshot_steps=(), image_size=64)
     small = np.asarray(lite0.features(x[:, :64, :64], "blocks.10"))[0]
     inputs = dict(r_plus=np.abs(small), beta=0.2, activations=small)
-    np.testing.assert_allclose(visualize(wrapped, None, layer="blocks_10", config=render, **inputs).images,
-                               visualize(lite0, None, layer="blocks.10", config=render, **inputs).images, atol=1e-5)
+    ours_step = visualize(wrapped, None, layer="blocks_10", config=render, **inputs)
+    native_step = visualize(lite0, None, layer="blocks.10", config=render, **inputs)
+    # the loss before the update is the forward pass alone: equal to float32 rounding
+    np.testing.assert_allclose(ours_step.loss_history, native_step.loss_history, rtol=1e-5)
+    # Adam's first update is ±lr per parameter: where a gradient is ~0 its sign can fall either way
+    # between two compiled programs (or CPU kinds), so the images agree on average, not bit for bit
+    assert np.abs(ours_step.images - native_step.images).mean() < 1e-4
 
 
 # ---- inputs the wrapper refuses ------------------------------------------------------------------

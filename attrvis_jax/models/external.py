@@ -75,7 +75,7 @@ def _replace(out, key, value):
 
 def _outputs(path: str, out) -> list[tuple[str, Any]]:
     """The (layer name, array) pairs of one submodule output."""
-    if isinstance(out, (jax.Array, jax.ShapeDtypeStruct, np.ndarray)) or hasattr(out, "shape"):
+    if hasattr(out, "shape"):  # an array (or its shape, during discovery)
         return [(path, out)]
     if isinstance(out, Mapping):
         return [(f"{path}:{k}", v) for k, v in out.items() if hasattr(v, "shape")]
@@ -136,13 +136,12 @@ class ExternalNet:
         return on_call
 
     def _check_cut(self, variables, layer: str, acts) -> None:
-        abstract = jax.tree_util.tree_map(lambda v: jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v)), variables)
-        self._cut_checked(layer, acts.shape, acts.dtype, abstract)
-
-    def _cut_checked(self, layer, shape, dtype, abstract) -> None:
-        key = (layer, tuple(shape), str(dtype))
+        """Refuse `layer` as head's start if the logits also read the image (once per layer and shape)."""
+        shape, dtype = tuple(acts.shape), acts.dtype
+        key = (layer, shape, str(dtype))
         if key in self._cuts:
             return
+        abstract = jax.tree_util.tree_map(lambda v: jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v)), variables)
         size = self.input_size
 
         def with_image(v, x, a):
