@@ -17,8 +17,6 @@ from attrvis_jax.groups import ChannelGroups, channel_groups, split_attribution,
 from attrvis_jax.metrics import evaluate_rows, evaluate_visualizations
 from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, from_flax, from_nnx, load_model
 from attrvis_jax.render import RenderResult, visualize
-from attrvis_jax.sources import ImageRecord, resolve_sources
-from attrvis_jax.sweep import load_spec, run_sweep
 
 __version__ = "0.1.0"
 
@@ -28,7 +26,6 @@ __all__ = [
     "AttrvisError",
     "ChannelGroups",
     "ImageError",
-    "ImageRecord",
     "Model",
     "ModelSpec",
     "Preprocess",
@@ -46,10 +43,7 @@ __all__ = [
     "from_nnx",
     "load_image",
     "load_model",
-    "load_spec",
     "read_image",
-    "resolve_sources",
-    "run_sweep",
     "sample_image",
     "split_attribution",
     "visualize",

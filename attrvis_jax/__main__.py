@@ -2,6 +2,6 @@
 
 import sys
 
-from attrvis_jax.cli import main
+from attrvis_jax.apps.cli import main
 
 sys.exit(main())

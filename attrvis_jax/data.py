@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from attrvis_jax.errors import ImageError, closest, unknown
-from attrvis_jax.models.base import Preprocess
 
 # Bundled real photos (scikit-image ships them offline) and their ImageNet classes.
 SAMPLES = {
@@ -119,6 +118,26 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     elif arr.shape[-1] == 4:  # alpha over white
         arr = arr[..., :3] * arr[..., 3:] + (1.0 - arr[..., 3:])
     return arr
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes the network's input in [0, 1] (normalization is in the net).
+
+    mode "resize_crop": resize the shorter side to `resize`, then center-crop `size`×`size`
+    (torchvision / EfficientNet evaluation); mode "stretch": resize to `size`×`size` without keeping
+    the aspect ratio (the attribution-visualization code's cv2.resize for InceptionV1).
+    """
+
+    size: int = 224
+    mode: str = "resize_crop"
+    resize: int | None = 256
+    resample: str = "bilinear"  # bilinear | bicubic
+    clip: bool = True  # clip interpolation overshoot back into [0, 1]
+
+
+# torchvision's ImageNet evaluation transform: resize the shorter side to 256, center-crop 224.
+TORCHVISION_PREPROCESS = Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear")
 
 
 @dataclasses.dataclass(frozen=True)

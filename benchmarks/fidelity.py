@@ -1,7 +1,7 @@
 """The fidelity study (issue: "Visualizations that show the attributed object"): does the picture
 show what the attributed neurons respond to, with the mask over those parts?
 
-Each arm is a sweep (attrvis_jax.sweep.run_sweep) into its own folder under --out, so a stopped
+Each arm is a sweep (attrvis_jax.apps.sweep.run_sweep) into its own folder under --out, so a stopped
 study resumes where it stopped when the same command runs again (finished items are in each arm's
 store.sqlite; attributions in its attributions/). When every arm is done (or with --report-only,
 for what is done), the script measures each visualization's mask from the saved PNGs against its
@@ -43,7 +43,7 @@ from attrvis_jax.attribution import Attribution  # noqa: E402
 from attrvis_jax.config import PERTURBATIONS, AttributionConfig, RenderConfig, SweepConfig  # noqa: E402
 from attrvis_jax.data import load_image  # noqa: E402
 from attrvis_jax.metrics import mask_measures  # noqa: E402
-from attrvis_jax.ablation import run_ablation  # noqa: E402
+from attrvis_jax.apps.ablation import run_ablation  # noqa: E402
 
 PHOTOS = ("sample:chelsea", "sample:coffee", "sample:rocket")
 # Three depths of each network: the last block of stages 4, 5 and 6 (14x14, 14x14, 7x7).
@@ -134,7 +134,7 @@ def markdown(entries: list[dict]) -> str:
 def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str, attributions: dict,
            part: str = "a") -> None:
     from attrvis_jax.models.registry import architecture
-    from attrvis_jax.report import contact_sheet, save_png
+    from attrvis_jax.apps.report import contact_sheet, save_png
     from PIL import Image
 
     spec = architecture(model_name).spec

@@ -15,7 +15,8 @@ from attrvis_jax import Attribution, AttributionConfig, AttrvisError, attribute
 from attrvis_jax.attribution import baseline as bl
 from attrvis_jax.attribution import methods as me
 from attrvis_jax.errors import UnknownNameError
-from attrvis_jax.models.base import Model, ModelSpec, Preprocess, StagedNet
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 
 SIZE, CLASSES = 16, 5
 FAST = AttributionConfig(spatial_steps=60, channel_steps=60, steps=24, chunk=8, smoothgrad_samples=10)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrvis_jax.cli import main
+from attrvis_jax.apps.cli import main
 
 
 class Inputs(dict):
@@ -153,8 +153,8 @@ class Inputs(dict):
     def make_sweepdir(self, path):
         """A sweep folder whose store pins other settings (seeds may change, the key may not)."""
         from attrvis_jax.config import SweepConfig
-        from attrvis_jax.store import ResultStore
-        from attrvis_jax.sweep import fingerprint
+        from attrvis_jax.apps.store import ResultStore
+        from attrvis_jax.apps.sweep import fingerprint
 
         other = SweepConfig(images=("sample:chelsea",), weights="random", seeds=1, key=7)
         ResultStore(path / "store.sqlite", fingerprint(other)).close()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from attrvis_jax.cli import main
+from attrvis_jax.apps.cli import main
 
 
 def run(capsys, *argv):
@@ -64,8 +64,8 @@ def test_runtime_errors_exit_1_with_one_line(capsys, tmp_path):
 
 
 def test_console_script_help_and_bad_flag():
-    res = subprocess.run([sys.executable, "-m", "attrvis_jax.cli", "classify", "--help"],
+    res = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "classify", "--help"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "examples:" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "attrvis_jax.cli", "classify"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "classify"], capture_output=True, text=True)
     assert res.returncode == 2 and "required" in res.stderr

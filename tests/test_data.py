@@ -8,7 +8,7 @@ from PIL import Image
 
 from attrvis_jax.data import load_image, preprocess, read_image
 from attrvis_jax.errors import ImageError
-from attrvis_jax.models.base import Preprocess
+from attrvis_jax.data import Preprocess
 
 PRE = Preprocess(size=32, mode="resize_crop", resize=36)
 

@@ -318,7 +318,8 @@ def factory(tmp_path):
 
 
 def test_a_sweep_runs_a_model_named_by_its_factory(factory, tmp_path):
-    from attrvis_jax import SweepConfig, run_sweep
+    from attrvis_jax import SweepConfig
+    from attrvis_jax.apps.sweep import run_sweep
 
     name, photo = factory
     config = SweepConfig(model=name, images=(str(photo),), targets=("bee",), layers=("default", "stem"),
@@ -331,7 +332,7 @@ def test_a_sweep_runs_a_model_named_by_its_factory(factory, tmp_path):
 
 
 def test_the_command_line_runs_a_factory_model_with_its_report(factory, tmp_path, capsys):
-    from attrvis_jax.cli import main
+    from attrvis_jax.apps.cli import main
 
     name, photo = factory
     assert main(["layers", "--model", name]) == 0

@@ -1,4 +1,4 @@
-"""The paper's figures (`attrvis_jax.figures`): exact checks of the pure pieces (spectrum, NMF, the
+"""The paper's figures (`attrvis_jax.apps.figures`): exact checks of the pure pieces (spectrum, NMF, the
 class-targeted channel rule, grid geometry), and one shared `run_all` on EfficientNet-Lite0 with a
 tiny schedule (8 render updates, 2 seeds, a cheap attribution, two stages, two views) whose files
 are checked for existence, grid size, non-blank pixels and their JSON numbers.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrvis_jax import figures as F
+from attrvis_jax.apps import figures as F
 
 # Tiny: every figure and every column, but each render is 8 updates of 2 seeds, so compiling dominates
 # (about 8 render and 3 attribution compiles): the loop engine compiles faster on a CPU.

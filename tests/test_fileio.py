@@ -8,7 +8,7 @@ import pytest
 
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, atomic_write, write_text
-from attrvis_jax.pipeline import run_owns
+from attrvis_jax.apps.pipeline import run_owns
 
 
 def test_atomic_write_has_plain_file_permissions(tmp_path):

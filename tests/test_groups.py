@@ -24,7 +24,8 @@ from attrvis_jax.attribution.result import Attribution
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.groups import ChannelGroups, GroupVisualization, channel_groups, split_attribution, visualize_groups
-from attrvis_jax.models.base import Model, ModelSpec, Preprocess, StagedNet
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.render import visualize
 
 THREE_BLOCKS = [range(0, 3), range(3, 6), range(6, 9)]

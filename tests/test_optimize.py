@@ -14,7 +14,8 @@ import pytest
 
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.models.base import Model, ModelSpec, Preprocess, StagedNet
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.render import RenderResult, render_inputs, seed_keys, visualize
 from attrvis_jax.render.optimize import engine
 

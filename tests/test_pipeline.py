@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from attrvis_jax.cli import main
+from attrvis_jax.apps.cli import main
 
 STABLE_KEYS = ("model", "layer", "target", "target_index", "beta", "lambda0", "method", "completeness_error",
                "pcc", "top5_hit", "mask_area", "final_loss", "timings", "versions", "config", "key")

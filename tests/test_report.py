@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png, to_uint8, write_report
+from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, to_uint8, write_report
 
 
 def test_save_png_roundtrip(tmp_path):
@@ -73,7 +73,7 @@ def test_report_escapes_html(tmp_path):
 
 
 def test_progress_bar_reaches_total_and_quiet_is_silent(capsys):
-    from attrvis_jax import progress
+    from attrvis_jax.apps import progress
 
     update = progress.bar("work")
     for done in (32, 64, 96):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrvis_jax import sources
+from attrvis_jax.apps import sources
 from attrvis_jax.data import SAMPLES
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.sources import ImageRecord, resolve_sources
+from attrvis_jax.apps.sources import ImageRecord, resolve_sources
 
 
 def _pixels(seed: int, h: int = 9, w: int = 13) -> np.ndarray:
@@ -205,7 +205,7 @@ def test_folder_errors(tmp_path):
 
 def test_base_install_needs_no_tfds(tmp_path, monkeypatch):
     _write(tmp_path / "x.png")
-    code = "import sys, attrvis_jax.sources as s; assert 'tensorflow_datasets' not in sys.modules"
+    code = "import sys, attrvis_jax.apps.sources as s; assert 'tensorflow_datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if absent
     assert len(resolve_sources([str(tmp_path), "sample:rocket"])) == 2

@@ -42,7 +42,7 @@ def _write_spec(path: Path, config: SweepConfig) -> Path:
 
 def _cli(args, devices: int = 1, **kwargs):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen([sys.executable, "-m", "attrvis_jax.cli", *args], env=env, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "attrvis_jax.apps.cli", *args], env=env, **kwargs)
 
 
 def _seeded(tmp: Path, reference: Path) -> Path:
@@ -63,7 +63,7 @@ def _assert_rows_close(rows, reference, atol=2e-3):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, lite0):
-    from attrvis_jax.sweep import run_sweep
+    from attrvis_jax.apps.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("sweep-ref")
     result = run_sweep(CONFIG, out, model=lite0)
@@ -99,7 +99,7 @@ def test_sweep_records_every_item_once(reference):
 
 
 def test_rerun_does_nothing_and_returns_the_same_rows(reference, lite0):
-    from attrvis_jax.sweep import run_sweep
+    from attrvis_jax.apps.sweep import run_sweep
 
     out, result = reference
     again = run_sweep(CONFIG, out, model=lite0)
@@ -111,9 +111,9 @@ def test_an_item_is_that_seed_of_visualize(reference, lite0):
     """Seed s of an item equals visualize(key=fold_in(unit key, 1), seed_ids=[s]) on one device."""
     from attrvis_jax.attribution import Attribution
     from attrvis_jax.render import visualize
-    from attrvis_jax.report import to_uint8
-    from attrvis_jax.sources import resolve_sources
-    from attrvis_jax.sweep import Unit, unit_key
+    from attrvis_jax.apps.report import to_uint8
+    from attrvis_jax.apps.sources import resolve_sources
+    from attrvis_jax.apps.sweep import Unit, unit_key
 
     out, result = reference
     row = next(r for r in result.rows if r["image"] == "sample:coffee" and r["perturbation"] == "constant"
@@ -146,7 +146,7 @@ def test_four_devices_give_the_one_device_results(reference, tmp_path):
 
 
 def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lite0):
-    from attrvis_jax.sweep import run_sweep
+    from attrvis_jax.apps.sweep import run_sweep
 
     ref_out, ref = reference
     config = CONFIG.replace(seeds=8, perturbations=("pyramid",))  # 16 items in 4 batches
@@ -196,7 +196,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lit
 
 # ---- ablation and the command --------------------------------------------------------------------------
 def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
-    from attrvis_jax.ablation import ablation_config, run_ablation
+    from attrvis_jax.apps.ablation import ablation_config, run_ablation
 
     ref_out, _ = reference
     out = _seeded(tmp_path / "ablation", ref_out)
@@ -219,7 +219,7 @@ def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
 
 
 def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys):
-    from attrvis_jax.cli import main
+    from attrvis_jax.apps.cli import main
 
     ref_out, _ = reference
     spec = tmp_path / "spec.toml"
@@ -235,7 +235,7 @@ def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys)
 
 
 def test_sweep_command_errors_are_one_line(tmp_path, capsys):
-    from attrvis_jax.cli import main
+    from attrvis_jax.apps.cli import main
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": ["sample:chelsea"], "seedz": 3}')
@@ -252,7 +252,7 @@ def test_sweep_command_errors_are_one_line(tmp_path, capsys):
 
 # ---- pieces ------------------------------------------------------------------------------------------
 def test_store_refuses_other_settings_and_writes_batches_atomically(tmp_path):
-    from attrvis_jax.store import NAMES, ResultStore
+    from attrvis_jax.apps.store import NAMES, ResultStore
 
     row = {name: 0 for name in NAMES if name not in ("session", "finished_at")}
     with ResultStore(tmp_path / "s.sqlite", {"a": 1}) as store:
@@ -272,8 +272,8 @@ def test_store_refuses_other_settings_and_writes_batches_atomically(tmp_path):
 
 
 def test_spec_files_and_plan(tmp_path, lite0):
-    from attrvis_jax.sources import resolve_sources
-    from attrvis_jax.sweep import fingerprint, load_spec, plan, summarize
+    from attrvis_jax.apps.sources import resolve_sources
+    from attrvis_jax.apps.sweep import fingerprint, load_spec, plan, summarize
 
     toml = tmp_path / "s.toml"
     toml.write_text('images = ["chelsea"]\nlayers = ["default", "stage3"]\nperturbations = ["NoisePyramid", "none"]\n'

@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax.data import TORCHVISION_PREPROCESS, Preprocess, load_image
 from attrvis_jax.errors import AttrvisError, unknown
+from attrvis_jax.labels import class_index
 
 Stage = tuple[str, Callable[[jax.Array], jax.Array]]
 
@@ -64,26 +66,6 @@ class StagedNet(nn.Module):
             if name in collect:
                 acts[name] = x
         return (x, acts) if collect else x
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-    """How an image file becomes the network's input in [0, 1] (normalization is in the net).
-
-    mode "resize_crop": resize the shorter side to `resize`, then center-crop `size`×`size`
-    (torchvision / EfficientNet evaluation); mode "stretch": resize to `size`×`size` without keeping
-    the aspect ratio (the attribution-visualization code's cv2.resize for InceptionV1).
-    """
-
-    size: int = 224
-    mode: str = "resize_crop"
-    resize: int | None = 256
-    resample: str = "bilinear"  # bilinear | bicubic
-    clip: bool = True  # clip interpolation overshoot back into [0, 1]
-
-
-# torchvision's ImageNet evaluation transform: resize the shorter side to 256, center-crop 224.
-TORCHVISION_PREPROCESS = Preprocess(size=224, mode="resize_crop", resize=256, resample="bilinear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +139,6 @@ class Model:
 
     def class_index(self, name: str | int) -> int:
         """Index of a class given by name (any of its comma-separated synonyms) or by index."""
-        from attrvis_jax.labels import class_index
-
         return class_index(self.labels, name, self.spec.num_classes, model=self.name)
 
     def class_name(self, index: int) -> str:
@@ -234,8 +214,6 @@ class Model:
 
     def load_image(self, source) -> np.ndarray:
         """Read and preprocess an image (path, bytes, PIL image or array) to (size, size, 3) in [0, 1]."""
-        from attrvis_jax.data import load_image
-
         return load_image(source, self.spec.preprocess)
 
     def num_params(self) -> int:

@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
-from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import ModelSpec, StagedNet
 from attrvis_jax.models.layers import DepthwiseConv, batch_norm, conv, global_avg_pool, relu6
 from attrvis_jax.models.registry import Architecture
 

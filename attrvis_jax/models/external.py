@@ -41,7 +41,8 @@ import numpy as np
 
 from attrvis_jax.errors import AttrvisError, unknown
 from attrvis_jax.jaxprs import used_inputs
-from attrvis_jax.models.base import Model, ModelSpec, Preprocess
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import Model, ModelSpec
 
 # on_call(path, compute) -> the submodule's output: the one interception point both front ends share
 OnCall = Callable[[str, Callable[[], Any]], Any]

@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from attrvis_jax.labels import generic_labels, read_label_file
-from attrvis_jax.models.base import ModelSpec, Preprocess, StagedNet
+from attrvis_jax.data import Preprocess
+from attrvis_jax.models.base import ModelSpec, StagedNet
 from attrvis_jax.models.layers import conv, local_response_norm, max_pool
 from attrvis_jax.models.registry import Architecture
 

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax import labels as labels_mod
 from attrvis_jax.errors import WeightsError, unknown
 from attrvis_jax.models.base import Model, ModelSpec, StagedNet
+from attrvis_jax.weights import store
 
 MODULES = {
     "efficientnet_lite0": "attrvis_jax.models.efficientnet_lite",
@@ -102,9 +104,6 @@ def load_model(
     "random" for random initialization (tests, benchmarks).
     labels: a class-name file (one per line) overriding the model's own list.
     """
-    from attrvis_jax import labels as labels_mod
-    from attrvis_jax.weights import store
-
     if isinstance(name, str) and ":" in name and name not in MODULES:
         return from_factory(name, weights=weights, labels=labels)
     arch = architecture(name)
@@ -115,7 +114,7 @@ def load_model(
         variables = init_variables(arch, key)
         source, weights_path = "random", None
     else:
-        variables, weights_path = store.load_variables(arch, name, weights)
+        variables, weights_path = store.load_variables(variables_template(arch), arch.torch_rename, name, weights)
         source = str(weights) if weights != "default" else f"default ({weights_path.name})"
     if names is None:
         names = arch.labels(weights_path)
@@ -160,8 +159,6 @@ def from_factory(spec: str, *, weights="default", labels=None) -> Model:
         raise AttrvisError(f"model factory {spec!r} returned {type(model).__name__}, not an attrvis_jax Model "
                            "(wrap your network with from_flax or from_nnx)")
     if labels is not None:
-        from attrvis_jax import labels as labels_mod
-
         names = labels_mod.read_label_file(Path(labels), model.spec.num_classes, model.spec.num_names, spec)
         model = dataclasses.replace(model, labels=tuple(names))
     return model

@@ -29,6 +29,8 @@ from flax import traverse_util
 
 from attrvis_jax.errors import WeightsError
 from attrvis_jax.fileio import atomic_write
+from attrvis_jax.weights.convert import torch_to_flax
+from attrvis_jax.weights.pth import read_pth
 
 MANIFEST = "manifest.json"  # package data of attrvis_jax.weights (setup.cfg [options.package_data])
 
@@ -169,23 +171,19 @@ def _check_against_template(variables: Any, template: Any, source: str) -> None:
         raise WeightsError(f"{source}: unexpected variable {'/'.join(extra[0])}")
 
 
-def convert_pth(arch, path: Path) -> dict:
-    """Read a `.pth` without torch and map it onto `arch`'s Flax variables."""
-    from attrvis_jax.models.registry import variables_template
-    from attrvis_jax.weights.convert import torch_to_flax
-    from attrvis_jax.weights.pth import read_pth
-
-    return torch_to_flax(read_pth(path), variables_template(arch), arch.torch_rename, source=Path(path).name)
+def convert_pth(template, rename, path: Path) -> dict:
+    """Read a `.pth` without torch and map it onto the Flax variables `template` (a tree of shapes,
+    e.g. `registry.template`); `rename` maps PyTorch names onto Flax paths."""
+    return torch_to_flax(read_pth(path), template, rename, source=Path(path).name)
 
 
-def verify(arch, name: str, path: Path, sha256: str | None = None) -> dict:
-    """Check that `path` is usable weights for `arch`: it parses as a checkpoint (.pth read without
+def verify(template, rename, name: str, path: Path, sha256: str | None = None) -> dict:
+    """Check that `path` is usable weights for the variables `template` of model `name` (`rename`
+    maps PyTorch names onto its Flax paths): it parses as a checkpoint (.pth read without
     running code, or a converted .npz) whose keys and shapes fit the model, and its checksum matches
     where one is known — `sha256` if given, else the manifest's when the file is the manifest's own
     (the default path, or a file of the same name). Returns {"sha256", "checksum", "tensors"}; any
     failure is a WeightsError naming the problem."""
-    from attrvis_jax.models.registry import variables_template
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weight file not found: {path}" if not path.exists() else f"{path} is not a file")
@@ -197,9 +195,9 @@ def verify(arch, name: str, path: Path, sha256: str | None = None) -> dict:
     digest = check_sha256(path, expected, prefix)
     if path.suffix == ".npz":
         variables = load_npz_variables(path)
-        _check_against_template(variables, variables_template(arch), path.name)
+        _check_against_template(variables, template, path.name)
     else:
-        variables = convert_pth(arch, path)
+        variables = convert_pth(template, rename, path)
     if expected:
         checksum = "checksum matches" + (" --sha256" if sha256 else " the manifest")
     elif prefix:
@@ -209,10 +207,10 @@ def verify(arch, name: str, path: Path, sha256: str | None = None) -> dict:
     return {"sha256": digest, "checksum": checksum, "tensors": len(traverse_util.flatten_dict(dict(variables)))}
 
 
-def load_variables(arch, name: str, weights, sha256: str | None = None) -> tuple[dict, Path]:
-    """Variables for `arch` from "default" or a path (.pth or converted .npz); returns (vars, path)."""
-    from attrvis_jax.models.registry import variables_template
-
+def load_variables(template, rename, name: str, weights, sha256: str | None = None) -> tuple[dict, Path]:
+    """Model `name`'s variables from "default" (its manifest entry) or a path (.pth or converted .npz),
+    checked against `template` (the tree of shapes `init` would give, as big_vision's
+    `load(init_params, ...)`; `rename` maps PyTorch names onto Flax paths); returns (vars, path)."""
     if weights == "default":
         src = default_weights_path(name)
         entry = manifest()[name]
@@ -225,7 +223,7 @@ def load_variables(arch, name: str, weights, sha256: str | None = None) -> tuple
         if sha256:
             check_sha256(src, sha256)
         variables = load_npz_variables(src)
-        _check_against_template(variables, variables_template(arch), src.name)
+        _check_against_template(variables, template, src.name)
         return variables, src
     digest = check_sha256(src, sha256)  # also the cache key
     cached = cache_dir() / "converted" / f"{name}-{digest[:16]}.npz"
@@ -234,11 +232,11 @@ def load_variables(arch, name: str, weights, sha256: str | None = None) -> tuple
         try:
             check_sha256(cached, stamp.read_text().strip())
             variables = load_npz_variables(cached)
-            _check_against_template(variables, variables_template(arch), cached.name)
+            _check_against_template(variables, template, cached.name)
             return variables, src
         except WeightsError:
             pass  # a damaged cache entry is rebuilt below
-    variables = convert_pth(arch, src)
+    variables = convert_pth(template, rename, src)
     try:
         digest_npz = save_variables(variables, cached)
         atomic_write(stamp, lambda f: f.write(digest_npz.encode()))

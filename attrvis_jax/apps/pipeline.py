@@ -16,11 +16,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from attrvis_jax import progress as progress_mod
+from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, write_json
-from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png, write_report
+from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, write_report
 
 
 # The files a run writes (and the temp files of an interrupted atomic write of one of them): an

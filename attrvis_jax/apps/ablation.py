@@ -23,7 +23,7 @@ import numpy as np
 
 from attrvis_jax.config import AREA_WEIGHT, AttributionConfig, RenderConfig, SweepConfig, attribution_fidelity
 from attrvis_jax.fileio import atomic_write, write_json, write_text
-from attrvis_jax.sweep import SUMMARY_KEYS, run_sweep, to_csv
+from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, to_csv
 
 # The variants in the paper's order, with the authors' names for the legend.
 PERTURBATIONS = ("none", "constant", "gaussian", "blur", "fractal", "pyramid")

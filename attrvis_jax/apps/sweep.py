@@ -45,7 +45,7 @@ from attrvis_jax.config import SweepConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import check_output_folder, write_json, write_text
 from attrvis_jax.memory import check_render_memory
-from attrvis_jax.store import NAMES, ResultStore
+from attrvis_jax.apps.store import NAMES, ResultStore
 
 Progress = Callable[[int, int], None]
 AXIS = "batch"
@@ -191,7 +191,7 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep into `out_dir`; returns every item's row and the summary table."""
     from attrvis_jax.models import load_model
-    from attrvis_jax.sources import resolve_sources
+    from attrvis_jax.apps.sources import resolve_sources
 
     out_dir = Path(out_dir)
     check_output_folder(out_dir, owns=lambda name: False)  # a file, or no place to write: refused now
@@ -384,7 +384,7 @@ def _row(item: Item, attr, batch: int, **measured) -> dict:
 
 
 def _save_pictures(out_dir: Path, item: Item, composed: np.ndarray, mask: np.ndarray) -> tuple[str, str]:
-    from attrvis_jax.report import save_png
+    from attrvis_jax.apps.report import save_png
 
     stem = f"images/{item.unit.slug}/{item.perturbation}_seed{item.seed:02d}"
     save_png(out_dir / f"{stem}.png", composed)

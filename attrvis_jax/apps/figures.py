@@ -1,6 +1,6 @@
 """The paper's figures (§4.1, Figs. 5–8, 16–18) as functions, and `run_all` to make them all at once.
 
-    from attrvis_jax.figures import run_all
+    from attrvis_jax.apps.figures import run_all
     run_all("efficientnet_lite0", "figs", schedule="reduced")     # a few PNG + JSON pairs
 
 Every figure is a function `fig_<name>(model, out_dir, *, schedule, key, ...) -> dict` that writes
@@ -44,11 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from attrvis_jax import progress as progress_mod
+from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.config import AttributionConfig, RenderConfig, attribution_fidelity
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import write_json
-from attrvis_jax.report import contact_sheet, heatmap_overlay, save_png
+from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png
 from attrvis_jax.metrics import directed_attribution, pearson_rows, target_rank
 
 PAPER_LR = 0.02

@@ -128,7 +128,7 @@ def _read_image(source):
 def _check_out(args) -> None:
     """Refuse an unusable --out before any work (pipeline.run checks again when it writes)."""
     from attrvis_jax.fileio import check_output_folder
-    from attrvis_jax.pipeline import run_owns
+    from attrvis_jax.apps.pipeline import run_owns
 
     check_output_folder(Path(args.out), run_owns, args.overwrite)
 
@@ -181,6 +181,7 @@ def cmd_classes(args) -> int:
 
 def cmd_weights(args) -> int:
     from attrvis_jax.models import architecture, available_models
+    from attrvis_jax.models.registry import variables_template
     from attrvis_jax.weights import store
 
     if args.action == "list":
@@ -195,13 +196,13 @@ def cmd_weights(args) -> int:
     arch = architecture(args.name)
     if args.action == "verify":
         path = Path(args.path) if args.path else store.default_weights_path(args.name)
-        report = store.verify(arch, args.name, path, sha256=args.sha256)
+        report = store.verify(variables_template(arch), arch.torch_rename, args.name, path, sha256=args.sha256)
         print(f"ok\t{path.name}\tsha256 {report['sha256']}\t{report['checksum']}; "
               f"{report['tensors']} tensors fit {args.name}")
         return 0
     if args.action == "convert":
         src = Path(args.path) if args.path else store.default_weights_path(args.name)
-        variables = store.convert_pth(arch, src)
+        variables = store.convert_pth(variables_template(arch), arch.torch_rename, src)
         out = Path(args.out or f"{args.name}.npz")
         digest = store.save_variables(variables, out)
         print(f"wrote {out} (sha256 {digest}); load it with --weights {out}")
@@ -239,7 +240,7 @@ def _attribution_config(args, **fields):
 
 def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
     from attrvis_jax.errors import AttrvisError
-    from attrvis_jax.pipeline import run
+    from attrvis_jax.apps.pipeline import run
 
     try:  # unknown or out-of-range class and layer names are usage errors
         model.resolve_layer(args.layer) if args.layer else None
@@ -290,7 +291,7 @@ def cmd_demo(args) -> int:
 
 
 def _sweep_progress(args):
-    from attrvis_jax import progress as progress_mod
+    from attrvis_jax.apps import progress as progress_mod
 
     return dict(progress=progress_mod.bar("sweep", unit="item", quiet=args.quiet),
                 attribution_progress=progress_mod.bar("attributions", unit="unit", quiet=args.quiet),
@@ -306,7 +307,7 @@ def _print_table(rows, out: Path) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from attrvis_jax.sweep import init_distributed, load_spec, run_sweep
+    from attrvis_jax.apps.sweep import init_distributed, load_spec, run_sweep
 
     if args.distributed:
         init_distributed()
@@ -318,7 +319,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ablation(args) -> int:
-    from attrvis_jax.ablation import ablation_config, run_ablation
+    from attrvis_jax.apps.ablation import ablation_config, run_ablation
 
     config = ablation_config(
         images=args.images, layers=args.layers, model=args.model, targets=args.targets, seeds=args.seeds,
@@ -334,8 +335,8 @@ def cmd_ablation(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from attrvis_jax import progress as progress_mod
-    from attrvis_jax.figures import FIGURES, run_all
+    from attrvis_jax.apps import progress as progress_mod
+    from attrvis_jax.apps.figures import FIGURES, run_all
 
     names = list(FIGURES) if args.names == ["all"] else args.names
     bad = [n for n in names if n not in FIGURES]
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=cmd_sweep)
 
-    from attrvis_jax.ablation import PERTURBATIONS
+    from attrvis_jax.apps.ablation import PERTURBATIONS
 
     p = add("ablation", f"the perturbation ablation ({', '.join(PERTURBATIONS)}) with table and bar charts")
     p.add_argument("--images", nargs="+", default=["sample:chelsea"],
