@@ -30,6 +30,7 @@ from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lamb
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import read_npz, write_npz
+from attrvis_jax.render.api import visualize
 
 FORMAT_VERSION = 1
 GROUPING_TAU = 0.3  # the released code's layer_alpha = [0.3, 0.3] for the grouping
@@ -315,8 +316,6 @@ def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderCo
     the same key, so seed i starts from the same image in both. progress(done, total) counts the
     steps of both runs.
     """
-    from attrvis_jax.render.optimize import visualize
-
     config = config or RenderConfig()
     config = config.replace(**overrides) if overrides else config
     key = jax.random.key(0) if key is None else key

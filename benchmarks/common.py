@@ -243,18 +243,20 @@ def engine_state(model, layer: str, r_plus, config, key: int = 0):
     """The compiled-engine inputs `visualize` builds for this call (same arrays, same statics):
     (engine, variables, carry, seed_data, data). Lets a benchmark lower `engine.step` /
     `engine.chunk` itself (cost and memory analysis, profiling) without running `visualize`."""
-    import dataclasses
-
     import jax
     import jax.numpy as jnp
 
-    from attrvis_jax.render.optimize import attribution_arrays, engine, seed_keys
+    import numpy as np
 
-    r, b, lam, _, _ = attribution_arrays((r_plus, 0.15))
+    from attrvis_jax.render.objectives import attribution_objective
+    from attrvis_jax.render.optimize import engine, kernel_config, seed_keys
+
+    # reference=1: W = R+ as given (no activations here), λ0 the config's area weight
+    obj = attribution_objective((r_plus, 0.15), config, reference=1.0, lambda0=20.0 * float(np.sum(r_plus)))
     size = config.image_size or model.input_size
-    eng = engine(model.net, layer, dataclasses.replace(config, seeds=1, snapshot_steps=()), size)
-    carry, seed_data = eng.init(seed_keys(jax.random.key(key), range(config.seeds)), r.shape[0])
-    data = {"r_plus": jnp.asarray(r), "beta": jnp.asarray(b), "lambda0": jnp.asarray(lam)}
+    eng = engine(model.net, layer, kernel_config(config), size)
+    carry, seed_data = eng.init(seed_keys(jax.random.key(key), range(config.seeds)), obj.groups)
+    data = {"weights": jnp.asarray(obj.weights), "beta": jnp.asarray(obj.beta), "lambda0": jnp.asarray(obj.lambda0)}
     return eng, model.variables, carry, seed_data, data
 
 

@@ -16,7 +16,8 @@ from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.data import Preprocess
 from attrvis_jax.models.base import Model, ModelSpec, StagedNet
-from attrvis_jax.render import RenderResult, render_inputs, seed_keys, visualize
+from attrvis_jax.render import RenderResult, seed_keys, visualize
+from attrvis_jax.render.objectives import attribution_objective as render_inputs
 from attrvis_jax.render.optimize import engine
 
 SIZE, LAYER, BETA = 32, "conv2", 0.25

@@ -307,7 +307,8 @@ def _print_table(rows, out: Path) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from attrvis_jax.apps.sweep import init_distributed, load_spec, run_sweep
+    from attrvis_jax.apps.sweep import load_spec, run_sweep
+    from attrvis_jax.devices import init_distributed
 
     if args.distributed:
         init_distributed()

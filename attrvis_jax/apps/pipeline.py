@@ -84,7 +84,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     t_start = time.perf_counter()
     attribution_config = attribution_config or AttributionConfig()
     render_config = render_config or RenderConfig()
-    layer = model.resolve_layer(layer) if layer else model.default_layer
+    layer = model.resolve_layer(layer)
     x = model.load_image(image)
     check_render_memory(model, layer, render_config.seeds, render_config.image_size or model.input_size)
     key = jax.random.PRNGKey(seed)

@@ -39,16 +39,16 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from attrvis_jax.config import SweepConfig
+from attrvis_jax.devices import device_mesh, gather, shard
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import check_output_folder, write_json, write_text
 from attrvis_jax.memory import check_render_memory
 from attrvis_jax.apps.store import NAMES, ResultStore
 
 Progress = Callable[[int, int], None]
-AXIS = "batch"
 BATCHED_METHODS = ("aumann_shapley",)  # methods whose key may be one key per image (see baseline.py)
 
 
@@ -110,7 +110,7 @@ class Item:
 
 def plan(config: SweepConfig, records, model) -> tuple[list[Unit], list[Item]]:
     """Every unit and item of the sweep, in a fixed order (images, targets, layers, perturbations, seeds)."""
-    layers = [model.default_layer if name == "default" else model.resolve_layer(name) for name in config.layers]
+    layers = [model.resolve_layer(name) for name in config.layers]
     if len(set(layers)) != len(layers):
         raise AttrvisError(f"layers name the same layer twice: {list(config.layers)} -> {layers}")
     units = [Unit(r, t, layer) for r in records for t in config.targets for layer in layers]
@@ -129,42 +129,6 @@ def fingerprint(config: SweepConfig) -> dict:
         render.pop(name)
     return {"model": config.model, "weights": config.weights, "method": config.method, "key": config.key,
             "attribution": config.attribution.to_dict(), "render": render}
-
-
-# ---- devices ---------------------------------------------------------------------------------------
-def init_distributed(**kwargs) -> None:
-    """Join a multi-host run (coordinator, process count and id from the cluster environment or
-    `kwargs`); call before anything else touches JAX. A single process needs nothing."""
-    jax.distributed.initialize(**kwargs)
-
-
-def device_mesh(devices: Sequence | None = None) -> Mesh:
-    """A 1-D mesh over every device (of every host), axis name "batch"."""
-    devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.array(devices), (AXIS,))
-
-
-def shard(tree, mesh: Mesh, batched: bool = True):
-    """Put host arrays on the mesh: split along axis 0 (batched) or replicated. Every process passes
-    the same full arrays and keeps only its own shards, so this is also the multi-host input path."""
-    sharding = NamedSharding(mesh, PartitionSpec(AXIS) if batched else PartitionSpec())
-
-    def put(x):
-        if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        arr = np.asarray(x)
-        return jax.make_array_from_callback(arr.shape, sharding, lambda index: arr[index])
-
-    return jax.tree_util.tree_map(put, tree)
-
-
-def gather(x) -> np.ndarray:
-    """A (possibly sharded, possibly multi-host) array as one host numpy array."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
 
 
 # ---- running -----------------------------------------------------------------------------------------
@@ -280,29 +244,27 @@ def _image(model, record, cache: dict) -> np.ndarray:
 
 
 def _targets(model, units, x) -> list[int]:
-    """Resolve each unit's target spec to a class index (top1 needs the model's prediction)."""
-    out, logits = [], None
-    for i, unit in enumerate(units):
-        spec = unit.target
-        if spec == "top1":
-            if logits is None:
-                logits = np.asarray(model.logits(x))[:, : len(model.labels)]
-            out.append(int(np.argmax(logits[i])))
-        elif spec == "label":
+    """Each unit's target spec as a class index: "label" is the source's label, the rest (names,
+    indices, top1) `attribution.resolve_targets` reads."""
+    from attrvis_jax.attribution.api import resolve_targets
+
+    specs = []
+    for unit in units:
+        if unit.target == "label":
             if unit.image.label is None:
                 raise AttrvisError(f"target 'label' but {unit.image.id} has no label (only class folders and "
                                    "tfds datasets have one); name the class instead")
-            out.append(model.class_index(unit.image.label))
+            specs.append(unit.image.label)
         else:
-            out.append(model.class_index(int(spec) if spec.lstrip("-").isdigit() else spec))
-    return out
+            specs.append(unit.target)
+    return [int(t) for t in resolve_targets(model, x, specs)]
 
 
 def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total):
     from attrvis_jax.metrics import directed_attribution, evaluate_rows
-    from attrvis_jax.render.optimize import composite, engine, render_inputs, run_steps, seed_keys
+    from attrvis_jax.render import objectives
+    from attrvis_jax.render.optimize import kernel_config, seed_keys, visualize_rows
 
-    size = config.render.image_size or model.input_size
     width = -(-config.batch // mesh.size) * mesh.size  # a multiple of the device count
     variables = shard(model.variables, mesh, batched=False)
     groups = defaultdict(list)
@@ -319,35 +281,27 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
         progress(done, total)
     batch_index = 0
     for (layer, perturbation), group in groups.items():
-        render_config = config.render.replace(perturbation=perturbation, seeds=1, snapshot_steps=())
-        eng = engine(model.net, layer, render_config, size, True)
+        render_config = kernel_config(config.render.replace(perturbation=perturbation))
         for start in range(0, len(group), width):
             real = group[start : start + width]
             rows = real + [real[-1]] * (width - len(real))  # a fixed batch shape: one compilation
             attrs = [attributions[item.unit] for item in rows]
+            # seed s of an item is seed s of visualize(model, attribution, key=fold_in(unit key, 1))
             keys = jnp.stack([seed_keys(jax.random.fold_in(unit_key(config, item.unit), 1), [item.seed])[0]
                               for item in rows])
-            carry, seed_data = eng.init(keys, 1)
-            inputs = [render_inputs(a, render_config) for a in attrs]
-            data = {
-                "weights": np.stack([i.weights for i in inputs]),
-                "beta": np.stack([i.beta for i in inputs]),
-                "lambda0": np.stack([i.lambda0 for i in inputs]),
-            }
-            carry, seed_data, data = shard((carry, seed_data, data), mesh)
+            stacked = objectives.stack([objectives.attribution_objective(a, render_config) for a in attrs])
             t0 = time.perf_counter()
-            carry, _, _, compile_s, _ = run_steps(eng, variables, carry, seed_data, data, steps=render_config.steps)
-            timings["devices_used"] = len(carry["loss"].sharding.device_set)
-            x, m = eng.outputs(carry["params"], data)
-            composed = composite(x[:, 0], m[:, 0], render_config.background)
+            out = visualize_rows(model, stacked, render_config, keys, layer=layer, mesh=mesh, variables=variables)
+            timings["devices_used"] = len(out.loss.sharding.device_set)
+            composed = out.composed[:, 0]
             refs = shard((np.stack([a.positive for a in attrs]), np.stack([a.values for a in attrs]),
                           np.stack([directed_attribution(a) for a in attrs]),
                           np.array([a.target for a in attrs], np.int32)), mesh)
             metrics = evaluate_rows(model, composed, *refs[:2], layer, refs[3], r_directed=refs[2],
                                     variables=variables)
-            composed, masks = gather(composed), gather(m[:, 0])
-            loss, finite = gather(carry["loss"]), gather(carry["alive"])
-            timings["compile_s"] += compile_s
+            composed, masks = gather(composed), gather(out.masks[:, 0])
+            loss, finite = gather(out.loss), gather(out.finite)
+            timings["compile_s"] += out.compile_s
             timings["render_s"] += time.perf_counter() - t0
             records = []
             for i, item in enumerate(real):
@@ -355,7 +309,7 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
                 if writer and config.save_images:
                     picture, mask = _save_pictures(out_dir, item, composed[i], masks[i])
                 records.append(_row(
-                    item, attrs[i], batch_index, lambda0=float(inputs[i].lambda0[0]),
+                    item, attrs[i], batch_index, lambda0=float(stacked.lambda0[i, 0]),
                     pcc=float(metrics.pcc[i]), pcc_raw=float(metrics.pcc_raw[i]),
                     pcc_directed=float(metrics.pcc_directed[i]),
                     top5_hit=bool(metrics.top5_hit[i]), target_rank=int(metrics.target_rank[i]),

@@ -46,15 +46,24 @@ def _checked(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _targets(model, target, n: int, logits) -> np.ndarray:
-    if target is None:  # the model's top class for each image
-        return np.argmax(np.asarray(logits)[:, : len(model.labels)], axis=1).astype(np.int32)
-    if isinstance(target, (str, int, np.integer)):
-        target = [target] * n
-    target = list(target)
-    if len(target) != n:
-        raise AttrvisError(f"{len(target)} targets for {n} images")
-    return np.array([model.class_index(t) for t in target], np.int32)
+TOP_CLASS = "top1"  # a target spec: the image's top class
+
+
+def resolve_targets(model, x, target, variables=None) -> np.ndarray:
+    """Class indices (N,) for images x (N, H, W, 3): `target` is one spec for every image or one per
+    image; a spec is a class index, a class name (or synonym, or WordNet id), or None / "top1" for
+    the image's top class (the only case that runs the network). The one target rule of the
+    library, the CLI, sweeps and figures."""
+    n = len(x)
+    specs = [target] * n if target is None or isinstance(target, (str, int, np.integer)) else list(target)
+    if len(specs) != n:
+        raise AttrvisError(f"{len(specs)} targets for {n} images")
+    top = [spec is None or spec == TOP_CLASS for spec in specs]
+    if any(top):
+        variables = model.variables if variables is None else variables
+        logits = np.asarray(_logits(model.net, variables, jnp.asarray(x)))[:, : len(model.labels)]
+    return np.array([int(np.argmax(logits[i])) if top[i] else model.class_index(spec)
+                     for i, spec in enumerate(specs)], np.int32)
 
 
 def attribute(
@@ -99,7 +108,7 @@ def attribute(
     key = jax.random.key(0) if key is None else key
 
     acts = _features(model.net, variables, jnp.asarray(x), layer)
-    targets = _targets(model, target, len(x), None if target is not None else _logits(model.net, variables, jnp.asarray(x)))
+    targets = resolve_targets(model, x, target, variables)
     out: MethodOutput = METHODS[method](
         model.net, layer, variables, acts, jnp.asarray(targets),
         config=config, key=key, progress=progress, progress_every=progress_every,

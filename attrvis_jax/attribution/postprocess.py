@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attrvis_jax.config import AttributionConfig
 
@@ -122,6 +123,13 @@ def lambda0(values: jax.Array, filtered: jax.Array, fidelity: str = "code") -> j
     """
     scale, total = (LAMBDA_SCALE_CODE, jnp.sum(filtered)) if fidelity == "code" else (1.0, jnp.sum(values))
     return scale * jnp.where(total > 0, total, jnp.sum(jnp.maximum(filtered, 0.0)))
+
+
+def code_lambda0(lambda0, r_plus_totals) -> np.ndarray:
+    """The same rule for a λ0 that arrives from outside (a user's array, an old file): where it is
+    not a positive number, LAMBDA_SCALE_CODE·ΣR⁺ (per group) instead."""
+    lam = np.asarray(lambda0, np.float32)
+    return np.where(np.isfinite(lam) & (lam > 0), lam, LAMBDA_SCALE_CODE * np.asarray(r_plus_totals, np.float32))
 
 
 class PostProcessed(NamedTuple):

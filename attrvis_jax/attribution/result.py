@@ -32,7 +32,7 @@ class Attribution:
         resizes it to the input.
     baseline: b (H, W, K) for the path methods, else None.
     activations: a = f_l(photo) (H, W, K): the visualization excites each neuron the way it moved
-        from b to a, relative to the photo's own score (`render_inputs`). None in files written
+        from b to a, relative to the photo's own score (`render.objectives.attribution_objective`). None in files written
         before it was stored.
     logit, logit_baseline: z_c(a), z_c(b). completeness_error: |ΣR − (z_c(a) − z_c(b))| of the
         unscaled path integral.

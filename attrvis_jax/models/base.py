@@ -129,8 +129,10 @@ class Model:
     def input_size(self) -> int:
         return self.spec.preprocess.size
 
-    def resolve_layer(self, layer: str) -> str:
-        return self.spec.resolve_layer(layer)
+    def resolve_layer(self, layer: str | None) -> str:
+        """The canonical name of `layer`; None or "default" is the model's `default_layer` (the one
+        rule every driver uses when no layer is named)."""
+        return self.default_layer if layer is None or layer == "default" else self.spec.resolve_layer(layer)
 
     @property
     def default_layer(self) -> str:

@@ -1,4 +1,9 @@
-"""The visualization optimizer (ALGORITHM §5–8): `visualize(model, attribution, config, key)`.
+"""The render kernel (ALGORITHM §5–8): `visualize_rows(model, objective, config, keys)`.
+
+One compiled optimizer that `visualize`, the sweep, the ablation and the figures all run. It
+takes an objective (objectives.py: the method's attribution objective with its mask terms, or a
+feature objective) and one PRNG key per row; a row is one seed of one objective, and rows split
+over a device mesh when one is given.
 
 Per step and per seed:
 
@@ -7,8 +12,8 @@ Per step and per seed:
     Y     = transform(concat(Xc, M), transform key)                     (transforms.py)
     loss  = −2·mean_ij Σ_k f^l(Y_rgb)·W + λ(t)·[(mean Y_M − β)² + (mean M − β)²]    (objective.py)
 
-W and λ0 come from `render_inputs`: by default W = sign(a − b)·R⁺ / L(photo) and λ0 = area_weight
-(the relative balance), with the mask channel Y_M weighted by 1/visibility (the unbiased area
+W, β and λ0 come from the objective (objectives.py): for the method by default
+W = sign(a − b)·R⁺ / L(photo) and λ0 = area_weight (the relative balance), with the mask channel Y_M weighted by 1/visibility (the unbiased area
 term); `fidelity="code"` gives W = R⁺ and λ0 = 20·ΣR_f with the plain transformed mask.
     P    ← Adam(lr(t)) step
 
@@ -18,13 +23,13 @@ transform draw, as in the code, but get their own noise). Steps run as one `lax.
 donated; between chunks the progress callback runs and snapshots are taken. `engine="loop"` runs a
 Python loop of a jitted single step instead (same arithmetic; measured in benchmarks/render.py).
 
-Keys: seed i uses fold_in(key, i) — so a seed's result does not depend on which other seeds run with
-it — then fold_in(seed, 0) for the init, fold_in(seed, 1) for the Gaussian background and
-fold_in(fold_in(seed, 2), t) at step t, split into the transform key and the noise key (which is split
+Keys: `visualize` gives seed i the row key fold_in(key, i) (`seed_keys`), so a seed's result does
+not depend on which other seeds run with it; the kernel uses fold_in(row, 0) for the init,
+fold_in(row, 1) for the Gaussian background and fold_in(fold_in(row, 2), t) at step t, split into the transform key and the noise key (which is split
 per pyramid level). Same key and config → bit-identical results; chunking does not change them.
 
 A seed whose loss or gradient is not finite stops: its parameters keep their last finite values, it
-is reported in `RenderResult.finite` / `stopped_at`, and it never contributes a NaN image.
+is reported in `finite` / `stopped_at`, and it never contributes a NaN image.
 """
 
 from __future__ import annotations
@@ -32,8 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -41,11 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # the code's 20 in 20·ΣR_f
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.metrics import directed_weights
+from attrvis_jax.devices import shard
 from attrvis_jax.render import objective
+from attrvis_jax.render.objectives import Objective
 from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
@@ -53,190 +57,13 @@ from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weig
 Progress = Callable[[int, int], None]
 
 
-# ---- results -------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, eq=False)
-class RenderResult:
-    """What `visualize` returns. Axes: S seeds, then G groups only if the attribution had groups.
-
-    images: X (S, [G,] H, W, 3) and masks: M (S, [G,] H, W), both in [0, 1], untransformed.
-    composed: background·(1 − M) + X·M (the published picture; background 0.55, paper 0.5).
-    loss: (S,) the loss of each seed's last update; mask_area: mean M, (S, [G]).
-    beta, lambda0: ([G]) as used; reference: L(photo) the relative balance divided by ([G]; NaN
-    on the code balance). finite: (S,) False for a seed stopped by a non-finite loss or
-    gradient, at update `stopped_at` (−1: ran to the end). loss_history: (S, steps), NaN after a stop.
-    snapshots: {step: {"images", "masks", "composed"}} after that many updates.
-    timings: compile_s (first compile in this call, 0 if cached) and run_s (all chunks).
-    """
-
-    images: np.ndarray
-    masks: np.ndarray
-    composed: np.ndarray
-    loss: np.ndarray
-    mask_area: np.ndarray
-    beta: np.ndarray
-    lambda0: np.ndarray
-    reference: np.ndarray
-    finite: np.ndarray
-    stopped_at: np.ndarray
-    loss_history: np.ndarray
-    snapshots: dict
-    config: RenderConfig
-    layer: str | None
-    seed_ids: tuple[int, ...]
-    grouped: bool
-    timings: dict
-
-    @property
-    def seeds(self) -> int:
-        return len(self.seed_ids)
-
-    def summary(self) -> str:
-        area = self.mask_area.reshape(self.seeds, -1).mean(axis=1)
-        beta = float(np.mean(self.beta))
-        stopped = int(np.sum(~self.finite))
-        return (f"{self.config.perturbation} at {self.layer}: {self.seeds} seeds x {self.config.steps} steps, "
-                f"mask area {area.mean():.3f} (beta {beta:.3f}), final loss {np.nanmean(self.loss):.4g}"
-                + (f", {stopped} seed(s) stopped on a non-finite loss" if stopped else ""))
-
-
+# ---- pieces ---------------------------------------------------------------------------------------
 def composite(images, masks, background: float = 0.55):
-    """background·(1 − M) + X·M with masks (..., H, W) or (..., H, W, 1)."""
+    """background·(1 − M) + X·M with masks (..., H, W) or (..., H, W, 1). Evaluated op by op (numpy,
+    or jax outside jit) the result is the same bits; fused inside a jit it may not be (an FMA)."""
     m = masks if masks.shape[-1] == 1 else masks[..., None]
     return background * (1.0 - m) + images * m
 
-
-# ---- inputs --------------------------------------------------------------------------------------
-def _field(obj, *names):
-    for name in names:
-        if isinstance(obj, Mapping) and name in obj:
-            return obj[name]
-        if not isinstance(obj, Mapping) and hasattr(obj, name):
-            return getattr(obj, name)
-    return None
-
-
-def _is_attribution(obj) -> bool:
-    return _field(obj, "r_plus", "positive") is not None
-
-
-class RenderInputs(NamedTuple):
-    """What the compiled objective gets per attribution group (G groups): the neuron weights W
-    (G, H, W, K), β (G,) and λ0 (G,); plus, for the record, the photo's score L(photo) (G,) that
-    the relative balance divides by (NaN where not used), whether the input had groups, its layer."""
-
-    weights: np.ndarray
-    beta: np.ndarray
-    lambda0: np.ndarray
-    reference: np.ndarray
-    grouped: bool
-    layer: str | None
-
-
-def _unpack(attribution, fields: dict) -> tuple[dict, bool, str | None]:
-    """The arrays an attribution (object, mapping, tuple or list of them) carries; `fields` win."""
-    names = ("r_plus", "beta", "lambda0", "activations", "baseline", "reference")
-    if isinstance(attribution, (list, tuple)) and attribution and all(_is_attribution(a) for a in attribution):
-        parts = [_unpack(a, {})[0] for a in attribution]
-        layers = {_field(a, "layer") for a in attribution}
-        found = {}
-        for name in names:
-            given = [p[name] for p in parts if p[name] is not None]
-            if len(given) == len(parts):
-                found[name] = np.stack([np.asarray(g, np.float32) for g in given])
-            elif given:
-                raise AttrvisError(f"some groups have {name} and some do not: give it for all or none")
-            else:
-                found[name] = None
-        found.update({k: v for k, v in fields.items() if v is not None})
-        return found, True, layers.pop() if len(layers) == 1 else None
-    layer = None
-    if attribution is None:
-        found = {name: None for name in names}
-    elif isinstance(attribution, (list, tuple)) and not _is_attribution(attribution):
-        if len(attribution) not in (2, 3):
-            raise AttrvisError("a tuple attribution must be (r_plus, beta) or (r_plus, beta, lambda0)")
-        arrays = list(attribution) + [None] * (3 - len(attribution))
-        found = dict(zip(names, arrays + [None] * 3))
-    else:
-        found = {name: _field(attribution, *((name, "positive") if name == "r_plus" else (name,))) for name in names}
-        layer = _field(attribution, "layer")
-    found.update({k: v for k, v in fields.items() if v is not None})
-    return found, None, layer
-
-
-def render_inputs(attribution=None, config: RenderConfig | None = None, *, r_plus=None, beta=None,
-                  lambda0=None, activations=None, baseline=None, reference=None) -> RenderInputs:
-    """From an attribution to what the objective optimizes toward (`RenderConfig` decides how).
-
-    attribution: anything with attributes (or mapping keys) `positive` or `r_plus` (R⁺, (H, W, K)
-    or (G, H, W, K)), `beta`, and as available `lambda0`, `activations` (a, the photo's layer
-    activations), `baseline` (b) and `layer` — e.g. `attrvis_jax.attribute`'s result; a list of
-    such objects (one per group); or a tuple (r_plus, beta[, lambda0]). Keyword arrays override.
-
-    weights: direction "signed" (default): W = sign(a − b)·R⁺ (b = 0 when there is no baseline),
-        each neuron pushed the way it moved from the baseline to the photo; without `activations`,
-        R⁺ is taken as it is (a post-ReLU layer). "positive" (code): W = R⁺.
-    balance "relative" (default): W is divided by the photo's own score L(photo) = mean_ij Σ_k a·W
-        (or `reference` when given), so the attribution term is a pure number and λ0 = area_weight;
-        it needs `activations` or `reference`. "code": λ0 = the attribution's 20·ΣR_f (`lambda0`,
-        required; non-positive values fall back to 20·ΣR⁺ as ALGORITHM §8 says).
-    The no-mask ablation has no area term: it needs neither.
-    """
-    config = config or RenderConfig()
-    found, grouped, layer = _unpack(attribution, {"r_plus": r_plus, "beta": beta, "lambda0": lambda0,
-                                                   "activations": activations, "baseline": baseline,
-                                                   "reference": reference})
-    if found["r_plus"] is None or found["beta"] is None:
-        raise AttrvisError("visualize needs R+ (r_plus / positive) and beta: pass an attribution result or arrays")
-    r = np.asarray(found["r_plus"], np.float32)
-    if r.ndim not in (3, 4):
-        raise AttrvisError(f"R+ must be (H, W, K) or (groups, H, W, K), got shape {r.shape}")
-    grouped = (r.ndim == 4) if grouped is None else grouped
-    r = r if r.ndim == 4 else r[None]
-    groups = r.shape[0]
-    if not np.all(np.isfinite(r)):
-        raise AttrvisError("R+ contains NaN or infinite values")
-    if np.any(r < 0):
-        raise AttrvisError("R+ has negative entries: pass the ReLU'd, channel-filtered attribution (r_plus)")
-    totals = r.sum(axis=(1, 2, 3))
-    if np.any(totals <= 0):
-        raise AttrvisError(f"R+ is all zero for group(s) {np.flatnonzero(totals <= 0).tolist()}: nothing to visualize")
-    b = np.broadcast_to(np.asarray(found["beta"], np.float32).reshape(-1), (groups,)).copy()
-    if not np.all((b > 0) & (b <= 1)):
-        raise AttrvisError(f"beta (the mask's target area) must be in (0, 1], got {b.tolist()}")
-
-    acts = None
-    if found["activations"] is not None:
-        acts = np.broadcast_to(np.asarray(found["activations"], np.float32), r.shape)
-    weights = r
-    if config.direction_mode == "signed" and acts is not None:
-        weights = directed_weights(r, acts, found["baseline"])
-
-    ref = np.full((groups,), np.nan, np.float32)
-    if config.balance_mode == "relative" and config.has_mask:
-        if found["reference"] is not None:
-            ref = np.broadcast_to(np.asarray(found["reference"], np.float32).reshape(-1), (groups,)).copy()
-        elif acts is not None:
-            ref = np.mean(np.sum(acts * weights, axis=-1), axis=(1, 2)).astype(np.float32)
-        else:
-            raise AttrvisError("the relative balance divides by the photo's own score: pass the attribution "
-                               "(with its activations), activations=, or reference=; or use balance='code'")
-        if not np.all(np.isfinite(ref) & (ref > 0)):
-            raise AttrvisError(f"the photo's own score L(photo) = {ref.tolist()} is not positive: the photo does not "
-                               "excite the attributed neurons the way they contributed (direction='positive' on a "
-                               "signed layer?)")
-        weights = weights / ref[:, None, None, None]
-        lam = np.full((groups,), config.area_weight, np.float32)
-    elif config.has_mask:
-        if found["lambda0"] is None:
-            raise AttrvisError("balance='code' uses the attribution's lambda0 = 20·ΣR_f: pass an attribution or "
-                               "lambda0=")
-        lam = np.broadcast_to(np.asarray(found["lambda0"], np.float32).reshape(-1), (groups,)).copy()
-        # ALGORITHM §8: λ0 must be positive; fall back to 20·ΣR⁺ where the signed sum was not.
-        lam = np.where(np.isfinite(lam) & (lam > 0), lam, LAMBDA_SCALE * totals)
-    else:
-        lam = np.zeros((groups,), np.float32)  # no mask, no area term
-    return RenderInputs(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer)
 
 
 def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
@@ -416,87 +243,76 @@ def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, sna
     return carry, history, snapshots, compile_s, run_s
 
 
-# ---- the driver ----------------------------------------------------------------------------------
-def visualize(
-    model,
-    attribution=None,
-    config: RenderConfig | None = None,
-    key: jax.Array | None = None,
-    *,
-    layer: str | None = None,
-    r_plus=None,
-    beta=None,
-    lambda0=None,
-    activations=None,
-    baseline=None,
-    reference=None,
-    seed_ids: Sequence[int] | None = None,
-    variables: Any = None,
-    progress: Progress | None = None,
-    **overrides,
-) -> RenderResult:
-    """Optimize images and masks whose layer-`layer` response follows the attribution R⁺.
 
-    model: an `attrvis_jax.Model` (only `net`, `variables`, `input_size`, `resolve_layer` and
-        `layer_shapes` are used). attribution: see `render_inputs` — an `attribute` result (its
-        `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`, `layer`), a list of them
-        (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays override.
-    config / overrides: a `RenderConfig` and/or its fields by name (`steps=256`).
-    key: PRNG key (default key 0); seed i uses fold_in(key, i). seed_ids: which seeds to run
-        (default range(config.seeds)); running [3] alone gives seed 3 of a batched run.
-    progress: called as progress(done, total) after every chunk.
+# ---- the kernel ----------------------------------------------------------------------------------
+class Rendered(NamedTuple):
+    """What `visualize_rows` returns, as device arrays (sharded like the rows when a mesh was given).
+    Axes: R rows, then G groups. images (R, G, H, W, 3), masks (R, G, H, W), composed
+    (R, G, H, W, 3) = background·(1 − M) + X·M; loss (R,) of the last update; finite / stopped_at (R,);
+    loss_history (R, steps), NaN after a stop; snapshots {step: (images, masks, composed)}; the
+    seconds spent compiling (0 when cached) and running."""
+
+    images: jax.Array
+    masks: jax.Array
+    composed: jax.Array
+    loss: jax.Array
+    finite: jax.Array
+    stopped_at: jax.Array
+    loss_history: jax.Array
+    snapshots: dict
+    compile_s: float
+    run_s: float
+
+
+def kernel_config(config: RenderConfig) -> RenderConfig:
+    """The config an engine is compiled for: seeds and snapshots do not change the compiled step."""
+    return dataclasses.replace(config, seeds=1, snapshot_steps=())
+
+
+def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
+                   mesh=None, variables: Any = None, snapshot_steps: Sequence[int] = (),
+                   progress: Progress | None = None) -> Rendered:
+    """Optimize one image (and mask) per row of `keys` toward `objective` at `layer`.
+
+    objective: an `objectives.Objective` of G groups, shared by every row, or stacked with one per
+        row (`objectives.stack`, `rows=True`: a sweep's batch of items). Its layer is used when
+        `layer` is None; its weights must have the layer's shape at the render size.
+    keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
+    mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
+        size), the variables replicated. snapshot_steps: keep the outputs after these updates too.
+    The row's key alone decides its stream, so a row's result does not depend on the others.
     """
-    config = config or RenderConfig()
-    config = config.replace(**overrides) if overrides else config
-    inputs = render_inputs(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
-                           activations=activations, baseline=baseline, reference=reference)
-    r, b, lam, grouped = inputs.weights, inputs.beta, inputs.lambda0, inputs.grouped
-    layer = layer or inputs.layer
+    layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
     if layer is None:
-        raise AttrvisError("which layer? pass layer=... (the attribution does not name one)")
-    layer = model.resolve_layer(layer)
+        raise AttrvisError("which layer? pass layer=... (the objective does not name one)")
+    if config.has_mask and not objective.has_mask_terms:
+        raise AttrvisError(f"this objective has no mask terms (no beta): render it with perturbation='none', "
+                           f"not {config.perturbation!r}")
     size = config.image_size or model.input_size
+    shape = tuple(objective.weights.shape[2 if objective.rows else 1:])
     expected = tuple(model.layer_shapes(size)[layer])
-    if tuple(r.shape[1:]) != expected:
-        raise AttrvisError(f"R+ has shape {r.shape[1:]} but {layer} is {expected} for {size}x{size} images: "
+    if shape != expected:
+        raise AttrvisError(f"R+ has shape {shape} but {layer} is {expected} for {size}x{size} images: "
                            "was the attribution computed at another layer or image size?")
+    rows = int(keys.shape[0])
+    if objective.rows and objective.weights.shape[0] != rows:
+        raise AttrvisError(f"{objective.weights.shape[0]} objectives for {rows} keys: give one key per row")
+    if mesh is not None and rows % mesh.size:
+        raise AttrvisError(f"{rows} rows do not split over {mesh.size} devices: use a multiple of {mesh.size}")
     variables = model.variables if variables is None else variables
-    seed_ids = tuple(range(config.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
-    if not seed_ids:
-        raise AttrvisError("no seeds to run")
-    key = jax.random.key(0) if key is None else key
-
-    eng = engine(model.net, layer, dataclasses.replace(config, seeds=1, snapshot_steps=()), size)
-    groups = r.shape[0]
-    keys = seed_keys(key, seed_ids)
-    carry, seed_data = eng.init(keys, groups)
-    data = {"weights": jnp.asarray(r), "beta": jnp.asarray(b), "lambda0": jnp.asarray(lam)}
-
-    steps = config.steps
-    carry, history, raw_snapshots, compile_s, run_s = run_steps(
-        eng, variables, carry, seed_data, data, steps=steps, snapshot_steps=config.snapshot_steps, progress=progress)
-    snapshots = {t: _pack(x, m, grouped, config.background) for t, (x, m) in raw_snapshots.items()}
+    eng = engine(model.net, layer, kernel_config(config), size, objective.rows)
+    carry, seed_data = eng.init(keys, objective.groups)
+    data = {"weights": jnp.asarray(objective.weights), "beta": jnp.asarray(objective.beta),
+            "lambda0": jnp.asarray(objective.lambda0)}
+    if mesh is not None:
+        variables = shard(variables, mesh, batched=False)
+        carry, seed_data = shard((carry, seed_data), mesh)
+        data = shard(data, mesh, batched=objective.rows)
+    carry, history, raw, compile_s, run_s = run_steps(
+        eng, variables, carry, seed_data, data, steps=config.steps, snapshot_steps=tuple(snapshot_steps),
+        progress=progress)
+    background = config.background
+    snapshots = {t: (x, m, composite(x, m, background)) for t, (x, m) in raw.items()}
     x, m = eng.outputs(carry["params"], data)
-    final = _pack(x, m, grouped, config.background)
-    finite = np.asarray(carry["alive"])
-    if not finite.all():
-        bad = [seed_ids[i] for i in np.flatnonzero(~finite)]
-        warnings.warn(f"seed(s) {bad} stopped on a non-finite loss or gradient; their images are the last "
-                      "finite ones (see RenderResult.finite / stopped_at)", stacklevel=2)
-    area = final["masks"].mean(axis=(-2, -1))
-    unbatch = (lambda a: a) if grouped else (lambda a: a[0])
-    return RenderResult(
-        images=final["images"], masks=final["masks"], composed=final["composed"],
-        loss=np.asarray(carry["loss"]), mask_area=area,
-        beta=unbatch(b), lambda0=unbatch(lam), reference=unbatch(inputs.reference), finite=finite, stopped_at=np.asarray(carry["stopped_at"]),
-        loss_history=np.asarray(history),
-        snapshots=snapshots, config=config, layer=layer, seed_ids=seed_ids, grouped=grouped,
-        timings={"compile_s": compile_s, "run_s": run_s, "steps": steps, "seeds": len(seed_ids)},
-    )
-
-
-def _pack(x, m, grouped: bool, background: float) -> dict:
-    x, m = np.asarray(x), np.asarray(m)
-    if not grouped:
-        x, m = x[:, 0], m[:, 0]
-    return {"images": x, "masks": m, "composed": composite(x, m, background)}
+    return Rendered(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
+                    history, snapshots, compile_s, run_s)

@@ -1,0 +1,55 @@
+"""Devices: a 1-D mesh over every device, host arrays placed on it, results gathered back.
+
+The render kernel (`render.visualize_rows`) splits its rows over `device_mesh()`'s "batch" axis and
+replicates the network's variables; on several hosts every process passes the same full arrays
+and keeps its own shards (`jax.make_array_from_callback`), so `shard` is also the multi-host input
+path, and `gather` the way back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "batch"
+
+
+def init_distributed(**kwargs) -> None:
+    """Join a multi-host run (coordinator, process count and id from the cluster environment or
+    `kwargs`); call before anything else touches JAX. A single process needs nothing."""
+    jax.distributed.initialize(**kwargs)
+
+
+def device_mesh(devices: Sequence | None = None) -> Mesh:
+    """A 1-D mesh over every device (of every host), axis name "batch"."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def shard(tree, mesh: Mesh, batched: bool = True):
+    """Put host arrays on the mesh: split along axis 0 (batched) or replicated. Every process passes
+    the same full arrays and keeps only its own shards, so this is also the multi-host input path.
+    Arrays already placed this way pass through unchanged."""
+    sharding = NamedSharding(mesh, PartitionSpec(AXIS) if batched else PartitionSpec())
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        arr = np.asarray(x)
+        return jax.make_array_from_callback(arr.shape, sharding, lambda index: arr[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def gather(x) -> np.ndarray:
+    """A (possibly sharded, possibly multi-host) array as one host numpy array."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

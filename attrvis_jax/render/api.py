@@ -1,0 +1,143 @@
+"""`visualize(model, attribution, config, key)`: the method's picture, seeds of one objective.
+
+A thin face over the kernel (`optimize.visualize_rows`): the attribution becomes an objective
+(`objectives.attribution_objective`; a feature objective passes through), seed i runs on the row
+key fold_in(key, i), and the device arrays come back as a `RenderResult` of numpy arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from attrvis_jax.config import RenderConfig
+from attrvis_jax.devices import gather
+from attrvis_jax.errors import AttrvisError
+from attrvis_jax.render.objectives import Objective, attribution_objective
+from attrvis_jax.render.optimize import Progress, seed_keys, visualize_rows
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RenderResult:
+    """What `visualize` returns. Axes: S seeds, then G groups only if the attribution had groups.
+
+    images: X (S, [G,] H, W, 3) and masks: M (S, [G,] H, W), both in [0, 1], untransformed.
+    composed: background·(1 − M) + X·M (the published picture; background 0.55, paper 0.5).
+    loss: (S,) the loss of each seed's last update; mask_area: mean M, (S, [G]).
+    beta, lambda0: ([G]) as used; reference: L(photo) the relative balance divided by ([G]; NaN
+    on the code balance). finite: (S,) False for a seed stopped by a non-finite loss or
+    gradient, at update `stopped_at` (−1: ran to the end). loss_history: (S, steps), NaN after a stop.
+    snapshots: {step: {"images", "masks", "composed"}} after that many updates.
+    timings: compile_s (first compile in this call, 0 if cached) and run_s (all chunks).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    composed: np.ndarray
+    loss: np.ndarray
+    mask_area: np.ndarray
+    beta: np.ndarray
+    lambda0: np.ndarray
+    reference: np.ndarray
+    finite: np.ndarray
+    stopped_at: np.ndarray
+    loss_history: np.ndarray
+    snapshots: dict
+    config: RenderConfig
+    layer: str | None
+    seed_ids: tuple[int, ...]
+    grouped: bool
+    timings: dict
+
+    @property
+    def seeds(self) -> int:
+        return len(self.seed_ids)
+
+    def summary(self) -> str:
+        area = self.mask_area.reshape(self.seeds, -1).mean(axis=1)
+        beta = float(np.mean(self.beta))
+        stopped = int(np.sum(~self.finite))
+        return (f"{self.config.perturbation} at {self.layer}: {self.seeds} seeds x {self.config.steps} steps, "
+                f"mask area {area.mean():.3f} (beta {beta:.3f}), final loss {np.nanmean(self.loss):.4g}"
+                + (f", {stopped} seed(s) stopped on a non-finite loss" if stopped else ""))
+
+
+
+def visualize(
+    model,
+    attribution=None,
+    config: RenderConfig | None = None,
+    key: jax.Array | None = None,
+    *,
+    layer: str | None = None,
+    r_plus=None,
+    beta=None,
+    lambda0=None,
+    activations=None,
+    baseline=None,
+    reference=None,
+    seed_ids: Sequence[int] | None = None,
+    variables: Any = None,
+    mesh=None,
+    progress: Progress | None = None,
+    **overrides,
+) -> RenderResult:
+    """Optimize images and masks whose layer-`layer` response follows the attribution R⁺.
+
+    model: an `attrvis_jax.Model` (only `net`, `variables`, `input_size`, `resolve_layer` and
+        `layer_shapes` are used). attribution: see `objectives.attribution_objective` — an
+        `attribute` result (its `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`,
+        `layer`), a list of them (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays
+        override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)` with
+        perturbation "none": a plain feature visualization).
+    config / overrides: a `RenderConfig` and/or its fields by name (`steps=256`).
+    key: PRNG key (default key 0); seed i uses fold_in(key, i). seed_ids: which seeds to run
+        (default range(config.seeds)); running [3] alone gives seed 3 of a batched run.
+    mesh: a `devices.device_mesh()` to split the seeds over (their count a multiple of its size).
+    progress: called as progress(done, total) after every chunk.
+    """
+    config = config or RenderConfig()
+    config = config.replace(**overrides) if overrides else config
+    if isinstance(attribution, Objective):
+        objective = attribution
+    else:
+        objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
+                                          activations=activations, baseline=baseline, reference=reference)
+    layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
+    seed_ids = tuple(range(config.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
+    if not seed_ids:
+        raise AttrvisError("no seeds to run")
+    key = jax.random.key(0) if key is None else key
+    out = visualize_rows(model, objective, config, seed_keys(key, seed_ids), layer=layer, mesh=mesh,
+                         variables=variables, snapshot_steps=config.snapshot_steps, progress=progress)
+    grouped = objective.grouped
+    snapshots = {t: _pack(x, m, c, grouped) for t, (x, m, c) in out.snapshots.items()}
+    final = _pack(out.images, out.masks, out.composed, grouped)
+    finite = gather(out.finite)
+    if not finite.all():
+        bad = [seed_ids[i] for i in np.flatnonzero(~finite)]
+        warnings.warn(f"seed(s) {bad} stopped on a non-finite loss or gradient; their images are the last "
+                      "finite ones (see RenderResult.finite / stopped_at)", stacklevel=2)
+    area = final["masks"].mean(axis=(-2, -1))
+    unbatch = (lambda a: a) if grouped else (lambda a: a[0])
+    return RenderResult(
+        images=final["images"], masks=final["masks"], composed=final["composed"],
+        loss=gather(out.loss), mask_area=area,
+        beta=unbatch(objective.beta), lambda0=unbatch(objective.lambda0), reference=unbatch(objective.reference),
+        finite=finite, stopped_at=gather(out.stopped_at), loss_history=gather(out.loss_history),
+        snapshots=snapshots, config=config, layer=layer, seed_ids=seed_ids, grouped=grouped,
+        timings={"compile_s": out.compile_s, "run_s": out.run_s, "steps": config.steps, "seeds": len(seed_ids)},
+    )
+
+
+def _pack(x, m, composed, grouped: bool) -> dict:
+    """Host arrays, the group axis dropped where the source had none."""
+    x, m, composed = gather(x), gather(m), gather(composed)
+    if not grouped:
+        x, m, composed = x[:, 0], m[:, 0], composed[:, 0]
+    return {"images": x, "masks": m, "composed": composed}
