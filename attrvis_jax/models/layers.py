@@ -34,19 +34,22 @@ def conv(
     groups: int = 1,
     use_bias: bool = True,
     name: str | None = None,
+    canonical_gradient: bool = True,
 ) -> nn.Conv:
     """A Flax conv, NHWC, kernel HWIO (torch OIHW weights are transposed on import).
 
     padding: "SAME" (TF: the odd pixel at the end), "VALID", or an int p for torch's symmetric p.
-    The convolution is `conv_general_dilated` below (same values, an input gradient that stays fast
-    inside XLA:CPU loops).
+    canonical_gradient: the convolution is `conv_general_dilated` below (same values, an input
+    gradient that stays fast inside XLA:CPU loops); False gives `jax.lax.conv_general_dilated` and
+    JAX's own gradient (the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py).
+    The networks take the choice as their field `canonical_conv_gradient` and pass it here.
     """
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=padding,
         feature_group_count=groups, use_bias=use_bias, name=name,
-        conv_general_dilated_cls=_conv_function,
+        conv_general_dilated_cls=_conv_function if canonical_gradient else None,
     )
 
 
@@ -58,10 +61,6 @@ def conv(
 # the scan render engine slower than a Python loop of steps (benchmarks/README.md, "Scan vs loop").
 # Below, the input gradient flips and transposes the kernel explicitly instead, so it is an ordinary
 # NHWC/HWIO convolution wherever it is traced (the kernel gradient likewise). Same arithmetic.
-
-#: Read when a convolution is traced (functions already compiled keep what they traced). False
-#: gives lax's own gradient: the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py.
-CANONICAL_CONV_GRADIENT = True
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -75,7 +74,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ndim = jnp.ndim(lhs)
     strides = tuple(int(s) for s in window_strides)
     dilation = tuple(int(d) for d in (rhs_dilation or (1,) * (ndim - 2)))
-    if not (CANONICAL_CONV_GRADIENT and ndim == 4 and dimension_numbers is not None
+    if not (ndim == 4 and dimension_numbers is not None
             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and batch_group_count == 1
