@@ -193,7 +193,7 @@ def _arch(name: str) -> Architecture:
         preprocess=Preprocess(size=size, mode="resize_crop", resize=size + 32, resample="bicubic"),
         aliases=tuple(aliases),
         description=f"EfficientNet-Lite{name[-1]} (ImageNet, ReLU6, {size}x{size})",
-        default_layer="stage6",  # the fidelity study: top-5 6 of 6 there vs 3 of 6 at stage5 (benchmarks/README.md)
+        default_layer="stage6",  # chosen by the fidelity study (benchmarks/README.md, section "Fidelity", findings)
     )
     return Architecture(
         spec=spec,

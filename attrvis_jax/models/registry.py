@@ -65,8 +65,9 @@ def init_variables(arch: Architecture, key: jax.Array | None = None):
     """Random variables for `arch` (tests, benchmarks), drawn with numpy from `key`.
 
     Kernels are He-normal (std sqrt(2 / fan_in)), biases 0, BN scale 1 / shift 0, statistics 0 mean
-    and unit variance. Not Flax's `init`: on XLA:CPU that compiles one random op per weight shape
-    and takes about a minute for InceptionV1; numpy takes milliseconds.
+    and unit variance. Not Flax's `init`: on XLA:CPU that compiles one random op per weight shape,
+    far slower than numpy (measured in benchmarks/README.md, section "Models: parameters, compile,
+    forward").
     """
     key = jax.random.PRNGKey(0) if key is None else key
     seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
