@@ -311,9 +311,6 @@ class RenderConfig(_ConfigMethods):
 
 
 # ---- sweeps (DESIGN §5: batched, sharded, resumable) ----------------------------------------------
-TARGET_KEYWORDS = ("top1", "label")  # the image's top class / its source's label (tfds, class folders)
-
-
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(_ConfigMethods):
     """A sweep: images × targets × layers × perturbations × seeds, each item one visualization.

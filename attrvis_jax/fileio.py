@@ -15,8 +15,8 @@ def _read_umask() -> int:
     return mask
 
 
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe, and the
-# sweep writes pictures from a background thread.
+# Read once at import: os.umask can only be read by setting it, and a file another thread creates
+# between the two calls gets umask 0 (the package writes from one thread; a program using it may not).
 _UMASK = _read_umask()
 
 

@@ -13,7 +13,8 @@ and the peak resident memory of a fresh child process that runs only the path wi
 Also compares the jitted fori_loop engine with a Python loop over a jitted step (PERF-NOTES), and
 counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
 (kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
-path loop with that script's canonical-gradient convolution against JAX's (chunk 32, interleaved).
+path loop with the package's canonical-gradient convolution against JAX's (the network built with
+`canonical_conv_gradient=True` / `False`; chunk 32, interleaved).
 `--quick`: 64 + 64 baseline steps, chunks 8 and 32, one round, no child processes (< 2 minutes).
 """
 
@@ -131,23 +132,14 @@ def time_path(model, layer, acts, baseline, target, config):
 
 def conv_ab(model, layer, acts, baseline, target, config, rounds: int) -> dict:
     """The path loop compiled twice, with lax's convolution gradient and with the library's canonical
-    one (`layers.CANONICAL_CONV_GRADIENT`, read at trace time), timed interleaved."""
-    from attrvis_jax.models import layers
-
+    one (the network's `canonical_conv_gradient` field: two different static nets), timed interleaved."""
     alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
-    static = (model.net, layer)
     dynamic = (model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights))
     bounds = (jnp.int32(0), jnp.int32(alphas.shape[0]))
     exes = {}
-    default = layers.CANONICAL_CONV_GRADIENT
     for label, canonical in (("jax conv", False), ("canonical-gradient conv", True)):
-        jax.clear_caches()  # retrace with this convolution gradient
-        layers.CANONICAL_CONV_GRADIENT = canonical
-        try:
-            exes[label] = me._path_advance.lower(*static, *dynamic, jnp.zeros_like(acts), *bounds).compile()
-        finally:
-            layers.CANONICAL_CONV_GRADIENT = default
-    jax.clear_caches()
+        net = model.net.clone(canonical_conv_gradient=canonical)
+        exes[label] = me._path_advance.lower(net, layer, *dynamic, jnp.zeros_like(acts), *bounds).compile()
     outs = {}
 
     def case(label):

@@ -102,17 +102,62 @@ def test_other_layouts_fall_through_to_lax():
     _close(got, want, "NCHW, input dilation")
 
 
-def test_flag_off_is_plain_lax(monkeypatch):
-    """The flag is read at trace time (a function traced before keeps its form: jit caches)."""
-    x, w = _arrays(1, 8, 8, 2, 3, 2, 1)
+def test_choice_off_is_plain_lax():
+    """`layers.conv(..., canonical_gradient=False)` is lax's convolution, JAX's own gradient."""
+    x = jnp.ones((1, 8, 8, 2), jnp.float32)
 
-    def jaxpr():
-        conv = lambda x: layers.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)  # noqa: E731
-        return str(jax.make_jaxpr(conv)(x))
+    def jaxprs(canonical):
+        module = layers.conv(2, 3, canonical_gradient=canonical)
+        variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+        forward = str(jax.make_jaxpr(module.apply)(variables, x))
+        grad = str(jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(module.apply(v, x) ** 2), (0, 1)))(variables, x))
+        return forward, grad
 
-    assert "custom_vjp" in jaxpr()
-    monkeypatch.setattr(layers, "CANONICAL_CONV_GRADIENT", False)
-    assert "custom_vjp" not in jaxpr()
+    (fwd_on, grad_on), (fwd_off, grad_off) = jaxprs(True), jaxprs(False)
+    assert "custom_vjp" in fwd_on and "custom_vjp" not in fwd_off
+    assert grad_on != grad_off
+
+
+def _variants(name):
+    """A network built both ways: distinct (hashable) modules, so jit and engine caches keep them apart."""
+    from attrvis_jax.models import registry
+
+    arch = registry.architecture(name)
+    ours, ref = arch.build(), arch.build(canonical_conv_gradient=False)
+    assert ours != ref and hash(ours) != hash(ref)
+    clone = ours.clone(canonical_conv_gradient=False)
+    assert ref == clone and hash(ref) == hash(clone)
+    return arch, ours, ref
+
+
+@pytest.mark.parametrize("name", ["inception_v1", "googlenet", "resnet50", "efficientnet_lite0"])
+def test_networks_pass_the_choice_to_every_conv(name):
+    """Every convolution of the network follows its `canonical_conv_gradient` field: in the forward
+    jaxpr each convolution sits in the canonical rule's custom_vjp with the default and in none with
+    False, and the gradient jaxprs differ (the choice is not ignored)."""
+    from attrvis_jax.models import registry
+
+    arch, ours, ref = _variants(name)
+    variables = registry.variables_template(arch)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    forward = {net: str(jax.make_jaxpr(net.apply)(variables, x)) for net in (ours, ref)}
+    convs = forward[ref].count("conv_general_dilated[")
+    assert convs > 0 and forward[ours].count("conv_general_dilated[") == convs
+    assert forward[ours].count("name=_conv_lax") == convs  # the custom_vjp's function: one per convolution
+    assert forward[ref].count("name=_conv_lax") == 0
+
+    def grad_jaxpr(net):
+        return str(jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(net.apply(v, x)), (0, 1)))(variables, x))
+
+    assert grad_jaxpr(ours) != grad_jaxpr(ref)
+
+
+def test_factory_models_refuse_the_choice():
+    from attrvis_jax import load_model
+    from attrvis_jax.errors import AttrvisError
+
+    with pytest.raises(AttrvisError, match="canonical_conv_gradient"):
+        load_model("some.module:factory", canonical_conv_gradient=False)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's layout census")
@@ -135,24 +180,25 @@ def test_no_noncanonical_convolution_inside_scan():
     assert all(label == "b01f_01io->b01f" for label in labels), labels
 
 
-def test_model_gradients_match_plain_lax(monkeypatch):
+def test_model_gradients_match_plain_lax():
     """InceptionV1 (7×7/2 stem with explicit pads, 1×1, 3×3 and 5×5 convolutions) to mixed3a at
     64², random weights: input and weight gradients with and without the canonical rule."""
     from attrvis_jax import load_model
 
     model = load_model("inception_v1", weights="random")
+    plain = load_model("inception_v1", weights="random", canonical_conv_gradient=False)
+    assert model.net != plain.net
     x = jnp.asarray(np.random.default_rng(5).random((2, 64, 64, 3)), jnp.float32)
 
-    def grads():
+    def grads(model):
         def loss(variables, x):
             acts = model.apply_features(variables, x, "mixed3a")
             return jnp.sum(acts * jnp.cos(jnp.arange(acts.size, dtype=jnp.float32).reshape(acts.shape)))
 
-        return jax.jit(jax.grad(loss, (0, 1)))(model.variables, x)  # a fresh function: traced anew
+        return jax.jit(jax.grad(loss, (0, 1)))(model.variables, x)
 
-    ours = grads()
-    monkeypatch.setattr(layers, "CANONICAL_CONV_GRADIENT", False)
-    ref = grads()
+    ours = grads(model)
+    ref = grads(plain)
     _close(ours[1], ref[1], "input gradient")
     flat_ours = jax.tree_util.tree_leaves_with_path(ours[0])
     flat_ref = jax.tree_util.tree_leaves(ref[0])

@@ -8,15 +8,9 @@ with --quiet.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from typing import Callable
 
 ProgressFn = Callable[[int, int], None]
-
-
-def call(progress: Optional[ProgressFn], done: int, total: int) -> None:
-    """Report to an optional callback (library code calls this, so None is always allowed)."""
-    if progress is not None:
-        progress(int(done), int(total))
 
 
 def bar(description: str, unit: str = "step", quiet: bool = False) -> ProgressFn:

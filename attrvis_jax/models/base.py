@@ -34,7 +34,12 @@ Stage = tuple[str, Callable[[jax.Array], jax.Array]]
 
 
 class StagedNet(nn.Module):
-    """A network as a chain of named stages; subclasses define `setup`, `stages` and `normalize`."""
+    """A network as a chain of named stages; subclasses define `setup`, `stages` and `normalize`.
+
+    The package's networks also have the field `canonical_conv_gradient: bool = True`, passed to
+    every `layers.conv` they build (False: JAX's own convolution gradient). Being a field, it is
+    part of the module's hash and equality, so jit and caches keyed on the net tell the two apart.
+    """
 
     def stages(self) -> Sequence[Stage]:
         raise NotImplementedError

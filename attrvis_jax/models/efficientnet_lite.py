@@ -20,6 +20,7 @@ Aliases "stage1" … "stage7" name each stage's last block.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -86,16 +87,18 @@ class MBConv(nn.Module):
     """
 
     cfg: BlockConfig
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     def setup(self):
         c = self.cfg
         hidden = c.cin * c.expand
+        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
         if c.expand != 1:
-            self.expand_conv = conv(hidden, 1, use_bias=False)
+            self.expand_conv = conv_(hidden, 1)
             self.bn0 = batch_norm(BN_EPS)
         self.depthwise_conv = DepthwiseConv(c.kernel, c.stride)
         self.bn1 = batch_norm(BN_EPS)
-        self.project_conv = conv(c.cout, 1, use_bias=False)
+        self.project_conv = conv_(c.cout, 1)
         self.bn2 = batch_norm(BN_EPS)
 
     @property
@@ -128,13 +131,16 @@ class EfficientNetLite(StagedNet):
     width: float = 1.0
     depth: float = 1.0
     num_classes: int = 1000
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     def setup(self):
-        self.conv_stem = conv(32, 3, 2, "SAME", use_bias=False)
+        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        self.conv_stem = conv_(32, 3, 2, "SAME")
         self.bn0 = batch_norm(BN_EPS)
         configs = [cfg for stage in block_configs(self.width, self.depth) for cfg in stage]
-        self.blocks = [MBConv(cfg, name=f"blocks_{i}") for i, cfg in enumerate(configs)]
-        self.conv_head = conv(1280, 1, use_bias=False)
+        self.blocks = [MBConv(cfg, canonical_conv_gradient=self.canonical_conv_gradient, name=f"blocks_{i}")
+                       for i, cfg in enumerate(configs)]
+        self.conv_head = conv_(1280, 1)
         self.bn1 = batch_norm(BN_EPS)
         self.fc = nn.Dense(self.num_classes)
 
@@ -187,11 +193,11 @@ def _arch(name: str) -> Architecture:
         preprocess=Preprocess(size=size, mode="resize_crop", resize=size + 32, resample="bicubic"),
         aliases=tuple(aliases),
         description=f"EfficientNet-Lite{name[-1]} (ImageNet, ReLU6, {size}x{size})",
-        default_layer="stage6",  # the fidelity study: top-5 6 of 6 there vs 3 of 6 at stage5 (benchmarks/README.md)
+        default_layer="stage6",  # chosen by the fidelity study (benchmarks/README.md, section "Fidelity", findings)
     )
     return Architecture(
         spec=spec,
-        build=lambda: EfficientNetLite(width=width, depth=depth),
+        build=functools.partial(EfficientNetLite, width=width, depth=depth),
         torch_rename=torch_rename,
         torch_rename_back=torch_rename_back,
         labels=lambda weights_path: imagenet1k(),

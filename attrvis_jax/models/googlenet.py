@@ -23,6 +23,7 @@ the four post-ReLU branches for the inception blocks). Flax module paths mirror 
 
 from __future__ import annotations
 
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -64,10 +65,12 @@ class BasicConv2d(nn.Module):
     kernel: int
     stride: int = 1
     padding: int = 0
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     @nn.compact
     def __call__(self, x):
-        x = conv(self.features, self.kernel, self.stride, self.padding, use_bias=False, name="conv")(x)
+        x = conv(self.features, self.kernel, self.stride, self.padding, use_bias=False, name="conv",
+                 canonical_gradient=self.canonical_conv_gradient)(x)
         return nn.relu(batch_norm(BN_EPS, name="bn")(x))
 
 
@@ -80,16 +83,18 @@ class Inception(nn.Module):
     ch5x5red: int
     ch5x5: int
     pool_proj: int
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     @nn.compact
     def __call__(self, x):
-        b1 = BasicConv2d(self.ch1x1, 1, name="branch1")(x)
-        b2 = BasicConv2d(self.ch3x3red, 1, name="branch2_0")(x)
-        b2 = BasicConv2d(self.ch3x3, 3, padding=1, name="branch2_1")(b2)
-        b3 = BasicConv2d(self.ch5x5red, 1, name="branch3_0")(x)
-        b3 = BasicConv2d(self.ch5x5, 3, padding=1, name="branch3_1")(b3)  # 3×3 in torchvision
+        basic = functools.partial(BasicConv2d, canonical_conv_gradient=self.canonical_conv_gradient)
+        b1 = basic(self.ch1x1, 1, name="branch1")(x)
+        b2 = basic(self.ch3x3red, 1, name="branch2_0")(x)
+        b2 = basic(self.ch3x3, 3, padding=1, name="branch2_1")(b2)
+        b3 = basic(self.ch5x5red, 1, name="branch3_0")(x)
+        b3 = basic(self.ch5x5, 3, padding=1, name="branch3_1")(b3)  # 3×3 in torchvision
         b4 = max_pool(x, 3, 1, padding=1, ceil_mode=True)  # torch branch4.0
-        b4 = BasicConv2d(self.pool_proj, 1, name="branch4_1")(b4)
+        b4 = basic(self.pool_proj, 1, name="branch4_1")(b4)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -99,12 +104,15 @@ def _pool(kernel: int, stride: int):
 
 class GoogLeNet(StagedNet):
     num_classes: int = 1000
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     def setup(self):
-        self.conv1 = BasicConv2d(64, 7, 2, 3)
-        self.conv2 = BasicConv2d(64, 1)
-        self.conv3 = BasicConv2d(192, 3, padding=1)
-        self.blocks = {name: Inception(*chans, name=name) for name, chans in INCEPTION.items()}
+        basic = functools.partial(BasicConv2d, canonical_conv_gradient=self.canonical_conv_gradient)
+        self.conv1 = basic(64, 7, 2, 3)
+        self.conv2 = basic(64, 1)
+        self.conv3 = basic(192, 3, padding=1)
+        self.blocks = {name: Inception(*chans, canonical_conv_gradient=self.canonical_conv_gradient, name=name)
+                       for name, chans in INCEPTION.items()}
         self.fc = nn.Dense(self.num_classes)
 
     def normalize(self, x):

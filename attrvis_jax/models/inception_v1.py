@@ -34,6 +34,7 @@ last 7 logits are unnamed).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -103,18 +104,20 @@ class InceptionV1(StagedNet):
     """lucid's InceptionV1 as a chain of named stages (see the module docstring)."""
 
     num_classes: int = NUM_CLASSES
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     def setup(self):
+        conv_ = functools.partial(conv, canonical_gradient=self.canonical_conv_gradient)
         convs = {
-            "conv2d0": conv(64, 7, 2, padding=STEM_PAD, name=_conv_name("conv2d0")),
-            "conv2d1": conv(64, 1, padding="VALID", name=_conv_name("conv2d1")),
-            "conv2d2": conv(192, 3, padding=1, name=_conv_name("conv2d2")),
+            "conv2d0": conv_(64, 7, 2, padding=STEM_PAD, name=_conv_name("conv2d0")),
+            "conv2d1": conv_(64, 1, padding="VALID", name=_conv_name("conv2d1")),
+            "conv2d2": conv_(192, 3, padding=1, name=_conv_name("conv2d2")),
         }
         for mixed, channels in MIXED.items():
             for branch, features in zip(BRANCHES, channels):
                 k = KERNELS[branch]
                 name = _conv_name(f"{mixed}_{branch}")
-                convs[f"{mixed}_{branch}"] = conv(features, k, padding=k // 2, name=name)
+                convs[f"{mixed}_{branch}"] = conv_(features, k, padding=k // 2, name=name)
         self.convs = convs
         self.softmax2_pre_activation_matmul = nn.Dense(self.num_classes)
 

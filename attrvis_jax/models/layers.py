@@ -34,19 +34,22 @@ def conv(
     groups: int = 1,
     use_bias: bool = True,
     name: str | None = None,
+    canonical_gradient: bool = True,
 ) -> nn.Conv:
     """A Flax conv, NHWC, kernel HWIO (torch OIHW weights are transposed on import).
 
     padding: "SAME" (TF: the odd pixel at the end), "VALID", or an int p for torch's symmetric p.
-    The convolution is `conv_general_dilated` below (same values, an input gradient that stays fast
-    inside XLA:CPU loops).
+    canonical_gradient: the convolution is `conv_general_dilated` below (same values, an input
+    gradient that stays fast inside XLA:CPU loops); False gives `jax.lax.conv_general_dilated` and
+    JAX's own gradient (the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py).
+    The networks take the choice as their field `canonical_conv_gradient` and pass it here.
     """
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=padding,
         feature_group_count=groups, use_bias=use_bias, name=name,
-        conv_general_dilated_cls=_conv_function,
+        conv_general_dilated_cls=_conv_function if canonical_gradient else None,
     )
 
 
@@ -54,14 +57,11 @@ def conv(
 # JAX writes a convolution's input gradient as a convolution whose kernel keeps its HWIO layout with
 # in/out swapped in the dimension numbers (HLO dim_labels `01oi`). XLA:CPU transposes such a kernel
 # to its canonical layout only in the entry computation: inside a `scan`/`while` body or a `cond`
-# branch the convolution stays `01oi`, YNNPACK does not take it, and it runs ~3× slower, which made
-# the scan render engine slower than a Python loop of steps (benchmarks/README.md, "Scan vs loop").
+# branch the convolution stays `01oi`, YNNPACK does not take it, and it runs several times slower,
+# which made the scan render engine slower than a Python loop of steps (measured in
+# benchmarks/README.md, section "Scan vs loop on XLA:CPU").
 # Below, the input gradient flips and transposes the kernel explicitly instead, so it is an ordinary
 # NHWC/HWIO convolution wherever it is traced (the kernel gradient likewise). Same arithmetic.
-
-#: Read when a convolution is traced (functions already compiled keep what they traced). False
-#: gives lax's own gradient: the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py.
-CANONICAL_CONV_GRADIENT = True
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -75,7 +75,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ndim = jnp.ndim(lhs)
     strides = tuple(int(s) for s in window_strides)
     dilation = tuple(int(d) for d in (rhs_dilation or (1,) * (ndim - 2)))
-    if not (CANONICAL_CONV_GRADIENT and ndim == 4 and dimension_numbers is not None
+    if not (ndim == 4 and dimension_numbers is not None
             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and batch_group_count == 1
@@ -137,9 +137,9 @@ class DepthwiseConv(nn.Module):
     """Depthwise k×k convolution with TF "SAME" padding, as a sum of k² shifted, scaled copies.
 
     Same parameter as a grouped `nn.Conv` (kernel (k, k, 1, C), so weights load unchanged), but XLA:CPU
-    runs grouped convolutions slowly: at 8×112×112×96, 3×3/2 the forward took 112 ms as a grouped
-    conv and 36 ms as shifted sums, the input gradient 1.6 s vs 80 ms (benchmarks/README.md). The
-    sum of shifted slices fuses into one elementwise loop and its gradient is just as simple.
+    runs grouped convolutions slowly, and their input gradient far more slowly (measured in
+    benchmarks/README.md, section "Depthwise convolution on XLA:CPU"). The sum of shifted slices
+    fuses into one elementwise loop and its gradient is just as simple.
     """
 
     kernel_size: int
@@ -206,9 +206,10 @@ def _taps(xp, kernel: int, stride: int, oh: int, ow: int):
 def _max_pool_taps(x, kernel: int, stride: int, pads):
     """Max over the k² strided slices of the -inf-padded input.
 
-    Why not `reduce_window`: XLA:CPU differentiates it with select-and-scatter, which took 105 ms
-    for a 3×3/2 pool on 8×112×112×64 where this took 12 ms (PERF-NOTES), with the same gradient:
-    each window's gradient goes to its first maximal tap in row-major order, as select-and-scatter does.
+    Why not `reduce_window`: XLA:CPU differentiates it with select-and-scatter, which is several
+    times slower than this (measured in benchmarks/README.md, section "Max pool on XLA:CPU"), for
+    the same gradient: each window's gradient goes to its first maximal tap in row-major order, as
+    select-and-scatter does.
     """
     return _max_pool_fwd(x, kernel, stride, pads)[0]
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax import labels as labels_mod
-from attrvis_jax.errors import WeightsError, unknown
+from attrvis_jax.errors import AttrvisError, WeightsError, unknown
 from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.weights import store
 
@@ -39,10 +39,12 @@ class Architecture:
     torch_rename_back is its inverse (tests save random Flax weights for the torch reference).
     labels(weights_path) returns the class names, given the weight file in use (InceptionV1's
     labels travel with its weights).
+    build(**fields) returns the network; keyword fields override its defaults, e.g.
+    `build(canonical_conv_gradient=False)` for JAX's own convolution gradient (see `load_model`).
     """
 
     spec: ModelSpec
-    build: Callable[[], StagedNet]
+    build: Callable[..., StagedNet]
     torch_rename: Callable[[str], "str | None"]
     torch_rename_back: Callable[[str], str]
     labels: Callable[["Path | None"], tuple[str, ...]]
@@ -63,8 +65,9 @@ def init_variables(arch: Architecture, key: jax.Array | None = None):
     """Random variables for `arch` (tests, benchmarks), drawn with numpy from `key`.
 
     Kernels are He-normal (std sqrt(2 / fan_in)), biases 0, BN scale 1 / shift 0, statistics 0 mean
-    and unit variance. Not Flax's `init`: on XLA:CPU that compiles one random op per weight shape
-    and takes about a minute for InceptionV1; numpy takes milliseconds.
+    and unit variance. Not Flax's `init`: on XLA:CPU that compiles one random op per weight shape,
+    far slower than numpy (measured in benchmarks/README.md, section "Models: parameters, compile,
+    forward").
     """
     key = jax.random.PRNGKey(0) if key is None else key
     seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
@@ -96,6 +99,7 @@ def load_model(
     *,
     labels: str | Path | None = None,
     key: jax.Array | None = None,
+    canonical_conv_gradient: bool = True,
 ) -> Model:
     """Load a model by name.
 
@@ -103,8 +107,16 @@ def load_model(
     cached with its checksum verified), a path to a `.pth` file or a converted `.npz`, or None /
     "random" for random initialization (tests, benchmarks).
     labels: a class-name file (one per line) overriding the model's own list.
+    canonical_conv_gradient: False builds the network with JAX's own convolution gradient instead of
+    `layers.conv_general_dilated`'s (same values; slower inside compiled loops on XLA:CPU): the
+    reference in tests and the "before" arm in benchmarks. The choice is a field of `model.net`, so
+    anything compiled or cached per network keeps the two variants apart;
+    `model.net.clone(canonical_conv_gradient=False)` gives the other variant of a loaded network.
     """
     if isinstance(name, str) and ":" in name and name not in MODULES:
+        if not canonical_conv_gradient:
+            raise AttrvisError(f"model factory {name!r} builds its own network; "
+                               "canonical_conv_gradient=False applies to the package's architectures")
         return from_factory(name, weights=weights, labels=labels)
     arch = architecture(name)
     names = None
@@ -120,7 +132,8 @@ def load_model(
         names = arch.labels(weights_path)
     if len(names) > arch.spec.num_classes:
         raise WeightsError(f"{name}: {len(names)} class names for {arch.spec.num_classes} logits")
-    return Model(spec=arch.spec, net=arch.build(), variables=variables, labels=names, weights_source=source)
+    net = arch.build(canonical_conv_gradient=canonical_conv_gradient)
+    return Model(spec=arch.spec, net=net, variables=variables, labels=names, weights_source=source)
 
 
 def from_factory(spec: str, *, weights="default", labels=None) -> Model:
@@ -129,8 +142,6 @@ def from_factory(spec: str, *, weights="default", labels=None) -> Model:
     a `Model` (e.g. `from_flax(...)`). This is how a sweep spec or `--model` names a user's network.
     labels: a class-name file overriding the model's names, as for named models."""
     import importlib.util
-
-    from attrvis_jax.errors import AttrvisError
 
     target, _, function = spec.rpartition(":")
     if not target or not function.isidentifier():

@@ -22,6 +22,7 @@ torchvision's weights are a different network from the paper's.
 
 from __future__ import annotations
 
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -64,25 +65,28 @@ class Bottleneck(nn.Module):
     width: int
     stride: int = 1
     project: bool = False  # torch's `downsample`: 1×1 conv (stride) + BN on the shortcut
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     @nn.compact
     def __call__(self, x):
-        out = nn.relu(batch_norm(BN_EPS, "bn1")(conv(self.width, 1, padding=0, use_bias=False, name="conv1")(x)))
-        out = conv(self.width, 3, self.stride, padding=1, use_bias=False, name="conv2")(out)
+        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        out = nn.relu(batch_norm(BN_EPS, "bn1")(conv_(self.width, 1, padding=0, name="conv1")(x)))
+        out = conv_(self.width, 3, self.stride, padding=1, name="conv2")(out)
         out = nn.relu(batch_norm(BN_EPS, "bn2")(out))
-        out = batch_norm(BN_EPS, "bn3")(conv(self.width * EXPANSION, 1, padding=0, use_bias=False, name="conv3")(out))
+        out = batch_norm(BN_EPS, "bn3")(conv_(self.width * EXPANSION, 1, padding=0, name="conv3")(out))
         shortcut = x
         if self.project:
-            shortcut = conv(self.width * EXPANSION, 1, self.stride, padding=0, use_bias=False, name="downsample_0")(x)
+            shortcut = conv_(self.width * EXPANSION, 1, self.stride, padding=0, name="downsample_0")(x)
             shortcut = batch_norm(BN_EPS, "downsample_1")(shortcut)
         return nn.relu(out + shortcut)
 
 
 class ResNet50(StagedNet):
     num_classes: int = 1000
+    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
 
     def setup(self):
-        self.conv1 = conv(64, 7, 2, padding=3, use_bias=False)
+        self.conv1 = conv(64, 7, 2, padding=3, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
         self.bn1 = batch_norm(BN_EPS)
         blocks = {}
         cin = 64
@@ -93,6 +97,7 @@ class ResNet50(StagedNet):
                     width,
                     stride=stride if first else 1,
                     project=first and (stride != 1 or cin != width * EXPANSION),
+                    canonical_conv_gradient=self.canonical_conv_gradient,
                     name=f"layer{s}_{b}",
                 )
                 cin = width * EXPANSION
