@@ -3,20 +3,27 @@
     import attrvis_jax as av
     model = av.load_model("efficientnet_lite0")          # real ImageNet weights, offline
     x = model.load_image("cat.jpg")                        # (224, 224, 3) in [0, 1]
-    acts = model.features(x, "blocks.10")                  # nothing past the layer is computed
-    logits = model.head(acts, "blocks.10")
+    attr = av.attribute(model, x, "blocks.14")             # Aumann-Shapley from the targeted baseline
+    vis = av.visualize(model, attr, av.RenderConfig(steps=512), seeds=4)  # RunOptions fields too
+    vis.composed                                           # (4, 224, 224, 3)
 
+    plain = av.visualize(model, av.objectives.channel(model, "blocks.14", 7), perturbation="none")
     mine = av.from_flax(MyCNN(), variables, input_size=224)  # any linen (or from_nnx: NNX) network
+
+The face is the method; everything else has its module: `attrvis_jax.errors` (the exception
+classes), `attrvis_jax.config` (every config), `attrvis_jax.metrics`, `attrvis_jax.devices`
+(meshes), and the drivers in `attrvis_jax.apps` (CLI, pipeline, sweeps, figures, report), which
+this package never imports.
 """
 
 from attrvis_jax.attribution import Attribution, attribute
-from attrvis_jax.config import AttributionConfig, RenderConfig, SweepConfig
-from attrvis_jax.data import load_image, read_image, sample_image
-from attrvis_jax.errors import AttrvisError, ImageError, UnknownNameError, WeightsError
-from attrvis_jax.groups import ChannelGroups, channel_groups, split_attribution, visualize_groups
-from attrvis_jax.metrics import evaluate_rows, evaluate_visualizations
-from attrvis_jax.models import Model, ModelSpec, Preprocess, available_models, from_flax, from_nnx, load_model
-from attrvis_jax.render import RenderResult, visualize
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
+from attrvis_jax.data import load_image, sample_image
+from attrvis_jax.errors import AttrvisError
+from attrvis_jax.groups import channel_groups, visualize_groups
+from attrvis_jax.metrics import evaluate_visualizations
+from attrvis_jax.models import Model, available_models, from_flax, from_nnx, load_model
+from attrvis_jax.render import RenderResult, objectives, visualize
 
 __version__ = "0.1.0"
 
@@ -24,28 +31,20 @@ __all__ = [
     "Attribution",
     "AttributionConfig",
     "AttrvisError",
-    "ChannelGroups",
-    "ImageError",
     "Model",
-    "ModelSpec",
-    "Preprocess",
     "RenderConfig",
     "RenderResult",
-    "SweepConfig",
-    "UnknownNameError",
-    "WeightsError",
+    "RunOptions",
     "attribute",
     "available_models",
     "channel_groups",
-    "evaluate_rows",
     "evaluate_visualizations",
     "from_flax",
     "from_nnx",
     "load_image",
     "load_model",
-    "read_image",
+    "objectives",
     "sample_image",
-    "split_attribution",
     "visualize",
     "visualize_groups",
 ]

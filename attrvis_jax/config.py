@@ -163,8 +163,10 @@ MASK_DECAY_POWER = 1.5  # the default mask spectrum (RenderConfig.mask_decay_pow
 
 @dataclasses.dataclass(frozen=True)
 class RenderConfig(_ConfigMethods):
-    """The visualization optimizer (§5–8). Frozen and hashable: it is a static argument of the
-    compiled step, so every field here is a compile-time constant.
+    """The visualization optimizer (§5–8): what a render computes. Frozen and hashable: it is a
+    static argument of the compiled step, so every field here is a compile-time constant. How a
+    render runs (how many seeds, snapshots, chunking, the loop engine) is `RunOptions`: none of
+    that changes a seed's result.
 
     `fidelity`: "default" (the code's constants with five generalizations, below), "code" (the
     authors' released code exactly) or "paper" (the text). Fields left at None follow it:
@@ -202,7 +204,6 @@ class RenderConfig(_ConfigMethods):
     perturbation: str = "pyramid"  # constant | gaussian | blur | fractal | pyramid | none (or the code's names)
     fidelity: str = "default"
     steps: int = 2048  # Adam updates (the code's loop makes 2049; pass steps=2049 for parity)
-    seeds: int = 25  # independent initializations (and noise streams), one batched axis
     lr: float = 0.02
     lr_decay: float = 0.8  # lr(t) = lr · lr_decay^(t / decay_steps), continuous (code)
     lambda_growth: float | None = None  # None: 1.23 (code) / 1.2 (paper)
@@ -222,9 +223,6 @@ class RenderConfig(_ConfigMethods):
     pyramid_index: str | None = None  # None follows fidelity; "code" (u = 7M, zero fill) | "paper" (u = 5M)
     transforms: str | None = None  # None follows fidelity; "code" | "paper" | "none"
     image_size: int | None = None  # None: the model's input size
-    snapshot_steps: tuple[int, ...] = (128,)  # keep the images after these many updates too
-    chunk_size: int = 32  # updates per compiled call; progress and snapshots happen between calls
-    engine: str = "scan"  # scan: lax.scan over each chunk; loop: a Python loop of jitted steps
 
     def __post_init__(self):
         _check_types(self)
@@ -233,7 +231,6 @@ class RenderConfig(_ConfigMethods):
         _check(name in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS} (or the code's "
                f"ConstBack, Normal, BlurImage, Noise, NoisePyramid), got {self.perturbation!r}")
         object.__setattr__(self, "perturbation", name)
-        object.__setattr__(self, "snapshot_steps", tuple(sorted({int(s) for s in self.snapshot_steps})))
         _check(self.fidelity in RENDER_FIDELITIES, f"fidelity must be one of {RENDER_FIDELITIES}, got {self.fidelity!r}")
         for name, values in (("balance", BALANCES), ("area_term", AREA_TERMS), ("direction", DIRECTIONS),
                              ("mask_start", MASK_STARTS)):
@@ -245,9 +242,7 @@ class RenderConfig(_ConfigMethods):
                f"transforms must be None or one of {TRANSFORM_SETS}, got {self.transforms!r}")
         _check(self.blur_kernel in ("symmetric", "code"),
                f"blur_kernel must be 'symmetric' or 'code', got {self.blur_kernel!r}")
-        _check(self.engine in RENDER_ENGINES, f"engine must be one of {RENDER_ENGINES}, got {self.engine!r}")
-        for name in ("steps", "seeds", "chunk_size"):
-            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(int(self.steps) >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.decay_steps is None or self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps}")
         _check(self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
         for name in ("lr", "lr_decay", "init_sd", "area_weight"):
@@ -310,6 +305,45 @@ class RenderConfig(_ConfigMethods):
 
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions(_ConfigMethods):
+    """How a render runs, apart from what it computes (`RenderConfig`): seed i's result is the same
+    whichever other seeds run beside it, whether the steps are chunked or looped, and whatever
+    snapshots are kept, so none of these is part of a sweep's settings.
+
+    seeds: independent initializations (and noise streams), one batched axis (`visualize` runs
+    seeds 0..seeds-1 unless given seed ids); snapshot_steps: keep the images after these many
+    updates too; chunk_size: updates per compiled call (progress and snapshots happen between
+    calls); engine: "scan" (lax.scan over each chunk) or "loop" (a Python loop of jitted steps,
+    faster to compile, the same arithmetic)."""
+
+    seeds: int = 25
+    snapshot_steps: tuple[int, ...] = (128,)
+    chunk_size: int = 32
+    engine: str = "scan"
+
+    def __post_init__(self):
+        _check_types(self)
+        object.__setattr__(self, "snapshot_steps", tuple(sorted({int(s) for s in self.snapshot_steps})))
+        _check(self.engine in RENDER_ENGINES, f"engine must be one of {RENDER_ENGINES}, got {self.engine!r}")
+        for name in ("seeds", "chunk_size"):
+            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))
+
+
+def split_options(config: RenderConfig | None, options: RunOptions | None, overrides: dict
+                  ) -> tuple[RenderConfig, RunOptions]:
+    """`config` and `options` with `overrides` applied to whichever of the two has each field
+    (`visualize(..., steps=256, seeds=2)`); an unknown name is a clear error."""
+    config = config or RenderConfig()
+    options = options or RunOptions()
+    run = {k: v for k, v in overrides.items() if k in RUN_FIELDS}
+    algorithm = {k: v for k, v in overrides.items() if k not in RUN_FIELDS}
+    return (config.replace(**algorithm) if algorithm else config), (options.replace(**run) if run else options)
+
+
 # ---- sweeps (DESIGN §5: batched, sharded, resumable) ----------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(_ConfigMethods):
@@ -319,7 +353,8 @@ class SweepConfig(_ConfigMethods):
     targets: class names or indices, `top1` (each image's top class) or `label` (the source's label).
     batch: visualizations per compiled batch (rounded up to a multiple of the device count); the
     batch axis is sharded over every device. attribution / render: the stage configs; the render
-    config's `perturbation` and `seeds` are replaced by the sweep's.
+    config's `perturbation` is replaced by each of the sweep's. chunk_size / engine: how each batch
+    runs (`RunOptions`); they may change between a sweep and its resumption.
     """
 
     model: str = "efficientnet_lite0"
@@ -334,6 +369,8 @@ class SweepConfig(_ConfigMethods):
     batch: int = 8
     limit: int | None = None  # at most this many images from the sources
     save_images: bool = True
+    chunk_size: int = 32  # RunOptions.chunk_size of every batch
+    engine: str = "scan"  # RunOptions.engine: "loop" compiles faster, computes the same
     attribution: AttributionConfig = AttributionConfig()
     render: RenderConfig = RenderConfig()
 
@@ -355,6 +392,7 @@ class SweepConfig(_ConfigMethods):
         _check(len(set(self.layers)) == len(self.layers), f"layers repeat: {list(self.layers)}")
         for name in ("seeds", "batch"):
             _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        RunOptions(chunk_size=self.chunk_size, engine=self.engine)  # checks them
         _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}")
         if isinstance(self.attribution, dict):
             object.__setattr__(self, "attribution", AttributionConfig.from_dict(self.attribution))
@@ -362,6 +400,11 @@ class SweepConfig(_ConfigMethods):
             object.__setattr__(self, "render", RenderConfig.from_dict(self.render))
         _check(isinstance(self.attribution, AttributionConfig), "attribution must be an AttributionConfig or a dict")
         _check(isinstance(self.render, RenderConfig), "render must be a RenderConfig or a dict")
+
+    @property
+    def run_options(self) -> RunOptions:
+        """How each batch runs: one seed per row (the items are the rows), no snapshots."""
+        return RunOptions(seeds=1, snapshot_steps=(), chunk_size=self.chunk_size, engine=self.engine)
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -376,6 +419,9 @@ class SweepConfig(_ConfigMethods):
                 _check(isinstance(d[name], dict), f"{name} must be a table of {stage.__name__} fields, "
                        f"got {_shown(d[name])}")
                 stage_fields = {f.name for f in dataclasses.fields(stage)}
+                moved = sorted(set(d[name]) & {"chunk_size", "engine"}) if stage is RenderConfig else []
+                _check(not moved, f"{', '.join(moved)} moved out of [{name}]: how a sweep runs, not what it "
+                       "computes, is a top-level sweep field now")
                 wrong = sorted(set(d[name]) - stage_fields)
                 _check(not wrong, f"unknown {name} field(s) {wrong}; valid: {sorted(stage_fields)}")
                 try:

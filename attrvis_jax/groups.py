@@ -5,7 +5,7 @@ each group's share of a new image's attribution separately shows the parts the n
 
     groups = channel_groups([attribute(model, x, layer, target) for x in images_of_one_class])
     parts = split_attribution(attribute(model, new_image, layer, target), groups)
-    shown = visualize_groups(model, new_attribution, groups, RenderConfig(seeds=5))
+    shown = visualize_groups(model, new_attribution, groups, RenderConfig(), seeds=5)
 
 The grouping follows the released `decompMultiAttrsGNet.py`: cumsumMax filter with τ = 0.3, ReLU,
 stack to A (N·H·W, K), FactorAnalysis with 3 then 4 factors (the first that explains > 0.3 of the
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lambda0
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions, split_options
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import read_npz, write_npz
 from attrvis_jax.render.api import visualize
@@ -307,17 +307,16 @@ class GroupVisualization:
 
 
 def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderConfig | None = None,
-                     key: jax.Array | None = None, *, progress=None, include_integral: bool = True,
-                     **overrides) -> GroupVisualization:
+                     key: jax.Array | None = None, *, options: RunOptions | None = None, progress=None,
+                     include_integral: bool = True, **overrides) -> GroupVisualization:
     """Visualize each group's part of one image's attribution, as one batch, beside the integral one.
 
     The groups are the network's batch inside every seed (shared transforms, the same initial image
     per seed when config.aligned_groups), as the code does for B = n_groups. The integral run uses
     the same key, so seed i starts from the same image in both. progress(done, total) counts the
-    steps of both runs.
+    steps of both runs. options / overrides: as for `visualize`.
     """
-    config = config or RenderConfig()
-    config = config.replace(**overrides) if overrides else config
+    config, options = split_options(config, options, overrides)
     key = jax.random.key(0) if key is None else key
     parts = split_attribution(attribution, groups)
     runs = 2 if include_integral else 1
@@ -326,6 +325,7 @@ def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderCo
     def stage(offset):
         return None if progress is None else (lambda done, _: progress(offset + done, total))
 
-    grouped = visualize(model, parts, config, key, progress=stage(0))
-    integral = visualize(model, attribution, config, key, progress=stage(config.steps)) if include_integral else None
+    grouped = visualize(model, parts, config, key, options=options, progress=stage(0))
+    integral = (visualize(model, attribution, config, key, options=options, progress=stage(config.steps))
+                if include_integral else None)
     return GroupVisualization(integral=integral, groups=grouped, channel_groups=groups, parts=parts)

@@ -198,16 +198,18 @@ def synthetic_r_plus(shape, key: int = 0):
     return r
 
 
-def visualize_samples(model, layer: str, r_plus, config) -> tuple[float, list[Sample]]:
-    """One `visualize` call: (compile seconds, a Sample per chunk after the first, divided by the
-    chunk's step count). The progress callback waits for each chunk, so the stamps are exact; the
-    first chunk (no stamp before it) is the warm-up."""
+def visualize_samples(model, layer: str, r_plus, config, options) -> tuple[float, list[Sample]]:
+    """One `visualize` call (`RenderConfig`, `RunOptions`): (compile seconds, a Sample per chunk
+    after the first, divided by the chunk's step count). The progress callback waits for each
+    chunk, so the stamps are exact; the first chunk (no stamp before it) is the warm-up. W = R+ as
+    given (reference 1: there are no photo activations here)."""
     import jax
 
     from attrvis_jax.render import visualize
 
     stamps = []
-    result = visualize(model, (r_plus, 0.15), config, key=jax.random.key(0), layer=layer,
+    result = visualize(model, (r_plus, 0.15), config, key=jax.random.key(0), layer=layer, options=options,
+                       reference=1.0,
                        progress=lambda done, total: stamps.append((done, time.perf_counter(), cpu_seconds())))
     samples = [Sample(wall=(t1 - t0) / (d1 - d0), cpu=(c1 - c0) / (d1 - d0))
                for (d0, t0, c0), (d1, t1, c1) in zip(stamps, stamps[1:])]
@@ -239,7 +241,7 @@ def write_json(path: str | None, obj) -> None:
             json.dump(obj, f, indent=1, default=str)
 
 
-def engine_state(model, layer: str, r_plus, config, key: int = 0):
+def engine_state(model, layer: str, r_plus, config, options, key: int = 0):
     """The compiled-engine inputs `visualize` builds for this call (same arrays, same statics):
     (engine, variables, carry, seed_data, data). Lets a benchmark lower `engine.step` /
     `engine.chunk` itself (cost and memory analysis, profiling) without running `visualize`."""
@@ -249,13 +251,13 @@ def engine_state(model, layer: str, r_plus, config, key: int = 0):
     import numpy as np
 
     from attrvis_jax.render.objectives import attribution_objective
-    from attrvis_jax.render.optimize import engine, kernel_config, seed_keys
+    from attrvis_jax.render.optimize import engine, seed_keys
 
     # reference=1: W = R+ as given (no activations here), λ0 the config's area weight
     obj = attribution_objective((r_plus, 0.15), config, reference=1.0, lambda0=20.0 * float(np.sum(r_plus)))
     size = config.image_size or model.input_size
-    eng = engine(model.net, layer, kernel_config(config), size)
-    carry, seed_data = eng.init(seed_keys(jax.random.key(key), range(config.seeds)), obj.groups)
+    eng = engine(model.net, layer, config, size, chunk_size=options.chunk_size)
+    carry, seed_data = eng.init(seed_keys(jax.random.key(key), range(options.seeds)), obj.groups)
     data = {"weights": jnp.asarray(obj.weights), "beta": jnp.asarray(obj.beta), "lambda0": jnp.asarray(obj.lambda0)}
     return eng, model.variables, carry, seed_data, data
 

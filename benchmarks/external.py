@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from attrvis_jax import RenderConfig, from_flax, load_model, visualize
+    from attrvis_jax import RenderConfig, RunOptions, from_flax, load_model, visualize
 
     info = common.machine_info()
     print(common.header(info))
@@ -69,10 +69,11 @@ def main(argv=None) -> int:
                                                              model.variables, x)
         rows[f"{name}_compile_head_s"] = compile_seconds(lambda v, a: model.apply_head(v, a, layer),
                                                          model.variables, acts)
-    config = RenderConfig(steps=args.steps, seeds=1, chunk_size=args.steps, snapshot_steps=())
+    config = RenderConfig(steps=args.steps)
+    options = RunOptions(seeds=1, chunk_size=args.steps, snapshot_steps=())
 
     def render(model, layer):
-        return visualize(model, None, layer=layer, config=config, **inputs)
+        return visualize(model, None, layer=layer, config=config, options=options, **inputs)
 
     first = {name: render(model, layer).timings for name, (model, layer) in models.items()}
     for name in models:

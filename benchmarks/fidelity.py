@@ -56,7 +56,7 @@ ARMS = {
 
 def sweep_config(model: str, layers, perturbations, arm: str, steps: int, seeds: int, quick: bool) -> SweepConfig:
     attribution = AttributionConfig(spatial_steps=512, channel_steps=1024, steps=100) if quick else AttributionConfig()
-    render = RenderConfig(steps=steps, lr=0.02 if steps >= 2048 else 0.05, snapshot_steps=(), **ARMS[arm])
+    render = RenderConfig(steps=steps, lr=0.02 if steps >= 2048 else 0.05, **ARMS[arm])
     return SweepConfig(model=model, images=PHOTOS, targets=("top1",), layers=tuple(layers),
                        perturbations=tuple(perturbations), seeds=seeds, batch=2, attribution=attribution,
                        render=render)

@@ -50,7 +50,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402
-from attrvis_jax.config import RenderConfig  # noqa: E402
+from attrvis_jax.config import RenderConfig, RunOptions  # noqa: E402
 from attrvis_jax.render import objective as objective_mod  # noqa: E402
 from attrvis_jax.render.param import image_and_mask  # noqa: E402
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, sample_params  # noqa: E402
@@ -82,13 +82,13 @@ class Timed:
 
 
 def step_and_chunk(model, layer, r_plus, batch):
-    config = RenderConfig(steps=2048, seeds=batch, chunk_size=CHUNK, snapshot_steps=())
-    eng, variables, carry, seed_data, data = common.engine_state(model, layer, r_plus, config)
+    config, options = RenderConfig(steps=2048), RunOptions(seeds=batch, chunk_size=CHUNK, snapshot_steps=())
+    eng, variables, carry, seed_data, data = common.engine_state(model, layer, r_plus, config, options)
     t = jnp.int32(0)
     step_exe, step_compile = eng.compiled("step", variables, carry, seed_data, data, t)
     step = Timed("step", step_exe, (variables, carry, seed_data, data, t), threaded=True)
     step.compile_s = step_compile
-    _, carry2, seed_data2, _ = common.engine_state(model, layer, r_plus, config)[1:]
+    _, carry2, seed_data2, _ = common.engine_state(model, layer, r_plus, config, options)[1:]
     t0, stop = jnp.int32(0), jnp.int32(CHUNK)
     chunk_exe, chunk_compile = eng.compiled("chunk", variables, carry2, seed_data2, data, t0, stop)
     # XLA's cost analysis does not multiply a while loop's body by its trip count: use the step's.

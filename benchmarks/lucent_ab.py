@@ -74,7 +74,7 @@ import torch.nn.functional as F  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402
-from attrvis_jax.config import RenderConfig  # noqa: E402
+from attrvis_jax.config import RenderConfig, RunOptions  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import refs_lucent  # noqa: E402
@@ -270,12 +270,12 @@ class OursCase:
 
     def __init__(self, model, r_plus, batch: int, steps: int, perturbation: str, engine: str):
         self.model, self.r_plus = model, r_plus
-        self.config = RenderConfig(steps=steps, seeds=batch, chunk_size=self.CHUNK, engine=engine,
-                                   perturbation=perturbation, snapshot_steps=())
+        self.config = RenderConfig(steps=steps, perturbation=perturbation)
+        self.options = RunOptions(seeds=batch, chunk_size=self.CHUNK, engine=engine, snapshot_steps=())
         self.compile_s = None
 
     def __call__(self) -> list[common.Sample]:
-        compile_s, samples = common.visualize_samples(self.model, LAYER, self.r_plus, self.config)
+        compile_s, samples = common.visualize_samples(self.model, LAYER, self.r_plus, self.config, self.options)
         if self.compile_s is None:
             self.compile_s = compile_s
         return samples

@@ -73,7 +73,7 @@ def network_gradient(model, layer: str, batch: int, dtype):
 
 # ---- child: one (model, seeds) row ---------------------------------------------------------------
 def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: bool, bf16_batch: int) -> dict:
-    from attrvis_jax.config import RenderConfig
+    from attrvis_jax.config import RenderConfig, RunOptions
 
     model = load(name)
     layer = model.resolve_layer(layer or model.spec.default_layer)
@@ -82,12 +82,13 @@ def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: b
     if seeds >= LOOP_ONLY_FROM and "loop" in engines:
         engines = ["loop"]
     row = {"model": name, "layer": layer, "seeds": seeds, "chunk": chunk, "steps_per_call": steps, "rounds": rounds}
-    configs = {e: RenderConfig(steps=steps, seeds=seeds, chunk_size=chunk, engine=e, snapshot_steps=()) for e in engines}
+    config = RenderConfig(steps=steps)
+    options = {e: RunOptions(seeds=seeds, chunk_size=chunk, engine=e, snapshot_steps=()) for e in engines}
 
     # The single step, compiled ahead of time: compile time, FLOPs, memory estimate. With the loop
     # engine's config, so that its `visualize` calls reuse this executable (engines are cached).
     eng, variables, carry, seed_data, data = common.engine_state(
-        model, layer, r_plus, configs["loop" if "loop" in engines else engines[0]])
+        model, layer, r_plus, config, options["loop" if "loop" in engines else engines[0]])
     exe, row["compile_step_s"] = eng.compiled("step", variables, carry, seed_data, data, jnp.int32(0))
     row["step_gflop"] = common.cost_flops(exe) / 1e9
     mem = exe.memory_analysis()
@@ -101,7 +102,7 @@ def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: b
 
     def case(engine):
         def run():
-            compile_s, samples = common.visualize_samples(model, layer, r_plus, configs[engine])
+            compile_s, samples = common.visualize_samples(model, layer, r_plus, config, options[engine])
             if compile_s:
                 row[f"compile_{engine}_s"] = compile_s
             return samples

@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402
-from attrvis_jax.config import RenderConfig  # noqa: E402
+from attrvis_jax.config import RenderConfig, RunOptions  # noqa: E402
 
 CHUNK = 4
 
@@ -52,10 +52,10 @@ def census(exe) -> dict:
 def build(model, layer, r_plus, seeds, canonical: bool):
     """Compile the step and the scan chunk for the network built with this convolution gradient."""
     model = dataclasses.replace(model, net=model.net.clone(canonical_conv_gradient=canonical))
-    config = RenderConfig(steps=2048, seeds=seeds, chunk_size=CHUNK, snapshot_steps=())
+    config, options = RenderConfig(steps=2048), RunOptions(seeds=seeds, chunk_size=CHUNK, snapshot_steps=())
     out = {}
     for name in ("step", "chunk"):
-        eng, v, carry, sd, data = common.engine_state(model, layer, r_plus, config)
+        eng, v, carry, sd, data = common.engine_state(model, layer, r_plus, config, options)
         extra = (jnp.int32(0),) if name == "step" else (jnp.int32(0), jnp.int32(CHUNK))
         t0 = time.perf_counter()
         exe = getattr(eng, name).lower(v, carry, sd, data, *extra).compile()
@@ -96,8 +96,8 @@ def main() -> None:
     outs = {}
     for label, v in variants.items():
         e = v["step"]
-        fresh = common.engine_state(model, layer, r_plus, RenderConfig(steps=2048, seeds=args.seeds, chunk_size=CHUNK,
-                                                                     snapshot_steps=()))
+        fresh = common.engine_state(model, layer, r_plus, RenderConfig(steps=2048),
+                                    RunOptions(seeds=args.seeds, chunk_size=CHUNK, snapshot_steps=()))
         carry, _ = e["exe"](fresh[1], fresh[2], fresh[3], fresh[4], jnp.int32(0))
         outs[label] = np.asarray(carry["params"]["spectrum"]), float(np.asarray(carry["loss"])[0])
     (p0, l0), (p1, l1) = outs.values()

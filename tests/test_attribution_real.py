@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from attrvis_jax import Attribution, attribute
-from attrvis_jax.attribution import upsample
+from attrvis_jax.attribution.postprocess import upsample
 
 # 14×14×112, and 7×7×192 (`--extended`)
 LAYERS = ("blocks.10", pytest.param("blocks.12", marks=pytest.mark.extended))

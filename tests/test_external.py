@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attrvis_jax import AttributionConfig, RenderConfig, attribute, from_flax, from_nnx, visualize
+from attrvis_jax import AttributionConfig, RenderConfig, RunOptions, attribute, from_flax, from_nnx, visualize
 from attrvis_jax.attribution.methods import METHODS
 from attrvis_jax.errors import AttrvisError
 
@@ -157,7 +157,7 @@ def test_aumann_shapley_is_complete_on_a_wrapped_model(linen):
 def test_attribute_and_visualize_end_to_end_on_an_nnx_model(nnx_model):
     _, model = nnx_model
     a = attribute(model, X[1], "blocks/0", config=QUICK)
-    out = visualize(model, a, config=RenderConfig(steps=4, seeds=2, chunk_size=4, snapshot_steps=()))
+    out = visualize(model, a, config=RenderConfig(steps=4), seeds=2, chunk_size=4, snapshot_steps=())
     assert out.images.shape == (2, SIZE, SIZE, 3) and np.all(np.isfinite(out.images))
     assert out.finite.all() and np.all(np.isfinite(out.loss_history))
     assert out.loss_history[:, -1].mean() < out.loss_history[:, 0].mean()  # the objective is optimized
@@ -183,11 +183,12 @@ def test_a_wrapped_native_network_matches_the_native_model(lite0):
     # the memory floor sees the wrapped program as XLA will: the dead forward past the layer is not counted
     assert activation_bytes(wrapped, "blocks_10", 224) == activation_bytes(lite0, "blocks.10", 224)
     # one render step, at 64² so that it compiles in seconds (R⁺ and activations of that size)
-    render = RenderConfig(steps=1, seeds=1, chunk_size=1, snapshot_steps=(), image_size=64)
+    render = RenderConfig(steps=1, image_size=64)
+    run = RunOptions(seeds=1, chunk_size=1, snapshot_steps=())
     small = np.asarray(lite0.features(x[:, :64, :64], "blocks.10"))[0]
     inputs = dict(r_plus=np.abs(small), beta=0.2, activations=small)
-    ours_step = visualize(wrapped, None, layer="blocks_10", config=render, **inputs)
-    native_step = visualize(lite0, None, layer="blocks.10", config=render, **inputs)
+    ours_step = visualize(wrapped, None, layer="blocks_10", config=render, options=run, **inputs)
+    native_step = visualize(lite0, None, layer="blocks.10", config=render, options=run, **inputs)
     # the loss before the update is the forward pass alone: equal to float32 rounding
     np.testing.assert_allclose(ours_step.loss_history, native_step.loss_history, rtol=1e-5)
     # Adam's first update is ±lr per parameter: where a gradient is ~0 its sign can fall either way
@@ -318,13 +319,13 @@ def factory(tmp_path):
 
 
 def test_a_sweep_runs_a_model_named_by_its_factory(factory, tmp_path):
-    from attrvis_jax import SweepConfig
+    from attrvis_jax.config import SweepConfig
     from attrvis_jax.apps.sweep import run_sweep
 
     name, photo = factory
     config = SweepConfig(model=name, images=(str(photo),), targets=("bee",), layers=("default", "stem"),
                          perturbations=("pyramid",), seeds=2, batch=2,
-                         attribution=QUICK, render=RenderConfig(steps=3, chunk_size=3, snapshot_steps=()))
+                         attribution=QUICK, render=RenderConfig(steps=3), chunk_size=3)
     result = run_sweep(config, tmp_path / "sweep")
     assert sorted({r["layer"] for r in result.rows}) == ["mid", "stem"]  # "default": the middle layer
     assert {r["target_name"] for r in result.rows} == {"bee"} and len(result.rows) == 4

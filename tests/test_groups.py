@@ -21,7 +21,7 @@ from sklearn.metrics import explained_variance_score
 
 from attrvis_jax.attribution.postprocess import area_ratio, postprocess
 from attrvis_jax.attribution.result import Attribution
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.groups import ChannelGroups, GroupVisualization, channel_groups, split_attribution, visualize_groups
 from attrvis_jax.data import Preprocess
@@ -344,22 +344,24 @@ def test_visualize_groups_is_the_grouped_batch_beside_the_integral(tiny):
     groups = channel_groups(data, tau=1.0, layer=TINY_LAYER)
     new = _attribution(data[0] + 0.05, layer=TINY_LAYER, size=TINY_SIZE)
     # A cheap perturbation: compiling is most of this test's time.
-    config = RenderConfig(steps=4, seeds=2, chunk_size=2, snapshot_steps=(), perturbation="constant")
+    config = RenderConfig(steps=4, perturbation="constant")
+    run = RunOptions(seeds=2, chunk_size=2, snapshot_steps=())
     key = jax.random.key(5)
     calls = []
-    shown = visualize_groups(tiny, new, groups, config, key, progress=lambda d, n: calls.append((d, n)))
+    shown = visualize_groups(tiny, new, groups, config, key, options=run, progress=lambda d, n: calls.append((d, n)))
     assert isinstance(shown, GroupVisualization) and shown.channel_groups is groups
     g = len(shown.parts)
     assert shown.groups.composed.shape == (2, g, TINY_SIZE, TINY_SIZE, 3) and shown.groups.grouped
     assert shown.integral.composed.shape == (2, TINY_SIZE, TINY_SIZE, 3)
     np.testing.assert_allclose(shown.groups.beta, [p["beta"] for p in shown.parts])
     # The same key: the groups are exactly `visualize` of the parts, the integral of the attribution.
-    np.testing.assert_array_equal(shown.groups.images, visualize(tiny, shown.parts, config, key).images)
-    np.testing.assert_array_equal(shown.integral.images, visualize(tiny, new, config, key).images)
+    np.testing.assert_array_equal(shown.groups.images, visualize(tiny, shown.parts, config, key, options=run).images)
+    np.testing.assert_array_equal(shown.integral.images, visualize(tiny, new, config, key, options=run).images)
     assert calls == [(2, 8), (4, 8), (6, 8), (8, 8)]
 
     # Overrides apply (and here give back `config`, so nothing is compiled again).
-    alone = visualize_groups(tiny, new, groups, config.replace(steps=9), key, include_integral=False, steps=4)
+    alone = visualize_groups(tiny, new, groups, config.replace(steps=9), key, options=run, include_integral=False,
+                             steps=4)
     assert alone.integral is None and alone.groups.config == config
     np.testing.assert_array_equal(alone.groups.images, shown.groups.images)
 
@@ -382,7 +384,7 @@ def test_groups_on_efficientnet_lite0_and_crops_of_a_real_photo(lite0, chelsea):
 
     print(groups.to_dict())
 
-    shown = visualize_groups(lite0, attrs[0], groups, RenderConfig(steps=8, seeds=2, image_size=None),
+    shown = visualize_groups(lite0, attrs[0], groups, RenderConfig(steps=8, image_size=None), seeds=2,
                              include_integral=False)
     assert len(shown.parts) == len(groups)  # every group has positive attribution in this view
     assert shown.groups.composed.shape == (2, len(groups), 224, 224, 3)

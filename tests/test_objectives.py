@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.data import Preprocess
 from attrvis_jax.devices import device_mesh
 from attrvis_jax.errors import AttrvisError
@@ -18,7 +18,8 @@ from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.render import objectives, seed_keys, visualize, visualize_rows
 
 SIZE, LAYER = 32, "conv2"
-CONFIG = RenderConfig(steps=16, seeds=2, chunk_size=8, snapshot_steps=(), lr=0.1)
+CONFIG = RenderConfig(steps=16, lr=0.1)
+RUN = RunOptions(seeds=2, chunk_size=8, snapshot_steps=())
 KEY = jax.random.key(3)
 
 
@@ -66,8 +67,8 @@ def test_feature_visualization_raises_its_channel(tiny):
     """Rendering channel k from the same kernel drives channel k up, well above where it starts and
     above the channels nobody asked for."""
     obj = objectives.channel(tiny, LAYER, 9)
-    res = visualize(tiny, obj, CONFIG.replace(perturbation="none", steps=48), key=KEY)
-    start = visualize(tiny, obj, CONFIG.replace(perturbation="none", steps=1, lr=1e-9), key=KEY)
+    res = visualize(tiny, obj, CONFIG.replace(perturbation="none", steps=48), options=RUN, key=KEY)
+    start = visualize(tiny, obj, CONFIG.replace(perturbation="none", steps=1, lr=1e-9), options=RUN, key=KEY)
     acts = lambda imgs: np.asarray(tiny.features(jnp.asarray(imgs), LAYER)).mean(axis=(1, 2))
     after, before = acts(res.images), acts(start.images)
     assert np.all(after[:, 9] > before[:, 9] + 0.05)
@@ -89,7 +90,7 @@ def test_objectives_add_and_scale_like_lucids(tiny):
 
 def test_feature_objective_with_a_mask_is_refused(tiny):
     with pytest.raises(AttrvisError, match="no mask terms"):
-        visualize(tiny, objectives.channel(tiny, LAYER, 0), CONFIG, key=KEY)
+        visualize(tiny, objectives.channel(tiny, LAYER, 0), CONFIG, options=RUN, key=KEY)
     with pytest.raises(AttrvisError, match="out of range"):
         objectives.channel(tiny, LAYER, 16)
     with pytest.raises(AttrvisError, match="out of range"):
@@ -109,26 +110,26 @@ def test_stacked_rows_are_the_seeds_visualize_runs(tiny):
     keys = jnp.stack([seed_keys(k, [s])[0] for k, s in zip(base_keys, seed)])
     stacked = objectives.stack([objectives.attribution_objective(a, config) for a in attrs])
     assert stacked.rows and stacked.weights.shape == (3, 1, 8, 8, 16)
-    out = visualize_rows(tiny, stacked, config, keys)
+    out = visualize_rows(tiny, stacked, config, keys, options=RUN)
     for i, a in enumerate(attrs):
-        alone = visualize(tiny, a, config, key=base_keys[i], seed_ids=[seed[i]])
+        alone = visualize(tiny, a, config, options=RUN, key=base_keys[i], seed_ids=[seed[i]])
         np.testing.assert_allclose(np.asarray(out.composed[i, 0]), alone.composed[0], atol=1e-4)
         np.testing.assert_allclose(np.asarray(out.masks[i, 0]), alone.masks[0], atol=1e-4)
         assert float(out.loss[i]) == pytest.approx(float(alone.loss[0]), rel=1e-4, abs=1e-5)
-    other = visualize(tiny, attrs[0], config, key=base_keys[0], seed_ids=[1 - seed[0]])
+    other = visualize(tiny, attrs[0], config, options=RUN, key=base_keys[0], seed_ids=[1 - seed[0]])
     assert np.abs(np.asarray(out.composed[0, 0]) - other.composed[0]).max() > 1e-2  # the key decides
 
 
 def test_a_mesh_of_one_device_changes_nothing(tiny):
     config = CONFIG.replace(perturbation="pyramid")
-    plain = visualize(tiny, _attribution(0), config, key=KEY)
-    meshed = visualize(tiny, _attribution(0), config, key=KEY, mesh=device_mesh(jax.devices()[:1]))
+    plain = visualize(tiny, _attribution(0), config, options=RUN, key=KEY)
+    meshed = visualize(tiny, _attribution(0), config, options=RUN, key=KEY, mesh=device_mesh(jax.devices()[:1]))
     np.testing.assert_array_equal(plain.composed, meshed.composed)
 
 
 def test_rows_and_keys_must_agree(tiny):
     stacked = objectives.stack([objectives.attribution_objective(_attribution(i), CONFIG) for i in range(2)])
     with pytest.raises(AttrvisError, match="one key per row"):
-        visualize_rows(tiny, stacked, CONFIG, seed_keys(KEY, [0, 1, 2]))
+        visualize_rows(tiny, stacked, CONFIG, seed_keys(KEY, [0, 1, 2]), options=RUN)
     with pytest.raises(AttrvisError, match="stack needs"):
         objectives.stack([objectives.channel(tiny, LAYER, 0), objectives.channel(tiny, "conv1", 0)])

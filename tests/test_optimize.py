@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.data import Preprocess
 from attrvis_jax.models.base import Model, ModelSpec, StagedNet
@@ -21,7 +21,8 @@ from attrvis_jax.render.objectives import attribution_objective as render_inputs
 from attrvis_jax.render.optimize import engine
 
 SIZE, LAYER, BETA = 32, "conv2", 0.25
-CONFIG = RenderConfig(steps=24, seeds=3, chunk_size=8, snapshot_steps=(8,), lr=0.1)
+CONFIG = RenderConfig(steps=24, lr=0.1)
+RUN = RunOptions(seeds=3, chunk_size=8, snapshot_steps=(8,))
 KEY = jax.random.key(0)
 
 
@@ -66,7 +67,7 @@ def attr(r, beta=BETA, **more):
 @pytest.fixture(scope="module")
 def base(tiny, r_plus):
     calls = []
-    result = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, progress=lambda d, n: calls.append((d, n)))
+    result = visualize(tiny, attr(r_plus), CONFIG, options=RUN, key=KEY, layer=LAYER, progress=lambda d, n: calls.append((d, n)))
     return result, calls
 
 
@@ -102,12 +103,12 @@ def test_optimization_moves_the_mask_toward_beta_and_raises_the_score(base, tiny
 
 def test_same_key_gives_identical_bits_and_other_keys_differ(base, tiny, r_plus):
     res, _ = base
-    again = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER)
+    again = visualize(tiny, attr(r_plus), CONFIG, options=RUN, key=KEY, layer=LAYER)
     assert again.timings["compile_s"] == 0.0  # the compiled chunk is reused
     np.testing.assert_array_equal(again.images, res.images)
     np.testing.assert_array_equal(again.masks, res.masks)
     np.testing.assert_array_equal(again.loss_history, res.loss_history)
-    other = visualize(tiny, attr(r_plus), CONFIG, key=jax.random.key(1), layer=LAYER)
+    other = visualize(tiny, attr(r_plus), CONFIG, options=RUN, key=jax.random.key(1), layer=LAYER)
     assert not np.allclose(other.images, res.images)
     assert not np.allclose(res.images[0], res.images[1])  # seeds differ from each other
 
@@ -116,7 +117,7 @@ def test_where_the_loop_is_cut_does_not_change_the_result(base, tiny, r_plus):
     res, _ = base
     # Snapshots cut the chunks at other places (3, 11, 19, 24 instead of 8, 16, 24) with the same
     # compiled chunk; the updates after each cut are skipped inside the scan, not recomputed.
-    cut = visualize(tiny, attr(r_plus), CONFIG.replace(snapshot_steps=(3, 8, 11, 19)), key=KEY, layer=LAYER)
+    cut = visualize(tiny, attr(r_plus), CONFIG, options=RUN.replace(snapshot_steps=(3, 8, 11, 19)), key=KEY, layer=LAYER)
     assert cut.timings["compile_s"] == 0.0
     np.testing.assert_array_equal(cut.images, res.images)
     np.testing.assert_array_equal(cut.loss_history, res.loss_history)
@@ -127,7 +128,7 @@ def test_where_the_loop_is_cut_does_not_change_the_result(base, tiny, r_plus):
 def test_vmapped_seeds_equal_the_same_seeds_run_one_at_a_time(base, tiny, r_plus):
     res, _ = base
     for seed in (2, 0):
-        alone = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, seed_ids=[seed])
+        alone = visualize(tiny, attr(r_plus), CONFIG, options=RUN, key=KEY, layer=LAYER, seed_ids=[seed])
         assert alone.seed_ids == (seed,)
         # The same arithmetic per seed; only the batched convolution may round differently.
         np.testing.assert_allclose(alone.images[0], res.images[seed], atol=1e-5)
@@ -137,13 +138,13 @@ def test_vmapped_seeds_equal_the_same_seeds_run_one_at_a_time(base, tiny, r_plus
 
 def test_python_loop_engine_matches_the_scan(base, tiny, r_plus):
     res, _ = base
-    loop = visualize(tiny, attr(r_plus), CONFIG.replace(engine="loop"), key=KEY, layer=LAYER)
+    loop = visualize(tiny, attr(r_plus), CONFIG, options=RUN.replace(engine="loop"), key=KEY, layer=LAYER)
     np.testing.assert_allclose(loop.images, res.images, atol=1e-5)
     np.testing.assert_allclose(loop.loss_history, res.loss_history, rtol=1e-5)
 
 
 def test_no_mask_ablation(tiny, r_plus):
-    res = visualize(tiny, attr(r_plus), CONFIG.replace(perturbation="none", seeds=2, steps=8), key=KEY, layer=LAYER)
+    res = visualize(tiny, attr(r_plus), CONFIG.replace(perturbation="none", steps=8), options=RUN.replace(seeds=2), key=KEY, layer=LAYER)
     assert np.all(res.masks == 1.0) and np.all(res.mask_area == 1.0)
     np.testing.assert_array_equal(res.composed, res.images)
     assert np.all(res.loss_history[:, -1] < res.loss_history[:, 0])  # only −L: it falls
@@ -161,13 +162,13 @@ def test_groups_from_a_list_of_attributions(tiny, r_plus):
     other = np.zeros_like(r_plus)
     other[:, :, 8:] = 0.5
     groups = [Attr(r_plus, 0.2, 100.0), Attr(other, 0.3, 50.0)]
-    res = visualize(tiny, groups, CONFIG.replace(seeds=2, steps=8), key=KEY)
+    res = visualize(tiny, groups, CONFIG.replace(steps=8), options=RUN.replace(seeds=2), key=KEY)
     assert res.grouped and res.layer == LAYER
     assert res.images.shape == (2, 2, SIZE, SIZE, 3) and res.mask_area.shape == (2, 2)
     np.testing.assert_allclose(res.beta, [0.2, 0.3])
     np.testing.assert_allclose(res.lambda0, [CONFIG.area_weight] * 2)
     np.testing.assert_allclose(res.reference, [np.mean(np.sum(ACTS * g.positive, -1)) for g in groups], rtol=1e-6)
-    code = visualize(tiny, groups, CONFIG.replace(seeds=1, steps=2, fidelity="code"), key=KEY)
+    code = visualize(tiny, groups, CONFIG.replace(steps=2, fidelity="code"), options=RUN.replace(seeds=1), key=KEY)
     np.testing.assert_allclose(code.lambda0, [100.0, 50.0])  # the code's λ0 is the attribution's
     assert not np.allclose(res.images[:, 0], res.images[:, 1])  # aligned init, different attributions
 
@@ -185,7 +186,7 @@ def test_gaussian_background_is_trained_when_asked(tiny, r_plus):
 
 
 def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_plus):
-    eng = engine(tiny.net, LAYER, dataclasses.replace(CONFIG, seeds=1, snapshot_steps=()), SIZE)
+    eng = engine(tiny.net, LAYER, CONFIG, SIZE, chunk_size=8)
     carry, seed_data = eng.init(seed_keys(KEY, [0, 1, 2]), 1)
     spectrum = carry["params"]["spectrum"].at[1, 0, 0, 0, 0, 0].set(jnp.nan)  # seed 1 gives a NaN loss
     carry = {**carry, "params": {"spectrum": spectrum}}
@@ -202,7 +203,7 @@ def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_p
     broken = jax.tree_util.tree_map(lambda a: a * jnp.nan, tiny.variables)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = visualize(tiny, attr(r_plus), CONFIG, key=KEY, layer=LAYER, variables=broken)
+        res = visualize(tiny, attr(r_plus), CONFIG, options=RUN, key=KEY, layer=LAYER, variables=broken)
     assert any("non-finite" in str(w.message) for w in caught)
     assert not res.finite.any() and np.all(res.stopped_at == 0) and np.all(np.isfinite(res.images))
 
@@ -282,25 +283,25 @@ def test_the_relative_balance_is_scale_free(tiny, r_plus):
     rounding."""
     gain = 1024.0
     scaled = dataclasses.replace(tiny, net=ScaledNet(gain=gain))
-    config = CONFIG.replace(seeds=2, steps=16)
-    one = visualize(tiny, attr(r_plus), config, key=KEY, layer=LAYER)
-    big = visualize(scaled, attr(r_plus, activations=ACTS * gain), config, key=KEY, layer=LAYER)
-    heavy = visualize(tiny, attr(r_plus * 1000.0), config, key=KEY, layer=LAYER)
+    config, run = CONFIG.replace(steps=16), RUN.replace(seeds=2)
+    one = visualize(tiny, attr(r_plus), config, options=run, key=KEY, layer=LAYER)
+    big = visualize(scaled, attr(r_plus, activations=ACTS * gain), config, options=run, key=KEY, layer=LAYER)
+    heavy = visualize(tiny, attr(r_plus * 1000.0), config, options=run, key=KEY, layer=LAYER)
     for other in (big, heavy):
         np.testing.assert_allclose(other.loss_history, one.loss_history, rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(other.images, one.images, atol=1e-5)
         np.testing.assert_allclose(other.masks, one.masks, atol=1e-5)
     code = config.replace(fidelity="code")
     lam = 20.0 * float(r_plus.sum())
-    c1 = visualize(tiny, attr(r_plus, lambda0=lam), code, key=KEY, layer=LAYER)
-    c2 = visualize(scaled, attr(r_plus, lambda0=lam), code, key=KEY, layer=LAYER)
+    c1 = visualize(tiny, attr(r_plus, lambda0=lam), code, options=run, key=KEY, layer=LAYER)
+    c2 = visualize(scaled, attr(r_plus, lambda0=lam), code, options=run, key=KEY, layer=LAYER)
     assert np.abs(c2.masks - c1.masks).max() > 1e-3
 
 
 def test_the_mask_starts_at_its_target_area(tiny, r_plus):
     """mask_start "beta" (default): M = σ(≈0 + logit β) starts at β; the code's starts at 0.5."""
     for start, want in (("beta", BETA), ("half", 0.5)):
-        eng = engine(tiny.net, LAYER, CONFIG.replace(seeds=1, snapshot_steps=(), mask_start=start), SIZE)
+        eng = engine(tiny.net, LAYER, CONFIG.replace(mask_start=start), SIZE)
         carry, _ = eng.init(seed_keys(KEY, [0, 1]), 1)
         _, m = eng.outputs(carry["params"], {"beta": jnp.full((1,), BETA)})
         np.testing.assert_allclose(np.asarray(m).mean(axis=(-2, -1)), want, atol=0.03)

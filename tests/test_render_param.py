@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render import objective, param
 
@@ -76,12 +76,15 @@ def test_render_config_is_hashable_validated_and_follows_fidelity():
     assert code.schedule_steps == 204 and RenderConfig(steps=64).schedule_steps == 6
     assert RenderConfig(perturbation="NoisePyramid").perturbation == "pyramid"
     assert RenderConfig(perturbation="ConstBack").perturbation == "constant"
-    assert RenderConfig(snapshot_steps=[256, 128, 128]).snapshot_steps == (128, 256)
+    assert RunOptions(snapshot_steps=[256, 128, 128]).snapshot_steps == (128, 256)
     assert RenderConfig.from_dict(dataclasses.asdict(paper)) == paper
-    for bad in ({"perturbation": "sparkles"}, {"fidelity": "tf"}, {"steps": 0}, {"engine": "gpu"},
+    for bad in ({"perturbation": "sparkles"}, {"fidelity": "tf"}, {"steps": 0},
                 {"transforms": "tf"}, {"lr": 0.0}, {"blur_kernel": "box"}):
         with pytest.raises(AttrvisError):
             RenderConfig(**bad)
+    for bad in ({"engine": "gpu"}, {"seeds": 0}, {"chunk_size": 0}, {"snapshot_steps": ["x"]}):
+        with pytest.raises(AttrvisError):
+            RunOptions(**bad)
     with pytest.raises(AttrvisError, match="unknown RenderConfig field"):
         code.replace(step=3)
 

@@ -47,9 +47,9 @@ def test_visualization_follows_the_attribution_on_a_real_photo(lite0, motorcycle
     beta = attr.beta
     assert 0 < beta < 0.5 and attr.positive.shape == (14, 14, 112)
 
-    config = RenderConfig(steps=64, seeds=2, lr=0.5, chunk_size=32, snapshot_steps=())
+    config = RenderConfig(steps=64, lr=0.5)
     key = jax.random.key(0)
-    res = visualize(lite0, attr, config, key=key)  # duck-typed: positive, beta, activations, baseline, layer
+    res = visualize(lite0, attr, config, key=key, seeds=2, snapshot_steps=())  # duck-typed: positive, beta, activations, baseline, layer
     assert res.layer == LAYER and res.finite.all()
     assert res.composed.shape == (2, 224, 224, 3)
 
@@ -62,7 +62,7 @@ def test_visualization_follows_the_attribution_on_a_real_photo(lite0, motorcycle
     directed = directed_attribution(attr)
     features = lambda imgs: np.asarray(lite0.features(jnp.asarray(imgs, jnp.float32), LAYER))
     pcc = [pearson(f, directed) for f in features(res.composed)]
-    eng = engine(lite0.net, LAYER, config.replace(seeds=1), 224)
+    eng = engine(lite0.net, LAYER, config, 224)
     carry, _ = eng.init(seed_keys(key, res.seed_ids), 1)
     x0, m0 = (np.asarray(a)[:, 0] for a in eng.outputs(carry["params"], {"beta": jnp.full((1,), beta)}))
     init = 0.55 * (1 - m0[..., None]) + x0 * m0[..., None]

@@ -30,7 +30,7 @@ CONFIG = SweepConfig(
     images=("sample:chelsea", "sample:coffee"), targets=("top1",), layers=("blocks.1",),
     perturbations=("pyramid", "constant"), seeds=3, batch=4, key=7,
     attribution=AttributionConfig(spatial_steps=8, channel_steps=8, steps=8),
-    render=RenderConfig(steps=3, chunk_size=3),
+    render=RenderConfig(steps=3), chunk_size=3,
 )
 NUMERIC = ("pcc", "pcc_raw", "mask_area", "final_loss")
 
@@ -286,6 +286,9 @@ def test_spec_files_and_plan(tmp_path, lite0):
     assert len({u.slug for u in units}) == 2
     # Seeds, perturbations and chunking may change between runs; the settings of a result may not.
     assert fingerprint(config) == fingerprint(config.replace(seeds=9, perturbations=("blur",)))
+    assert fingerprint(config) == fingerprint(config.replace(chunk_size=7, engine="loop"))  # how it runs
+    with pytest.raises(AttrvisError, match="moved out of"):
+        SweepConfig.from_dict({"render": {"chunk_size": 4}})
     assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(steps=6)))
     # the render's balance is part of a result: a store made under another one is not resumed
     assert fingerprint(config) != fingerprint(config.replace(render=config.render.replace(area_weight=3.0)))

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from attrvis_jax.apps import progress as progress_mod
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, write_json
 from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, write_report
@@ -56,6 +56,7 @@ def run(
     method: str = "aumann_shapley",
     attribution_config: AttributionConfig | None = None,
     render_config: RenderConfig | None = None,
+    run_options: RunOptions | None = None,
     seed: int = 0,
     quiet: bool = False,
     image_label: str | None = None,
@@ -69,12 +70,13 @@ def run(
     floor (memory.py) exceeds the free memory is refused before any work."""
     with OutputFolder(out_dir, run_owns, overwrite) as folder:
         return _run(model, image, folder, layer=layer, target=target, method=method,
-                    attribution_config=attribution_config, render_config=render_config, seed=seed, quiet=quiet,
+                    attribution_config=attribution_config, render_config=render_config, run_options=run_options,
+                    seed=seed, quiet=quiet,
                     image_label=image_label)
 
 
-def _run(model, image, folder: OutputFolder, *, layer, target, method, attribution_config, render_config, seed,
-         quiet, image_label) -> dict:
+def _run(model, image, folder: OutputFolder, *, layer, target, method, attribution_config, render_config,
+         run_options, seed, quiet, image_label) -> dict:
     from attrvis_jax.attribution import attribute
     from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
@@ -84,9 +86,10 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     t_start = time.perf_counter()
     attribution_config = attribution_config or AttributionConfig()
     render_config = render_config or RenderConfig()
+    run_options = run_options or RunOptions()
     layer = model.resolve_layer(layer)
     x = model.load_image(image)
-    check_render_memory(model, layer, render_config.seeds, render_config.image_size or model.input_size)
+    check_render_memory(model, layer, run_options.seeds, render_config.image_size or model.input_size)
     key = jax.random.PRNGKey(seed)
     attr_key, render_key = jax.random.split(key)
 
@@ -98,7 +101,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
         print(attr.summary(), flush=True)
 
     t0 = time.perf_counter()
-    vis = visualize(model, attr, config=render_config, key=render_key,
+    vis = visualize(model, attr, config=render_config, key=render_key, options=run_options,
                     progress=progress_mod.bar("visualization", quiet=quiet))
     t_render = time.perf_counter() - t0
 
@@ -162,7 +165,8 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
             "metrics_s": t_metrics,
         },
         "versions": versions(),
-        "config": {"attribution": attribution_config.to_dict(), "render": render_config.to_dict()},
+        "config": {"attribution": attribution_config.to_dict(), "render": render_config.to_dict(),
+                   "run": run_options.to_dict()},
     }
     results["timings"]["total_s"] = time.perf_counter() - t_start
     write_json(out_dir / "results.json", results)

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from attrvis_jax.errors import AttrvisError
 
@@ -53,7 +53,8 @@ BOOLEAN = ("top5_hit", "finite")
 class ResultStore:
     """Items of one sweep, keyed by item id. Open it as a context manager or call `close()`."""
 
-    def __init__(self, path: Path, fingerprint: dict):
+    def __init__(self, path: Path, fingerprint: dict, upgrade: Callable[[dict], dict] | None = None):
+        # upgrade: maps a fingerprint an older version stored to this version's form
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60)
@@ -66,6 +67,9 @@ class ResultStore:
         if stored is None:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (wanted,))
+        elif stored != wanted and upgrade is not None and json.dumps(upgrade(json.loads(stored)), sort_keys=True) == wanted:
+            with self.db:
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (wanted,))
         elif stored != wanted:
             old, new = json.loads(stored), fingerprint
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -123,12 +123,18 @@ def unit_key(config: SweepConfig, unit: Unit) -> jax.Array:
 
 
 def fingerprint(config: SweepConfig) -> dict:
-    """What must not change between a sweep and its resumption (lists may grow; items are keyed)."""
-    render = config.render.to_dict()
-    for name in ("perturbation", "seeds", "snapshot_steps", "chunk_size"):
-        render.pop(name)
+    """What must not change between a sweep and its resumption (lists may grow; items are keyed):
+    everything but the lists, how it runs, and the render config's perturbation (the sweep's list
+    replaces it)."""
+    render = {k: v for k, v in config.render.to_dict().items() if k != "perturbation"}
     return {"model": config.model, "weights": config.weights, "method": config.method, "key": config.key,
             "attribution": config.attribution.to_dict(), "render": render}
+
+
+def upgrade_fingerprint(stored: dict) -> dict:
+    """A fingerprint as this version writes it: stores from before `RunOptions` also pinned
+    render.engine, which never changed a result."""
+    return {**stored, "render": {k: v for k, v in stored.get("render", {}).items() if k != "engine"}}
 
 
 # ---- running -----------------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ def run_sweep(
         check_render_memory(model, layer, per_memory, size, what="batch")
     # Opened only once the spec is known to work (it pins the settings), and before sweep.json is
     # written: a folder holding a sweep with other settings is refused with nothing changed.
-    store = ResultStore(out_dir / "store.sqlite", fingerprint(config))
+    store = ResultStore(out_dir / "store.sqlite", fingerprint(config), upgrade=upgrade_fingerprint)
     try:
         if writer:
             write_json(out_dir / "sweep.json", config.to_dict())
@@ -263,7 +269,7 @@ def _targets(model, units, x) -> list[int]:
 def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total):
     from attrvis_jax.metrics import directed_attribution, evaluate_rows
     from attrvis_jax.render import objectives
-    from attrvis_jax.render.optimize import kernel_config, seed_keys, visualize_rows
+    from attrvis_jax.render.optimize import seed_keys, visualize_rows
 
     width = -(-config.batch // mesh.size) * mesh.size  # a multiple of the device count
     variables = shard(model.variables, mesh, batched=False)
@@ -281,7 +287,7 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
         progress(done, total)
     batch_index = 0
     for (layer, perturbation), group in groups.items():
-        render_config = kernel_config(config.render.replace(perturbation=perturbation))
+        render_config = config.render.replace(perturbation=perturbation)
         for start in range(0, len(group), width):
             real = group[start : start + width]
             rows = real + [real[-1]] * (width - len(real))  # a fixed batch shape: one compilation
@@ -291,7 +297,8 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
                               for item in rows])
             stacked = objectives.stack([objectives.attribution_objective(a, render_config) for a in attrs])
             t0 = time.perf_counter()
-            out = visualize_rows(model, stacked, render_config, keys, layer=layer, mesh=mesh, variables=variables)
+            out = visualize_rows(model, stacked, render_config, keys, layer=layer, mesh=mesh, variables=variables,
+                                 options=config.run_options)
             timings["devices_used"] = len(out.loss.sharding.device_set)
             composed = out.composed[:, 0]
             refs = shard((np.stack([a.positive for a in attrs]), np.stack([a.values for a in attrs]),

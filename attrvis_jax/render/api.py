@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import RenderConfig, RunOptions, split_options
 from attrvis_jax.devices import gather
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render.objectives import Objective, attribution_objective
@@ -49,6 +49,7 @@ class RenderResult:
     loss_history: np.ndarray
     snapshots: dict
     config: RenderConfig
+    options: RunOptions
     layer: str | None
     seed_ids: tuple[int, ...]
     grouped: bool
@@ -83,6 +84,7 @@ def visualize(
     reference=None,
     seed_ids: Sequence[int] | None = None,
     variables: Any = None,
+    options: RunOptions | None = None,
     mesh=None,
     progress: Progress | None = None,
     **overrides,
@@ -95,26 +97,26 @@ def visualize(
         `layer`), a list of them (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays
         override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)` with
         perturbation "none": a plain feature visualization).
-    config / overrides: a `RenderConfig` and/or its fields by name (`steps=256`).
+    config / options / overrides: what it computes (`RenderConfig`), how it runs (`RunOptions`:
+        seeds, snapshots, chunking), and fields of either by name (`steps=256, seeds=2`).
     key: PRNG key (default key 0); seed i uses fold_in(key, i). seed_ids: which seeds to run
-        (default range(config.seeds)); running [3] alone gives seed 3 of a batched run.
+        (default range(options.seeds)); running [3] alone gives seed 3 of a batched run.
     mesh: a `devices.device_mesh()` to split the seeds over (their count a multiple of its size).
     progress: called as progress(done, total) after every chunk.
     """
-    config = config or RenderConfig()
-    config = config.replace(**overrides) if overrides else config
+    config, options = split_options(config, options, overrides)
     if isinstance(attribution, Objective):
         objective = attribution
     else:
         objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
                                           activations=activations, baseline=baseline, reference=reference)
     layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
-    seed_ids = tuple(range(config.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
+    seed_ids = tuple(range(options.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
     if not seed_ids:
         raise AttrvisError("no seeds to run")
     key = jax.random.key(0) if key is None else key
     out = visualize_rows(model, objective, config, seed_keys(key, seed_ids), layer=layer, mesh=mesh,
-                         variables=variables, snapshot_steps=config.snapshot_steps, progress=progress)
+                         variables=variables, options=options, progress=progress)
     grouped = objective.grouped
     snapshots = {t: _pack(x, m, c, grouped) for t, (x, m, c) in out.snapshots.items()}
     final = _pack(out.images, out.masks, out.composed, grouped)
@@ -130,7 +132,7 @@ def visualize(
         loss=gather(out.loss), mask_area=area,
         beta=unbatch(objective.beta), lambda0=unbatch(objective.lambda0), reference=unbatch(objective.reference),
         finite=finite, stopped_at=gather(out.stopped_at), loss_history=gather(out.loss_history),
-        snapshots=snapshots, config=config, layer=layer, seed_ids=seed_ids, grouped=grouped,
+        snapshots=snapshots, config=config, options=options, layer=layer, seed_ids=seed_ids, grouped=grouped,
         timings={"compile_s": out.compile_s, "run_s": out.run_s, "steps": config.steps, "seeds": len(seed_ids)},
     )
 

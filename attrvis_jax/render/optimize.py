@@ -19,9 +19,9 @@ term); `fidelity="code"` gives W = R⁺ and λ0 = 20·ΣR_f with the plain trans
 
 Seeds are a vmapped axis; attribution groups are the network's batch inside each seed (they share a
 transform draw, as in the code, but get their own noise). Steps run as one `lax.scan` per chunk of
-`chunk_size` updates inside a jitted call whose carry (parameters, Adam state, per-seed status) is
-donated; between chunks the progress callback runs and snapshots are taken. `engine="loop"` runs a
-Python loop of a jitted single step instead (same arithmetic; measured in benchmarks/render.py).
+`RunOptions.chunk_size` updates inside a jitted call whose carry (parameters, Adam state, per-seed status) is
+donated; between chunks the progress callback runs and snapshots are taken. `RunOptions(engine=
+"loop")` runs a Python loop of a jitted single step instead (same arithmetic; measured in benchmarks/render.py).
 
 Keys: `visualize` gives seed i the row key fold_in(key, i) (`seed_keys`), so a seed's result does
 not depend on which other seeds run with it; the kernel uses fold_in(row, 0) for the init,
@@ -34,7 +34,6 @@ is reported in `finite` / `stopped_at`, and it never contributes a NaN image.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
 from attrvis_jax.render import objective
@@ -79,10 +78,11 @@ def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
 class Engine:
     """Pure step functions for one (network, layer, config, image size); jitted ones are built once."""
 
-    def __init__(self, net, layer: str, config: RenderConfig, size: int, rows: bool = False):
-        # rows=False: every seed optimizes against the same attribution `data`; rows=True: `data`
-        # has a leading axis like the seeds (one attribution per row: a sweep's batch of items).
+    def __init__(self, net, layer: str, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32):
+        # rows=False: every seed optimizes against the same objective `data`; rows=True: `data`
+        # has a leading axis like the seeds (one objective per row: a sweep's batch of items).
         self.net, self.layer, self.config, self.size, self.rows = net, layer, config, size, rows
+        self.chunk_size = chunk_size
         self.channels = 4 if config.has_mask else 3
         self.perturb = make_perturbation(config)
         self.transform = TRANSFORMS[config.transform_set]
@@ -187,7 +187,7 @@ class Engine:
             skip = lambda carry: (carry, jnp.full(carry["loss"].shape, jnp.nan, jnp.float32))
             return jax.lax.cond(t < t_stop, lambda c: self._all_step(variables, c, seed_data, data, t), skip, carry)
 
-        return jax.lax.scan(body, carry, jnp.arange(self.config.chunk_size, dtype=jnp.int32))
+        return jax.lax.scan(body, carry, jnp.arange(self.chunk_size, dtype=jnp.int32))
 
     # -- ahead-of-time compilation, cached by argument shapes --
     def compiled(self, name: str, *args):
@@ -204,22 +204,22 @@ class Engine:
 
 
 @functools.lru_cache(maxsize=8)
-def engine(net, layer: str, config: RenderConfig, size: int, rows: bool = False) -> Engine:
-    """The engine for these statics (seeds and snapshots do not change the compiled step)."""
-    return Engine(net, layer, config, size, rows)
+def engine(net, layer: str, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32) -> Engine:
+    """The engine for these statics (the seeds' count is a shape: each count compiles once)."""
+    return Engine(net, layer, config, size, rows, chunk_size)
 
 
 def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, snapshot_steps=(),
-              progress: Progress | None = None):
-    """Run `steps` updates in compiled chunks; returns (carry, loss history (S, steps), snapshots
-    {t: (X, M)}, compile_s, run_s). Inputs may be sharded arrays: the compiled chunk follows them."""
-    config = eng.config
+              progress: Progress | None = None, loop: bool = False):
+    """Run `steps` updates in compiled chunks of `eng.chunk_size` (loop: a Python loop of the
+    jitted single step instead); returns (carry, loss history (S, steps), snapshots {t: (X, M)},
+    compile_s, run_s). Inputs may be sharded arrays: the compiled chunk follows them."""
     marks = sorted({s for s in snapshot_steps if 0 < s < steps} | {steps})
     snapshots, history = {}, []
     compile_s, t_start, t = 0.0, time.perf_counter(), 0
     while t < steps:
-        stop = min(t + config.chunk_size, next(m for m in marks if m > t))
-        if config.engine == "scan":
+        stop = min(t + eng.chunk_size, next(m for m in marks if m > t))
+        if not loop:
             t0, ts = jnp.int32(t), jnp.int32(stop)
             exe, dt = eng.compiled("chunk", variables, carry, seed_data, data, t0, ts)
             compile_s += dt
@@ -264,13 +264,8 @@ class Rendered(NamedTuple):
     run_s: float
 
 
-def kernel_config(config: RenderConfig) -> RenderConfig:
-    """The config an engine is compiled for: seeds and snapshots do not change the compiled step."""
-    return dataclasses.replace(config, seeds=1, snapshot_steps=())
-
-
 def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
-                   mesh=None, variables: Any = None, snapshot_steps: Sequence[int] = (),
+                   mesh=None, variables: Any = None, options: RunOptions | None = None,
                    progress: Progress | None = None) -> Rendered:
     """Optimize one image (and mask) per row of `keys` toward `objective` at `layer`.
 
@@ -279,7 +274,8 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         `layer` is None; its weights must have the layer's shape at the render size.
     keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
     mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
-        size), the variables replicated. snapshot_steps: keep the outputs after these updates too.
+        size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
+        snapshot steps; its seed count is not used, the keys are the rows).
     The row's key alone decides its stream, so a row's result does not depend on the others.
     """
     layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
@@ -300,7 +296,8 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     if mesh is not None and rows % mesh.size:
         raise AttrvisError(f"{rows} rows do not split over {mesh.size} devices: use a multiple of {mesh.size}")
     variables = model.variables if variables is None else variables
-    eng = engine(model.net, layer, kernel_config(config), size, objective.rows)
+    options = options or RunOptions()
+    eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size)
     carry, seed_data = eng.init(keys, objective.groups)
     data = {"weights": jnp.asarray(objective.weights), "beta": jnp.asarray(objective.beta),
             "lambda0": jnp.asarray(objective.lambda0)}
@@ -309,8 +306,8 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         carry, seed_data = shard((carry, seed_data), mesh)
         data = shard(data, mesh, batched=objective.rows)
     carry, history, raw, compile_s, run_s = run_steps(
-        eng, variables, carry, seed_data, data, steps=config.steps, snapshot_steps=tuple(snapshot_steps),
-        progress=progress)
+        eng, variables, carry, seed_data, data, steps=config.steps, snapshot_steps=options.snapshot_steps,
+        progress=progress, loop=options.engine == "loop")
     background = config.background
     snapshots = {t: (x, m, composite(x, m, background)) for t, (x, m) in raw.items()}
     x, m = eng.outputs(carry["params"], data)
