@@ -21,14 +21,15 @@ from typing import Sequence
 
 import numpy as np
 
-from attrvis_jax.config import AREA_WEIGHT, AttributionConfig, RenderConfig, SweepConfig, attribution_fidelity
+from attrvis_jax.config import (
+    AREA_WEIGHT, CODE_NAMES, PERTURBATIONS as NAMES, AttributionConfig, RenderConfig, SweepConfig, attribution_fidelity,
+)
 from attrvis_jax.fileio import atomic_write, write_json, write_text
 from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, to_csv
 
-# The variants in the paper's order, with the authors' names for the legend.
-PERTURBATIONS = ("none", "constant", "gaussian", "blur", "fractal", "pyramid")
-PAPER_NAMES = {"none": "No-mask", "constant": "ConstBack", "gaussian": "Normal", "blur": "BlurImage",
-               "fractal": "Noise", "pyramid": "NoisePyramid"}
+# The variants in the paper's order (the no-mask ablation first), with the authors' names for the legend.
+PERTURBATIONS = ("none", *(p for p in NAMES if p != "none"))
+PAPER_NAMES = CODE_NAMES
 METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
            "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
            "top5_rate": "classification consistency (top-5)"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attrvis_jax.config import AREA_WEIGHT, RENDER_FIDELITIES, attribution_fidelity
+from attrvis_jax.config import AREA_WEIGHT, PERTURBATIONS, RENDER_FIDELITIES, attribution_fidelity
 
 EXAMPLES = {
     "demo": """examples:
@@ -377,7 +377,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--seeds", type=positive_int, default=None,
                    help=f"random initializations (default: {DEMO['seeds'] if demo else 25})")
     p.add_argument("--perturbation", default=None,
-                   choices=["pyramid", "fractal", "constant", "gaussian", "blur", "none"],
+                   choices=PERTURBATIONS,
                    help="background perturbation (default: pyramid, the fractal noise pyramid)")
     p.add_argument("--method", default="aumann_shapley",
                    help="attribution method (default: aumann_shapley; also integrated_gradients, saliency, "
@@ -450,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=cmd_sweep)
 
-    from attrvis_jax.apps.ablation import PERTURBATIONS
+    from attrvis_jax.apps.ablation import PERTURBATIONS as ABLATION_ORDER
 
-    p = add("ablation", f"the perturbation ablation ({', '.join(PERTURBATIONS)}) with table and bar charts")
+    p = add("ablation", f"the perturbation ablation ({', '.join(ABLATION_ORDER)}) with table and bar charts")
     p.add_argument("--images", nargs="+", default=["sample:chelsea"],
                    help="image files, folders, bundled photos (chelsea ...) or tfds:NAME:SPLIT@A:B")
     p.add_argument("--targets", nargs="+", default=["top1"], help="class names/indices, top1 or label")

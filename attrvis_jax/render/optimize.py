@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from attrvis_jax.attribution.postprocess import LAMBDA_SCALE_CODE as LAMBDA_SCALE  # the code's 20 in 20·ΣR_f
-from attrvis_jax.config import RenderConfig
+from attrvis_jax.config import CODE_GRAY, RenderConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.metrics import directed_weights
 from attrvis_jax.render import objective
@@ -99,7 +99,7 @@ class RenderResult:
                 + (f", {stopped} seed(s) stopped on a non-finite loss" if stopped else ""))
 
 
-def composite(images, masks, background: float = 0.55):
+def composite(images, masks, background: float = CODE_GRAY):
     """background·(1 − M) + X·M with masks (..., H, W) or (..., H, W, 1)."""
     m = masks if masks.shape[-1] == 1 else masks[..., None]
     return background * (1.0 - m) + images * m

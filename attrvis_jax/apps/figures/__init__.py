@@ -46,9 +46,7 @@ from attrvis_jax.apps.figures.layers import compute_layers, draw_layers, fig_lay
 from attrvis_jax.apps.figures.layout import (
     CAPTION_H, CELL_PAD, CHAR_W, TITLE_LINE, TITLE_PAD, blank, grid_figure, grid_size, heat_cell, wrap_title,
 )
-from attrvis_jax.apps.figures.perturbations import (
-    PERTURBATION_ORDER, compute_perturbations, draw_perturbations, fig_perturbations,
-)
+from attrvis_jax.apps.figures.perturbations import compute_perturbations, draw_perturbations, fig_perturbations
 from attrvis_jax.apps.figures.run import FIGURES, run_all
 from attrvis_jax.apps.figures.schedule import PAPER_LR, PAPER_STEPS, SCHEDULES, Schedule, get_schedule
 from attrvis_jax.apps.figures.spectra import SPECTRA_DPI, SPECTRA_FIGSIZE, compute_spectra, draw_spectra, fig_spectra
@@ -56,7 +54,7 @@ from attrvis_jax.config import AttributionConfig, RenderConfig
 
 __all__ = [
     "AttributionConfig", "CAPTION_H", "CELL_PAD", "CHAR_W", "FIGURES", "FORWARD_BATCH", "FigureContext",
-    "PAPER_LR", "PAPER_STEPS", "PERTURBATION_ORDER", "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
+    "PAPER_LR", "PAPER_STEPS", "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
     "SPECTRA_FIGSIZE", "Schedule", "TITLE_LINE", "TITLE_PAD", "VIEWS", "amplitude_spectrum", "blank",
     "comparison_maps", "compute_comparison", "compute_groups", "compute_layers", "compute_perturbations",
     "compute_spectra", "draw_comparison", "draw_groups", "draw_layers", "draw_perturbations", "draw_spectra",

@@ -9,23 +9,21 @@ import numpy as np
 from attrvis_jax.apps.figures.context import FigureContext, _stats, forward
 from attrvis_jax.apps.figures.layout import _ok, _write, blank, grid_figure
 from attrvis_jax.apps.figures.schedule import Schedule
+from attrvis_jax.config import PERTURBATIONS
 from attrvis_jax.metrics import directed_attribution, pearson_rows, target_rank
-
-
-PERTURBATION_ORDER = ("constant", "gaussian", "blur", "fractal", "pyramid", "none")
 
 
 def compute_perturbations(ctx: FigureContext) -> dict:
     """One render per perturbation (seeds batched), plus PCC with R⁺ / raw R, top-5 and mask area."""
     attr = ctx.attribution()
-    records = {p: ctx.render(p) for p in PERTURBATION_ORDER}
+    records = {p: ctx.render(p) for p in PERTURBATIONS}
     seeds = ctx.schedule.seeds
-    batch = np.concatenate([records[p]["composed"] for p in PERTURBATION_ORDER])
+    batch = np.concatenate([records[p]["composed"] for p in PERTURBATIONS])
     acts, logits = forward(ctx.model, batch, ctx.layer)
-    ranks = target_rank(logits, ctx.target, len(ctx.model.labels)).reshape(len(PERTURBATION_ORDER), seeds)
-    acts = acts.reshape(len(PERTURBATION_ORDER), seeds, *acts.shape[1:])
+    ranks = target_rank(logits, ctx.target, len(ctx.model.labels)).reshape(len(PERTURBATIONS), seeds)
+    acts = acts.reshape(len(PERTURBATIONS), seeds, *acts.shape[1:])
     metrics = {}
-    for i, p in enumerate(PERTURBATION_ORDER):
+    for i, p in enumerate(PERTURBATIONS):
         metrics[p] = {
             "pcc": _stats(pearson_rows(acts[i], attr.positive)),
             "pcc_raw": _stats(pearson_rows(acts[i], attr.values)),
@@ -44,15 +42,15 @@ def draw_perturbations(ctx: FigureContext, data: dict, title: Sequence[str]) -> 
     recs, m = data["records"], data["metrics"]
     cells, captions = [], []
     for s in range(seeds):
-        for p in PERTURBATION_ORDER:
+        for p in PERTURBATIONS:
             cells.append(recs[p]["composed"][s])
             captions.append(f"{p} s{s} r={m[p]['pcc']['values'][s]:.2f} {_ok(m[p]['target_rank'][s] < 5)}")
-    for p in PERTURBATION_ORDER:
+    for p in PERTURBATIONS:
         if recs[p]["has_mask"]:
             cells.append(recs[p]["masks"][0]), captions.append(f"{p} mask s0 area={recs[p]['mask_area'][0]:.2f}")
         else:
             cells.append(blank(size)), captions.append(f"{p}: no mask")
-    return grid_figure(cells, captions, columns=len(PERTURBATION_ORDER), title=title)
+    return grid_figure(cells, captions, columns=len(PERTURBATIONS), title=title)
 
 
 def fig_perturbations(model, out_dir, *, schedule: str | Schedule = "reduced", key=None, image="chelsea",
@@ -67,12 +65,12 @@ def fig_perturbations(model, out_dir, *, schedule: str | Schedule = "reduced", k
         "Fig. 8 analogue: one attribution visualized with each perturbation (columns) and seed (rows); "
         "bottom row: the masks of seed 0",
         ctx.caption_line(),
-        "mean PCC vs R+: " + ", ".join(f"{p} {m[p]['pcc']['mean']:.3f}" for p in PERTURBATION_ORDER)
-        + " | vs sign(a-b)·R+: " + ", ".join(f"{p} {m[p]['pcc_directed']['mean']:.3f}" for p in PERTURBATION_ORDER)
-        + " | top-5: " + ", ".join(f"{p} {m[p]['top5_rate']:.0%}" for p in PERTURBATION_ORDER)
+        "mean PCC vs R+: " + ", ".join(f"{p} {m[p]['pcc']['mean']:.3f}" for p in PERTURBATIONS)
+        + " | vs sign(a-b)·R+: " + ", ".join(f"{p} {m[p]['pcc_directed']['mean']:.3f}" for p in PERTURBATIONS)
+        + " | top-5: " + ", ".join(f"{p} {m[p]['top5_rate']:.0%}" for p in PERTURBATIONS)
         + f" | beta {data['beta']:.3f}",
     ]
     picture, layout = draw_perturbations(ctx, data, title)
-    record = {"caption": " ".join(title), "meta": ctx.meta(), "columns": list(PERTURBATION_ORDER),
+    record = {"caption": " ".join(title), "meta": ctx.meta(), "columns": list(PERTURBATIONS),
               "beta": data["beta"], "metrics": m, "layout": layout}
     return _write(out_dir, "perturbations", picture, record)

@@ -15,6 +15,7 @@ from attrvis_jax.apps.figures.analysis import amplitude_spectrum, radial_profile
 from attrvis_jax.apps.figures.context import FigureContext
 from attrvis_jax.apps.figures.layout import _write
 from attrvis_jax.apps.figures.schedule import Schedule
+from attrvis_jax.config import RenderConfig
 
 
 SPECTRA_FIGSIZE = (15.0, 9.0)  # inches; at SPECTRA_DPI the PNG is exactly 1500 × 900 pixels
@@ -34,7 +35,7 @@ def compute_spectra(x: np.ndarray, key: jax.Array, draws: int = 8, fidelity: str
 
     n = int(x.shape[0])
     k_gauss, k_fractal, k_pyramid = jax.random.split(key, 3)
-    constant = 0.5 if fidelity == "paper" else 0.55
+    constant = RenderConfig(fidelity=fidelity).background
     blur = np.asarray(perturb.blur_levels(jnp.asarray(x)[None]))[0]  # (6, n, n, 3): σ 10, 8, 6, 4, 2, X
     pyramid = np.asarray(noise.noise_pyramid(k_pyramid, (draws,), n, n))  # (draws, 6, n, n, 3)
     backgrounds = {
