@@ -31,7 +31,8 @@ cells, writing), one module per figure (`spectra`, `comparison`, `perturbations`
 `groups`) and `run` (FIGURES, run_all). This package re-exports what its users call.
 
 Schedules: `SCHEDULES["paper"]` is the published one (2048 updates, 25 seeds, the default
-AttributionConfig); `SCHEDULES["reduced"]` is a short one for CPUs (see `Schedule`).
+AttributionConfig); `SCHEDULES["reduced"]` is a short one for CPUs. Both are views (`Schedule`) of
+the presets in `attrvis_jax.configs`.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ from attrvis_jax.apps.figures.layout import (
 )
 from attrvis_jax.apps.figures.perturbations import compute_perturbations, draw_perturbations, fig_perturbations
 from attrvis_jax.apps.figures.run import FIGURES, run_all
-from attrvis_jax.apps.figures.schedule import PAPER_LR, PAPER_STEPS, SCHEDULES, Schedule, get_schedule
+from attrvis_jax.apps.figures.schedule import SCHEDULES, Schedule, get_schedule
 from attrvis_jax.apps.figures.spectra import SPECTRA_DPI, SPECTRA_FIGSIZE, compute_spectra, draw_spectra, fig_spectra
 from attrvis_jax.config import AttributionConfig, RenderConfig
 
 __all__ = [
     "AttributionConfig", "CAPTION_H", "CELL_PAD", "CHAR_W", "FIGURES", "FORWARD_BATCH", "FigureContext",
-    "PAPER_LR", "PAPER_STEPS", "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
+    "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
     "SPECTRA_FIGSIZE", "Schedule", "TITLE_LINE", "TITLE_PAD", "VIEWS", "amplitude_spectrum", "blank",
     "comparison_maps", "compute_comparison", "compute_groups", "compute_layers", "compute_perturbations",
     "compute_spectra", "draw_comparison", "draw_groups", "draw_layers", "draw_perturbations", "draw_spectra",

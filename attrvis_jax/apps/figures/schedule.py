@@ -1,28 +1,36 @@
-"""How long the figures run: `Schedule`, the named `SCHEDULES` and `get_schedule`."""
+"""How long the figures run: `Schedule`, a view of a preset of `attrvis_jax.configs` (reduced, paper)
+that a run may change field by field, the named `SCHEDULES` and `get_schedule`."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
+from attrvis_jax import configs
 from attrvis_jax.config import AttributionConfig, RenderConfig, attribution_fidelity
+from attrvis_jax.configs import paper
 from attrvis_jax.errors import AttrvisError
 
 
-PAPER_LR = 0.02
-PAPER_STEPS = 2048
+def _fields(preset: configs.Preset) -> dict:
+    """A preset's numbers as Schedule fields (lr None where the preset scales it with the steps)."""
+    r, a = preset.render, preset.attribution
+    return dict(name=preset.name, steps=r.steps, seeds=r.seeds, lr=None if preset.scale_lr else r.lr,
+                spatial_steps=a.spatial_steps, channel_steps=a.channel_steps, path_steps=a.steps,
+                nmf_factors=preset.nmf_factors, views=preset.views, spectrum_draws=preset.spectrum_draws,
+                fidelity=r.fidelity, chunk_size=r.chunk_size, engine=r.engine)
+
+
+_REDUCED = _fields(configs.get("reduced"))
 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """How long everything runs. Frozen and hashable.
+    """How long everything runs. Frozen and hashable. The defaults are the reduced preset's
+    (`configs.reduced`, sized for a CPU); `from_preset` views any preset, e.g. `configs.paper`.
 
     steps, seeds, lr: the renders (`RenderConfig.steps/seeds/lr`; lr and λ change every steps/10
-        updates, as the paper's every 204 of 2048). lr None means 0.02·√(2048/steps): the paper's lr
-        at 2048 steps, 0.08 at 128. Measured on EfficientNet-Lite0 blocks.10 / chelsea with 128
-        updates (2 seeds, pyramid, β 0.107): the paper's 0.02 leaves the mask at area 0.41 with a
-        faint image; 0.32 (0.02·2048/128, the same summed step length as the paper's run) saturates
-        the mask into a binary speckle (area 0.14, PCC 0.115); 0.08 gives area 0.20, PCC 0.17.
+        updates, as the paper's every 204 of 2048). lr None means `configs.paper.scaled_lr(steps)`,
+        0.02·√(2048/steps): the paper's lr at 2048 steps, 0.08 at 128 (why: `configs.reduced`).
     spatial_steps, channel_steps, path_steps: the attribution (baseline masks, Aumann–Shapley path).
     nmf_factors: groups of the comparison's factorized feature maps (b).
     views: images of the class for the channel grouping (the photo and flips/crops/rescales of it).
@@ -32,31 +40,26 @@ class Schedule:
         the attribution follows the code unless "paper".
     chunk_size, engine: `RenderConfig.chunk_size/engine` (engine "loop" compiles ~25% faster on a
         CPU, which matters for tiny test schedules where compiling dominates).
-
-    reduced (the default) is sized for a CPU: 128 updates × 2 seeds, baseline 256/512 mask steps and
-    a 64-point path. It keeps every column of every figure, and all the numbers in the JSONs, at
-    1/16 of the updates and 2 of the 25 seeds; its pictures are previews (masks not converged).
-    On a 2-core CPU shared with other jobs, one render update of one 224×224 image took about
-    0.35 s and the whole reduced run about an hour (attribution of 7 layers + 4 views ≈ 1/3 of it);
-    see the timings `run_all` reports.
-    paper: 2048 updates × 25 seeds at lr 0.02 and the default AttributionConfig (2049/4097 mask
-    steps, 200 path points), 4 NMF groups and 8 views.
     """
 
-    name: str = "reduced"
-    steps: int = 128
-    seeds: int = 2
-    lr: float | None = None
-    spatial_steps: int = 256
-    channel_steps: int = 512
-    path_steps: int = 64
-    nmf_factors: int = 3
-    views: int = 4
+    name: str = _REDUCED["name"]
+    steps: int = _REDUCED["steps"]
+    seeds: int = _REDUCED["seeds"]
+    lr: float | None = _REDUCED["lr"]
+    spatial_steps: int = _REDUCED["spatial_steps"]
+    channel_steps: int = _REDUCED["channel_steps"]
+    path_steps: int = _REDUCED["path_steps"]
+    nmf_factors: int = _REDUCED["nmf_factors"]
+    views: int = _REDUCED["views"]
     stages: tuple[str, ...] | None = None
-    spectrum_draws: int = 8
-    fidelity: str = "default"
-    chunk_size: int = 32
-    engine: str = "scan"
+    spectrum_draws: int = _REDUCED["spectrum_draws"]
+    fidelity: str = _REDUCED["fidelity"]
+    chunk_size: int = _REDUCED["chunk_size"]
+    engine: str = _REDUCED["engine"]
+
+    @classmethod
+    def from_preset(cls, preset: configs.Preset) -> "Schedule":
+        return cls(**_fields(preset))
 
     def __post_init__(self):
         for name in ("steps", "seeds", "path_steps", "nmf_factors", "views", "spectrum_draws", "chunk_size"):
@@ -67,7 +70,7 @@ class Schedule:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.lr) if self.lr is not None else PAPER_LR * math.sqrt(PAPER_STEPS / self.steps)
+        return float(self.lr) if self.lr is not None else paper.scaled_lr(self.steps)
 
     def attribution_config(self) -> AttributionConfig:
         return AttributionConfig(fidelity=attribution_fidelity(self.fidelity), spatial_steps=self.spatial_steps,
@@ -88,11 +91,7 @@ class Schedule:
         return d
 
 
-SCHEDULES = {
-    "reduced": Schedule(),
-    "paper": Schedule(name="paper", steps=2048, seeds=25, lr=PAPER_LR, spatial_steps=2049, channel_steps=4097,
-                      path_steps=200, nmf_factors=4, views=8, spectrum_draws=32),
-}
+SCHEDULES = {name: Schedule.from_preset(configs.get(name)) for name in configs.FIGURE_SCHEDULES}
 
 
 def get_schedule(schedule: str | Schedule = "reduced", **overrides) -> Schedule:
