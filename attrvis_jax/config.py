@@ -146,15 +146,19 @@ class AttributionConfig(_ConfigMethods):
 
 # ---- rendering (ALGORITHM §5–8) ------------------------------------------------------------------
 PERTURBATIONS = ("constant", "gaussian", "blur", "fractal", "pyramid", "none")
-# The authors' flag names (and a few spellings) for the same perturbations.
+# The authors' names for them (their code's flags, the paper's legends).
+CODE_NAMES = {"constant": "ConstBack", "gaussian": "Normal", "blur": "BlurImage", "fractal": "Noise",
+              "pyramid": "NoisePyramid", "none": "No-mask"}
+# What RenderConfig.perturbation accepts besides PERTURBATIONS (case-insensitive): those names and a
+# few spellings.
 PERTURBATION_ALIASES = {
-    "constback": "constant", "const": "constant",
-    "normal": "gaussian",
-    "blurimage": "blur",
-    "noise": "fractal",
-    "noisepyramid": "pyramid",
-    "nomask": "none", "no_mask": "none", "no-mask": "none",
+    **{code.lower(): name for name, code in CODE_NAMES.items()},
+    "const": "constant", "nomask": "none", "no_mask": "none",
 }
+# The gray of the constant perturbation's background, and of every composed picture's (1 − M) part
+# (RenderConfig.background): the authors' code uses 0.55, the paper's text 0.5.
+CODE_GRAY = 0.55
+PAPER_GRAY = 0.5
 TRANSFORM_SETS = ("code", "paper", "none")
 RENDER_ENGINES = ("scan", "loop")
 AREA_WEIGHT = 20.0  # see RenderConfig.balance and benchmarks/README.md, "fidelity"
@@ -229,7 +233,7 @@ class RenderConfig(_ConfigMethods):
         name = str(self.perturbation)
         name = PERTURBATION_ALIASES.get(name.lower(), name.lower())
         _check(name in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS} (or the code's "
-               f"ConstBack, Normal, BlurImage, Noise, NoisePyramid), got {self.perturbation!r}")
+               f"{', '.join(CODE_NAMES[p] for p in PERTURBATIONS if p != 'none')}), got {self.perturbation!r}")
         object.__setattr__(self, "perturbation", name)
         _check(self.fidelity in RENDER_FIDELITIES, f"fidelity must be one of {RENDER_FIDELITIES}, got {self.fidelity!r}")
         for name, values in (("balance", BALANCES), ("area_term", AREA_TERMS), ("direction", DIRECTIONS),
@@ -284,7 +288,7 @@ class RenderConfig(_ConfigMethods):
 
     @property
     def background(self) -> float:
-        return self.constant if self.constant is not None else (0.55 if self.code_like == "code" else 0.5)
+        return self.constant if self.constant is not None else (CODE_GRAY if self.code_like == "code" else PAPER_GRAY)
 
     @property
     def growth(self) -> float:

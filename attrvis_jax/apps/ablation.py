@@ -21,14 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
-from attrvis_jax.config import AREA_WEIGHT, AttributionConfig, RenderConfig, SweepConfig, attribution_fidelity
+from attrvis_jax import configs
+from attrvis_jax.config import CODE_NAMES, SweepConfig, attribution_fidelity
+from attrvis_jax.configs.ablation import ORDER
 from attrvis_jax.fileio import atomic_write, write_json, write_text
 from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, to_csv
 
-# The variants in the paper's order, with the authors' names for the legend.
-PERTURBATIONS = ("none", "constant", "gaussian", "blur", "fractal", "pyramid")
-PAPER_NAMES = {"none": "No-mask", "constant": "ConstBack", "gaussian": "Normal", "blur": "BlurImage",
-               "fractal": "Noise", "pyramid": "NoisePyramid"}
 METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
            "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
            "top5_rate": "classification consistency (top-5)"}
@@ -43,19 +41,24 @@ class AblationResult:
     files: dict
 
 
-def ablation_config(images: Sequence[str] = ("sample:chelsea",), layers: Sequence[str] = ("default",), *,
-                    model: str = "efficientnet_lite0", targets: Sequence[str] = ("top1",), seeds: int = 8,
-                    steps: int = 256, lr: float = 0.05, baseline_steps: int = 512, path_steps: int = 100,
-                    batch: int = 8, key: int = 0, fidelity: str = "default", weights: str = "default",
-                    perturbations: Sequence[str] = PERTURBATIONS, area_weight: float = AREA_WEIGHT) -> SweepConfig:
-    """A sweep over the perturbations with a schedule that fits a CPU (the paper: 25 seeds × 2048
-    steps at lr 0.02; pass those for the full setting)."""
-    return SweepConfig(
+_PRESET = configs.get("ablation")
+
+
+def ablation_config(images: Sequence[str] = _PRESET.images, layers: Sequence[str] = _PRESET.layers, *,
+                    model: str = _PRESET.model, targets: Sequence[str] = _PRESET.targets, seeds: int = _PRESET.seeds,
+                    steps: int = _PRESET.render.steps, lr: float = _PRESET.render.lr,
+                    baseline_steps: int = _PRESET.attribution.spatial_steps, path_steps: int = _PRESET.attribution.steps,
+                    batch: int = _PRESET.batch, key: int = _PRESET.key, fidelity: str = _PRESET.render.fidelity,
+                    weights: str = _PRESET.weights, perturbations: Sequence[str] = _PRESET.perturbations,
+                    area_weight: float = _PRESET.render.area_weight) -> SweepConfig:
+    """The ablation preset (`attrvis_jax.configs.ablation`, a schedule that fits a CPU) with these
+    settings (the paper: 25 seeds × 2048 steps at lr 0.02; pass those for the full setting)."""
+    return _PRESET.replace(
         model=model, weights=weights, images=tuple(images), targets=tuple(targets), layers=tuple(layers),
         perturbations=tuple(perturbations), seeds=seeds, key=key, batch=batch,
-        attribution=AttributionConfig(fidelity=attribution_fidelity(fidelity), spatial_steps=baseline_steps,
-                                      channel_steps=2 * baseline_steps, steps=path_steps),
-        render=RenderConfig(fidelity=fidelity, steps=steps, lr=lr, area_weight=area_weight),
+        attribution=_PRESET.attribution.replace(fidelity=attribution_fidelity(fidelity), steps=path_steps,
+                                                **configs.baseline_steps(baseline_steps)),
+        render=_PRESET.render.replace(fidelity=fidelity, steps=steps, lr=lr, area_weight=area_weight),
     )
 
 
@@ -63,11 +66,11 @@ def run_ablation(config: SweepConfig, out_dir, **sweep_kwargs) -> AblationResult
     """Run (or resume) the ablation sweep, then write its table and charts."""
     out_dir = Path(out_dir)
     result = run_sweep(config, out_dir, **sweep_kwargs)
-    order = {p: i for i, p in enumerate(PERTURBATIONS)}
+    order = {p: i for i, p in enumerate(ORDER)}
     layers = list(dict.fromkeys(row["layer"] for row in result.rows))
     table = sorted(result.summary, key=lambda r: (layers.index(r["layer"]), order.get(r["perturbation"], 99)))
     for row in table:
-        row["name"] = PAPER_NAMES.get(row["perturbation"], row["perturbation"])
+        row["name"] = CODE_NAMES.get(row["perturbation"], row["perturbation"])
     ranking = rank(table)
     files = {}
     files["csv"] = out_dir / "ablation.csv"
@@ -104,7 +107,7 @@ def plot_metric(table: Sequence[dict], metric: str, path: Path, config: SweepCon
     import matplotlib.pyplot as plt
 
     layers = list(dict.fromkeys(r["layer"] for r in table))
-    perts = [p for p in PERTURBATIONS if any(r["perturbation"] == p for r in table)]
+    perts = [p for p in ORDER if any(r["perturbation"] == p for r in table)]
     perts += [p for p in dict.fromkeys(r["perturbation"] for r in table) if p not in perts]
     width = 0.8 / max(1, len(perts))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(layers) + 3), 4.0), dpi=110)
@@ -117,7 +120,7 @@ def plot_metric(table: Sequence[dict], metric: str, path: Path, config: SweepCon
             errors.append(0.0 if row is None or metric != "pcc_mean" else row["pcc_std"])
         xs = np.arange(len(layers)) + (j - (len(perts) - 1) / 2) * width
         ax.bar(xs, values, width, yerr=errors if metric == "pcc_mean" else None, capsize=2,
-               label=PAPER_NAMES.get(p, p), color=colors[j])
+               label=CODE_NAMES.get(p, p), color=colors[j])
     ax.set_xticks(np.arange(len(layers)), layers)
     ax.set_ylabel(METRICS.get(metric, metric))
     if metric == "top5_rate":

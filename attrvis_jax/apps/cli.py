@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attrvis_jax.config import AREA_WEIGHT, RENDER_FIDELITIES, attribution_fidelity
+from attrvis_jax import configs
+from attrvis_jax.config import PERTURBATIONS, RENDER_FIDELITIES, attribution_fidelity
 
 EXAMPLES = {
     "demo": """examples:
@@ -210,32 +211,23 @@ def cmd_weights(args) -> int:
     raise UsageError(f"unknown weights action {args.action!r}")
 
 
-# The demo's schedule: short enough for a 2-core CPU in about 3 minutes (one render step of one
-# seed is ~0.2 s there), long enough that the picture shows the attributed parts (the paper's
-# default is 2048 steps and 25 seeds; `attrvis run` uses those). The default render starts the mask
-# at β, so a short run needs no more than the code's schedule compressed, at lr 0.05.
-DEMO = {"model": "efficientnet_lite0", "sample": "chelsea", "steps": 320, "seeds": 2, "lr": 0.05,
-        "spatial_steps": 512, "channel_steps": 1024, "path_steps": 100}
-
-
-def _render_config(args, steps: int, seeds: int, **fields):
-    from attrvis_jax.config import RenderConfig
-
-    fields.update(steps=steps, seeds=seeds, fidelity=args.fidelity)
+def _render_config(args, preset: configs.Preset):
+    """The preset's RenderConfig with the run's flags."""
+    fields = dict(steps=_given(args.steps, preset.render.steps), seeds=_given(args.seeds, preset.render.seeds),
+                  fidelity=args.fidelity)
     if args.perturbation:
         fields["perturbation"] = args.perturbation
-    return RenderConfig(**fields)
+    return preset.render.replace(**fields)
 
 
-def _attribution_config(args, **fields):
-    from attrvis_jax.config import AttributionConfig
-
-    fields["fidelity"] = attribution_fidelity(args.fidelity)
+def _attribution_config(args, preset: configs.Preset):
+    """The preset's AttributionConfig with the run's flags."""
+    fields = {"fidelity": attribution_fidelity(args.fidelity)}
     if args.path_steps is not None:
         fields["steps"] = args.path_steps
-    if args.baseline_steps is not None:  # the spec's ratio: the channel mask gets twice the spatial mask's updates
-        fields["spatial_steps"], fields["channel_steps"] = args.baseline_steps, 2 * args.baseline_steps
-    return AttributionConfig(**fields)
+    if args.baseline_steps is not None:
+        fields.update(configs.baseline_steps(args.baseline_steps))
+    return preset.attribution.replace(**fields)
 
 
 def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
@@ -268,8 +260,8 @@ def cmd_run(args) -> int:
     _check_out(args)
     pixels = _read_image(args.image)
     model = _load(args)
-    render_cfg = _render_config(args, _given(args.steps, 2048), _given(args.seeds, 25))
-    attr_cfg = _attribution_config(args)
+    preset = configs.get("paper")
+    render_cfg, attr_cfg = _render_config(args, preset), _attribution_config(args, preset)
     return _run(args, model, pixels, str(args.image), render_cfg, attr_cfg)
 
 
@@ -278,15 +270,13 @@ def cmd_demo(args) -> int:
 
     _check_out(args)
     pixels = _read_image(args.sample)
-    model = load_model(DEMO["model"])
-    render_cfg = _render_config(args, _given(args.steps, DEMO["steps"]), _given(args.seeds, DEMO["seeds"]),
-                                lr=DEMO["lr"])
-    attr_cfg = _attribution_config(args, spatial_steps=DEMO["spatial_steps"], channel_steps=DEMO["channel_steps"],
-                                   steps=DEMO["path_steps"])
+    preset, paper = configs.get("demo"), configs.get("paper").render
+    model = load_model(preset.model)
+    render_cfg, attr_cfg = _render_config(args, preset), _attribution_config(args, preset)
     if not args.quiet:
-        print(f"attrvis demo: {DEMO['model']} on the bundled photo {args.sample!r}, "
-              f"{render_cfg.seeds} seeds x {render_cfg.steps} steps (the paper: 25 x 2048; see `attrvis run`)",
-              flush=True)
+        print(f"attrvis demo: {preset.model} on the bundled photo {args.sample!r}, "
+              f"{render_cfg.seeds} seeds x {render_cfg.steps} steps (the paper: {paper.seeds} x {paper.steps}; "
+              "see `attrvis run`)", flush=True)
     return _run(args, model, pixels, f"{args.sample} (bundled)", render_cfg, attr_cfg)
 
 
@@ -365,6 +355,7 @@ def cmd_figures(args) -> int:
 
 
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    preset = configs.get("demo" if demo else "paper")
     p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
                    help="output folder, created when the results are ready (a failed run leaves none behind); "
                         "a folder holding an earlier run is refused unless --overwrite; other files in it stay")
@@ -374,20 +365,20 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--layer", default=None, help="layer name (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index (default: the top class)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"optimization steps (default: {DEMO['steps'] if demo else 2048})")
+                   help=f"optimization steps (default: {preset.render.steps})")
     p.add_argument("--seeds", type=positive_int, default=None,
-                   help=f"random initializations (default: {DEMO['seeds'] if demo else 25})")
+                   help=f"random initializations (default: {preset.render.seeds})")
     p.add_argument("--perturbation", default=None,
-                   choices=["pyramid", "fractal", "constant", "gaussian", "blur", "none"],
+                   choices=PERTURBATIONS,
                    help="background perturbation (default: pyramid, the fractal noise pyramid)")
     p.add_argument("--method", default="aumann_shapley",
                    help="attribution method (default: aumann_shapley; also integrated_gradients, saliency, "
                         "grad_x_activation, smoothgrad, grad_cam)")
     p.add_argument("--path-steps", type=positive_int, default=None,
-                   help="steps of the attribution path integral (default 200)")
+                   help=f"steps of the attribution path integral (default {preset.attribution.steps})")
     p.add_argument("--baseline-steps", type=positive_int, default=None,
                    help="updates of the baseline's spatial mask (the channel mask gets twice as many; "
-                        f"default {DEMO['spatial_steps'] if demo else 2049})")
+                        f"default {preset.attribution.spatial_steps})")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default",
                    help="default: the authors' code with a scale-free balance, an unbiased area term and "
                         "signed layers handled; code: the released code exactly; paper: the text")
@@ -416,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo", "the whole method on a bundled photo, offline, in a few minutes; writes a report")
-    p.add_argument("--sample", default=DEMO["sample"], help="bundled photo: chelsea, coffee, rocket, motorcycle")
+    p.add_argument("--sample", default=configs.get("demo").image, help="bundled photo: chelsea, coffee, rocket, motorcycle")
     _add_run_args(p, demo=True)
     p.set_defaults(func=cmd_demo)
 
@@ -451,25 +442,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=cmd_sweep)
 
-    from attrvis_jax.apps.ablation import PERTURBATIONS
-
-    p = add("ablation", f"the perturbation ablation ({', '.join(PERTURBATIONS)}) with table and bar charts")
-    p.add_argument("--images", nargs="+", default=["sample:chelsea"],
+    ablation, paper = configs.get("ablation"), configs.get("paper").render
+    p = add("ablation", f"the perturbation ablation ({', '.join(ablation.perturbations)}) with table and bar charts")
+    p.add_argument("--images", nargs="+", default=list(ablation.images),
                    help="image files, folders, bundled photos (chelsea ...) or tfds:NAME:SPLIT@A:B")
-    p.add_argument("--targets", nargs="+", default=["top1"], help="class names/indices, top1 or label")
-    p.add_argument("--layers", nargs="+", default=["default"], help="layers (default: the model's default)")
-    p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--weights", default="default")
-    p.add_argument("--seeds", type=positive_int, default=8)
-    p.add_argument("--steps", type=positive_int, default=256, help="render steps (the paper: 2048)")
-    p.add_argument("--lr", type=positive_float, default=0.05, help="render learning rate (the code: 0.02 over 2048 steps)")
-    p.add_argument("--area-weight", type=positive_float, default=AREA_WEIGHT,
-                   help=f"λ0 of the default (relative) balance, per unit of the photo's own score (default {AREA_WEIGHT})")
-    p.add_argument("--baseline-steps", type=positive_int, default=512)
-    p.add_argument("--path-steps", type=positive_int, default=100)
-    p.add_argument("--batch", type=positive_int, default=8, help="visualizations per compiled batch")
-    p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--targets", nargs="+", default=list(ablation.targets), help="class names/indices, top1 or label")
+    p.add_argument("--layers", nargs="+", default=list(ablation.layers), help="layers (default: the model's default)")
+    p.add_argument("--model", default=ablation.model)
+    p.add_argument("--weights", default=ablation.weights)
+    p.add_argument("--seeds", type=positive_int, default=ablation.seeds)
+    p.add_argument("--steps", type=positive_int, default=ablation.render.steps, help=f"render steps (the paper: {paper.steps})")
+    p.add_argument("--lr", type=positive_float, default=ablation.render.lr,
+                   help=f"render learning rate (the code: {paper.lr} over {paper.steps} steps)")
+    p.add_argument("--area-weight", type=positive_float, default=ablation.render.area_weight,
+                   help="λ0 of the default (relative) balance, per unit of the photo's own score "
+                        f"(default {ablation.render.area_weight})")
+    p.add_argument("--baseline-steps", type=positive_int, default=ablation.attribution.spatial_steps)
+    p.add_argument("--path-steps", type=positive_int, default=ablation.attribution.steps)
+    p.add_argument("--batch", type=positive_int, default=ablation.batch, help="visualizations per compiled batch")
+    p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=ablation.render.fidelity)
+    p.add_argument("--seed", type=int, default=ablation.key)
     p.add_argument("--out", required=True, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablation)
@@ -481,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default="chelsea", help="image file or bundled photo (default chelsea)")
     p.add_argument("--layer", default=None, help="main layer (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index (default: the top class)")
-    p.add_argument("--schedule", choices=["reduced", "paper"], default="reduced",
-                   help="reduced: short CPU schedule (default); paper: 25 seeds x 2048 steps")
+    p.add_argument("--schedule", choices=configs.FIGURE_SCHEDULES, default="reduced",
+                   help=f"reduced: short CPU schedule (default); paper: {paper.seeds} seeds x {paper.steps} steps")
     p.add_argument("--seeds", type=positive_int, default=None, help="override the schedule's seeds")
     p.add_argument("--steps", type=positive_int, default=None, help="override the schedule's render steps")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=None)

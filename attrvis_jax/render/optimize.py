@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attrvis_jax.config import RenderConfig, RunOptions
+from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
 from attrvis_jax.render import objective
@@ -57,7 +57,7 @@ Progress = Callable[[int, int], None]
 
 
 # ---- pieces ---------------------------------------------------------------------------------------
-def composite(images, masks, background: float = 0.55):
+def composite(images, masks, background: float = CODE_GRAY):
     """background·(1 − M) + X·M with masks (..., H, W) or (..., H, W, 1). Evaluated op by op (numpy,
     or jax outside jit) the result is the same bits; fused inside a jit it may not be (an FMA)."""
     m = masks if masks.shape[-1] == 1 else masks[..., None]

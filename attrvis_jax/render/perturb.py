@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax.config import CODE_GRAY
 from attrvis_jax.render.param import normal
 from attrvis_jax.render.transforms import reflect_index
 from attrvis_jax.render.noise import (
@@ -29,7 +30,6 @@ from attrvis_jax.render.noise import (
 )
 
 Perturbation = Callable[..., jax.Array]
-CODE_CONSTANT = 0.55
 BLUR_SIGMAS = (10.0, 8.0, 6.0, 4.0, 2.0)  # levels 0..4; level 5 is X itself
 
 
@@ -38,7 +38,7 @@ def compose(x: jax.Array, m: jax.Array, background: jax.Array | float) -> jax.Ar
     return (1.0 - m) * background + m * x
 
 
-def constant(x, m, key=None, *, value: float = CODE_CONSTANT):
+def constant(x, m, key=None, *, value: float = CODE_GRAY):
     return compose(x, m, value)
 
 

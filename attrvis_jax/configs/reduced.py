@@ -1,0 +1,29 @@
+"""The figures' short schedule for a CPU (`attrvis figures`' default): 128 render updates × 2 seeds at
+lr 0.08, a baseline of 256/512 mask updates and a 64-point path, 3 NMF groups, 4 views of the image
+and 8 noise draws per spectrum.
+
+It keeps every column of every figure, and all the numbers in the JSONs, at 1/16 of the updates and
+2 of the 25 seeds; its pictures are previews (masks not converged). On a 2-core CPU shared with
+other jobs, one render update of one 224×224 image took about 0.35 s and the whole reduced run
+about an hour (attribution of 7 layers + 4 views ≈ 1/3 of it); see the timings `run_all` reports.
+
+The lr follows the steps (`scale_lr`), also when a run changes them: `paper.scaled_lr(steps)`, the
+paper's 0.02·√(2048/steps), 0.08 at 128. Measured on EfficientNet-Lite0 blocks.10 / chelsea with
+128 updates (2 seeds, pyramid, β 0.107): the paper's 0.02 leaves the mask at area 0.41 with a faint
+image; 0.32 (0.02·2048/128, the same summed step length as the paper's run) saturates the mask into
+a binary speckle (area 0.14, PCC 0.115); 0.08 gives area 0.20, PCC 0.17.
+"""
+
+from __future__ import annotations
+
+from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.configs import paper
+from attrvis_jax.configs.preset import Preset
+
+STEPS = 128
+
+
+def get_config() -> Preset:
+    return Preset(name="reduced", render=RenderConfig(steps=STEPS, seeds=2, lr=paper.scaled_lr(STEPS)),
+                  attribution=AttributionConfig(spatial_steps=256, channel_steps=512, steps=64),
+                  scale_lr=True, nmf_factors=3, views=4, spectrum_draws=8)
