@@ -10,7 +10,7 @@ import pytest
 
 from attrvis_jax import configs
 from attrvis_jax.config import (
-    CODE_GRAY, PERTURBATION_ALIASES, PERTURBATIONS, AttributionConfig, RenderConfig, SweepConfig,
+    CODE_GRAY, PERTURBATION_ALIASES, PERTURBATIONS, AttributionConfig, RenderConfig, RunOptions, SweepConfig,
 )
 from attrvis_jax.errors import UnknownNameError
 
@@ -26,20 +26,20 @@ def test_names_and_lookup():
 def test_paper_is_the_library_defaults():
     p = configs.get("paper")
     assert (p.render, p.attribution) == (RenderConfig(), AttributionConfig())
-    assert (p.render.steps, p.render.seeds, p.render.lr) == (2048, 25, 0.02)
+    assert (p.render.steps, p.run.seeds, p.render.lr) == (2048, 25, 0.02) and p.run == RunOptions()
     assert (p.nmf_factors, p.views, p.spectrum_draws, p.scale_lr) == (4, 8, 32, False)
 
 
 def test_demo():
     d = configs.get("demo")
     assert (d.model, d.image) == ("efficientnet_lite0", "chelsea")
-    assert d.render == RenderConfig(steps=320, seeds=2, lr=0.05)
+    assert d.render == RenderConfig(steps=320, lr=0.05) and d.run == RunOptions(seeds=2)
     assert d.attribution == AttributionConfig(spatial_steps=512, channel_steps=1024, steps=100)
 
 
 def test_reduced_scales_the_papers_lr_with_the_steps():
     r = configs.get("reduced")
-    assert (r.render.steps, r.render.seeds, r.scale_lr) == (128, 2, True)
+    assert (r.render.steps, r.run.seeds, r.scale_lr) == (128, 2, True)
     assert r.render.lr == configs.paper.scaled_lr(128) == 0.02 * math.sqrt(2048 / 128)
     assert configs.paper.scaled_lr(2048) == 0.02 and configs.paper.scaled_lr(8) == 0.02 * math.sqrt(2048 / 8)
     assert r.attribution == AttributionConfig(spatial_steps=256, channel_steps=512, steps=64)

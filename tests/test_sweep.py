@@ -224,7 +224,7 @@ def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys)
     ref_out, _ = reference
     spec = tmp_path / "spec.toml"
     spec.write_text('images = ["sample:chelsea"]\nlayers = ["blocks.1"]\nperturbations = ["pyramid"]\n'
-                    'seeds = 4\nbatch = 4\nkey = 7\n[render]\nsteps = 3\nchunk_size = 3\n'
+                    'seeds = 4\nbatch = 4\nkey = 7\nchunk_size = 3\n[render]\nsteps = 3\n'
                     '[attribution]\nspatial_steps = 8\nchannel_steps = 8\nsteps = 8\n')
     out = _seeded(tmp_path / "cli", ref_out)
     assert main(["sweep", str(spec), "--out", str(out)]) == 0

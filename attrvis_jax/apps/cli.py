@@ -211,13 +211,12 @@ def cmd_weights(args) -> int:
     raise UsageError(f"unknown weights action {args.action!r}")
 
 
-def _render_config(args, preset: configs.Preset):
-    """The preset's RenderConfig with the run's flags."""
-    fields = dict(steps=_given(args.steps, preset.render.steps), seeds=_given(args.seeds, preset.render.seeds),
-                  fidelity=args.fidelity)
+def _render_settings(args, preset: configs.Preset):
+    """The preset's RenderConfig and RunOptions with the run's flags."""
+    fields = dict(steps=_given(args.steps, preset.render.steps), fidelity=args.fidelity)
     if args.perturbation:
         fields["perturbation"] = args.perturbation
-    return preset.render.replace(**fields)
+    return preset.render.replace(**fields), preset.run.replace(seeds=_given(args.seeds, preset.run.seeds))
 
 
 def _attribution_config(args, preset: configs.Preset):
@@ -230,7 +229,7 @@ def _attribution_config(args, preset: configs.Preset):
     return preset.attribution.replace(**fields)
 
 
-def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
+def _run(args, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
     from attrvis_jax.errors import AttrvisError
     from attrvis_jax.apps.pipeline import run
 
@@ -240,7 +239,8 @@ def _run(args, model, image, image_label, render_cfg, attr_cfg) -> int:
     except AttrvisError as e:
         raise UsageError(str(e)) from None
     results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
-                  attribution_config=attr_cfg, render_config=render_cfg, seed=args.seed, quiet=args.quiet,
+                  attribution_config=attr_cfg, render_config=render_cfg, run_options=run_options, seed=args.seed,
+                  quiet=args.quiet,
                   image_label=image_label, overwrite=args.overwrite)
     if not args.quiet:
         s = results["summary"]
@@ -261,8 +261,8 @@ def cmd_run(args) -> int:
     pixels = _read_image(args.image)
     model = _load(args)
     preset = configs.get("paper")
-    render_cfg, attr_cfg = _render_config(args, preset), _attribution_config(args, preset)
-    return _run(args, model, pixels, str(args.image), render_cfg, attr_cfg)
+    (render_cfg, run_options), attr_cfg = _render_settings(args, preset), _attribution_config(args, preset)
+    return _run(args, model, pixels, str(args.image), render_cfg, run_options, attr_cfg)
 
 
 def cmd_demo(args) -> int:
@@ -270,14 +270,15 @@ def cmd_demo(args) -> int:
 
     _check_out(args)
     pixels = _read_image(args.sample)
-    preset, paper = configs.get("demo"), configs.get("paper").render
+    preset, paper = configs.get("demo"), configs.get("paper")
     model = load_model(preset.model)
-    render_cfg, attr_cfg = _render_config(args, preset), _attribution_config(args, preset)
+    (render_cfg, run_options), attr_cfg = _render_settings(args, preset), _attribution_config(args, preset)
     if not args.quiet:
         print(f"attrvis demo: {preset.model} on the bundled photo {args.sample!r}, "
-              f"{render_cfg.seeds} seeds x {render_cfg.steps} steps (the paper: {paper.seeds} x {paper.steps}; "
+              f"{run_options.seeds} seeds x {render_cfg.steps} steps (the paper: {paper.run.seeds} x "
+              f"{paper.render.steps}; "
               "see `attrvis run`)", flush=True)
-    return _run(args, model, pixels, f"{args.sample} (bundled)", render_cfg, attr_cfg)
+    return _run(args, model, pixels, f"{args.sample} (bundled)", render_cfg, run_options, attr_cfg)
 
 
 def _sweep_progress(args):
@@ -367,7 +368,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--steps", type=positive_int, default=None,
                    help=f"optimization steps (default: {preset.render.steps})")
     p.add_argument("--seeds", type=positive_int, default=None,
-                   help=f"random initializations (default: {preset.render.seeds})")
+                   help=f"random initializations (default: {preset.run.seeds})")
     p.add_argument("--perturbation", default=None,
                    choices=PERTURBATIONS,
                    help="background perturbation (default: pyramid, the fractal noise pyramid)")
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=cmd_sweep)
 
-    ablation, paper = configs.get("ablation"), configs.get("paper").render
+    ablation, paper, paper_run = configs.get("ablation"), configs.get("paper").render, configs.get("paper").run
     p = add("ablation", f"the perturbation ablation ({', '.join(ablation.perturbations)}) with table and bar charts")
     p.add_argument("--images", nargs="+", default=list(ablation.images),
                    help="image files, folders, bundled photos (chelsea ...) or tfds:NAME:SPLIT@A:B")
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="main layer (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index (default: the top class)")
     p.add_argument("--schedule", choices=configs.FIGURE_SCHEDULES, default="reduced",
-                   help=f"reduced: short CPU schedule (default); paper: {paper.seeds} seeds x {paper.steps} steps")
+                   help=f"reduced: short CPU schedule (default); paper: {paper_run.seeds} seeds x {paper.steps} steps")
     p.add_argument("--seeds", type=positive_int, default=None, help="override the schedule's seeds")
     p.add_argument("--steps", type=positive_int, default=None, help="override the schedule's render steps")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=None)

@@ -9,11 +9,11 @@ the code's schedule compressed, at lr 0.05.
 
 from __future__ import annotations
 
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.configs.preset import Preset
 
 
 def get_config() -> Preset:
     return Preset(name="demo", model="efficientnet_lite0", image="chelsea",
-                  render=RenderConfig(steps=320, seeds=2, lr=0.05),
+                  render=RenderConfig(steps=320, lr=0.05), run=RunOptions(seeds=2),
                   attribution=AttributionConfig(spatial_steps=512, channel_steps=1024, steps=100))

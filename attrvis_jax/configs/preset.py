@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A named schedule: the stage configs a run starts from, and the sizes that go with them.
 
-    render: steps, seeds and lr of the renders (their perturbation and fidelity are the run's).
+    render: steps and lr of the renders (their perturbation and fidelity are the run's).
+    run: how many seeds (and how the steps are chunked).
     attribution: the baseline's mask updates and the path's points.
     scale_lr: the render lr follows the number of updates, `paper.scaled_lr(steps)`, also when a run
         changes the steps; otherwise render.lr stays as it is.
@@ -23,6 +24,7 @@ class Preset:
     name: str
     render: RenderConfig
     attribution: AttributionConfig
+    run: RunOptions = RunOptions()
     scale_lr: bool = False
     model: str | None = None
     image: str | None = None

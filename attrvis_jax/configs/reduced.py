@@ -16,7 +16,7 @@ a binary speckle (area 0.14, PCC 0.115); 0.08 gives area 0.20, PCC 0.17.
 
 from __future__ import annotations
 
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.configs import paper
 from attrvis_jax.configs.preset import Preset
 
@@ -24,6 +24,7 @@ STEPS = 128
 
 
 def get_config() -> Preset:
-    return Preset(name="reduced", render=RenderConfig(steps=STEPS, seeds=2, lr=paper.scaled_lr(STEPS)),
+    return Preset(name="reduced", render=RenderConfig(steps=STEPS, lr=paper.scaled_lr(STEPS)),
+                  run=RunOptions(seeds=2),
                   attribution=AttributionConfig(spatial_steps=256, channel_steps=512, steps=64),
                   scale_lr=True, nmf_factors=3, views=4, spectrum_draws=8)

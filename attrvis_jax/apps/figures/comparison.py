@@ -27,7 +27,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     target ((b): the head applied to the summed activations). All columns also get PCC with R⁺.
     """
     from attrvis_jax.attribution import attribute
-    from attrvis_jax.render import visualize
+    from attrvis_jax.render import objectives, visualize
 
     model, layer, s = ctx.model, ctx.layer, ctx.schedule
     attr = ctx.attribution()
@@ -41,12 +41,11 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     r_stack = np.concatenate([maps["all"][None], maps["factors"], maps["class"][None],
                               np.asarray(attr.positive, np.float32)[None]])
     groups = r_stack.shape[0]
-    beta = np.full(groups, 0.5, np.float32)  # unused without a mask
-    lam = np.ones(groups, np.float32)  # unused without a mask
     config = s.render_config("none")
     t0 = time.perf_counter()
-    nomask = visualize(model, (r_stack, beta, lam), config, key=ctx.render_key, layer=layer,
-                       progress=ctx.bar("render (a)-(d) no mask"))
+    # (a)-(d) are feature objectives: no mask terms, one group each, one grouped batch
+    nomask = visualize(model, objectives.feature_maps(r_stack, layer), config, key=ctx.render_key,
+                       options=s.run_options(), progress=ctx.bar("render (a)-(d) no mask"))
     ctx._add_time("render", t0)
     if not ctx.has_render("none"):
         ctx.store_render("none", layer, render_record(nomask, group=groups - 1))

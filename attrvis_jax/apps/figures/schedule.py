@@ -6,18 +6,18 @@ from __future__ import annotations
 import dataclasses
 
 from attrvis_jax import configs
-from attrvis_jax.config import AttributionConfig, RenderConfig, attribution_fidelity
+from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions, attribution_fidelity
 from attrvis_jax.configs import paper
 from attrvis_jax.errors import AttrvisError
 
 
 def _fields(preset: configs.Preset) -> dict:
     """A preset's numbers as Schedule fields (lr None where the preset scales it with the steps)."""
-    r, a = preset.render, preset.attribution
-    return dict(name=preset.name, steps=r.steps, seeds=r.seeds, lr=None if preset.scale_lr else r.lr,
+    r, a, run = preset.render, preset.attribution, preset.run
+    return dict(name=preset.name, steps=r.steps, seeds=run.seeds, lr=None if preset.scale_lr else r.lr,
                 spatial_steps=a.spatial_steps, channel_steps=a.channel_steps, path_steps=a.steps,
                 nmf_factors=preset.nmf_factors, views=preset.views, spectrum_draws=preset.spectrum_draws,
-                fidelity=r.fidelity, chunk_size=r.chunk_size, engine=r.engine)
+                fidelity=r.fidelity, chunk_size=run.chunk_size, engine=run.engine)
 
 
 _REDUCED = _fields(configs.get("reduced"))
@@ -28,7 +28,7 @@ class Schedule:
     """How long everything runs. Frozen and hashable. The defaults are the reduced preset's
     (`configs.reduced`, sized for a CPU); `from_preset` views any preset, e.g. `configs.paper`.
 
-    steps, seeds, lr: the renders (`RenderConfig.steps/seeds/lr`; lr and λ change every steps/10
+    steps, seeds, lr: the renders (`RenderConfig.steps/lr`, `RunOptions.seeds`; lr and λ change every steps/10
         updates, as the paper's every 204 of 2048). lr None means `configs.paper.scaled_lr(steps)`,
         0.02·√(2048/steps): the paper's lr at 2048 steps, 0.08 at 128 (why: `configs.reduced`).
     spatial_steps, channel_steps, path_steps: the attribution (baseline masks, Aumann–Shapley path).
@@ -38,7 +38,7 @@ class Schedule:
     spectrum_draws: noise draws averaged per spectrum.
     fidelity: "default", "code" (the authors' code) or "paper" (the text) — RenderConfig.fidelity;
         the attribution follows the code unless "paper".
-    chunk_size, engine: `RenderConfig.chunk_size/engine` (engine "loop" compiles ~25% faster on a
+    chunk_size, engine: `RunOptions.chunk_size/engine` (engine "loop" compiles ~25% faster on a
         CPU, which matters for tiny test schedules where compiling dominates).
     """
 
@@ -77,9 +77,11 @@ class Schedule:
                                  channel_steps=self.channel_steps, steps=self.path_steps)
 
     def render_config(self, perturbation: str) -> RenderConfig:
-        return RenderConfig(perturbation=perturbation, fidelity=self.fidelity, steps=self.steps, seeds=self.seeds,
-                            lr=self.learning_rate, snapshot_steps=(), chunk_size=min(self.chunk_size, self.steps),
-                            engine=self.engine)
+        return RenderConfig(perturbation=perturbation, fidelity=self.fidelity, steps=self.steps, lr=self.learning_rate)
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(seeds=self.seeds, snapshot_steps=(), chunk_size=min(self.chunk_size, self.steps),
+                          engine=self.engine)
 
     def replace(self, **changes) -> "Schedule":
         changes = {k: v for k, v in changes.items() if v is not None}
