@@ -51,7 +51,7 @@ import optax  # noqa: E402
 
 from attrvis_jax import load_model  # noqa: E402
 from attrvis_jax.config import RenderConfig, RunOptions  # noqa: E402
-from attrvis_jax.render import objective as objective_mod  # noqa: E402
+from attrvis_jax.render import loss as objective_mod  # noqa: E402
 from attrvis_jax.render.param import image_and_mask  # noqa: E402
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, sample_params  # noqa: E402
 

@@ -4,45 +4,26 @@ stacked objective equal the seeds `visualize` runs, and misuse is refused with o
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attrvis_jax.config import RenderConfig, RunOptions
-from attrvis_jax.data import Preprocess
 from attrvis_jax.devices import device_mesh
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.render import objectives, seed_keys, visualize, visualize_rows
+from tiny import SIZE, tiny_model
 
-SIZE, LAYER = 32, "conv2"
+LAYER = "conv2"
 CONFIG = RenderConfig(steps=16, lr=0.1)
 RUN = RunOptions(seeds=2, chunk_size=8, snapshot_steps=())
 KEY = jax.random.key(3)
 
 
-class TinyNet(StagedNet):
-    def setup(self):
-        self.c1 = nn.Conv(8, (3, 3), (2, 2))
-        self.c2 = nn.Conv(16, (3, 3), (2, 2))
-        self.fc = nn.Dense(10)
-
-    def normalize(self, x):
-        return x * 2 - 1
-
-    def stages(self):
-        return [("conv1", lambda x: nn.relu(self.c1(x))), ("conv2", lambda x: self.c2(x)),
-                ("logits", lambda x: self.fc(nn.relu(x).mean((1, 2))))]
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    net = TinyNet()
-    variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
-    return Model(ModelSpec("tiny", ("conv1", "conv2"), 10, Preprocess(size=SIZE)), net, variables,
-                 tuple(str(i) for i in range(10)))
+    return tiny_model(signed=True)
 
 
 def _attribution(seed: int):

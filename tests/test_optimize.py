@@ -14,38 +14,20 @@ import pytest
 
 from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.data import Preprocess
-from attrvis_jax.models.base import Model, ModelSpec, StagedNet
 from attrvis_jax.render import RenderResult, seed_keys, visualize
 from attrvis_jax.render.objectives import attribution_objective as render_inputs
 from attrvis_jax.render.optimize import engine
+from tiny import SIZE, TinyNet, tiny_model
 
-SIZE, LAYER, BETA = 32, "conv2", 0.25
+LAYER, BETA = "conv2", 0.25
 CONFIG = RenderConfig(steps=24, lr=0.1)
 RUN = RunOptions(seeds=3, chunk_size=8, snapshot_steps=(8,))
 KEY = jax.random.key(0)
 
 
-class TinyNet(StagedNet):
-    def setup(self):
-        self.c1 = nn.Conv(8, (3, 3), (2, 2))
-        self.c2 = nn.Conv(16, (3, 3), (2, 2))
-        self.fc = nn.Dense(10)
-
-    def normalize(self, x):
-        return x * 2 - 1
-
-    def stages(self):
-        return [("conv1", lambda x: nn.relu(self.c1(x))), ("conv2", lambda x: nn.relu(self.c2(x))),
-                ("logits", lambda x: self.fc(x.mean((1, 2))))]
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    net = TinyNet()
-    variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
-    spec = ModelSpec("tiny", ("conv1", "conv2"), 10, Preprocess(size=SIZE))
-    return Model(spec, net, variables, tuple(str(i) for i in range(10)))
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 
 from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.render import objective, param
+from attrvis_jax.render import loss as objective
+from attrvis_jax.render import param
 
 
 # ---- parameterization --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`attrvis demo`: EfficientNet-Lite0 on the bundled photo chelsea, 320 render updates × 2 seeds at
 lr 0.05, a baseline of 512/1024 mask updates and a 100-point path.
 
-Short enough for a 2-core CPU in about 3 minutes (one render step of one seed is ~0.2 s there), long
+Short enough for a 2-core CPU in about 3 minutes (benchmarks/README.md, "Presets"), long
 enough that the picture shows the attributed parts (the paper's schedule is 2048 steps and 25 seeds;
 `attrvis run` uses it). The default render starts the mask at β, so a short run needs no more than
 the code's schedule compressed, at lr 0.05.

@@ -3,15 +3,11 @@ lr 0.08, a baseline of 256/512 mask updates and a 64-point path, 3 NMF groups, 4
 and 8 noise draws per spectrum.
 
 It keeps every column of every figure, and all the numbers in the JSONs, at 1/16 of the updates and
-2 of the 25 seeds; its pictures are previews (masks not converged). On a 2-core CPU shared with
-other jobs, one render update of one 224×224 image took about 0.35 s and the whole reduced run
-about an hour (attribution of 7 layers + 4 views ≈ 1/3 of it); see the timings `run_all` reports.
+2 of the 25 seeds; its pictures are previews (masks not converged).
 
 The lr follows the steps (`scale_lr`), also when a run changes them: `paper.scaled_lr(steps)`, the
-paper's 0.02·√(2048/steps), 0.08 at 128. Measured on EfficientNet-Lite0 blocks.10 / chelsea with
-128 updates (2 seeds, pyramid, β 0.107): the paper's 0.02 leaves the mask at area 0.41 with a faint
-image; 0.32 (0.02·2048/128, the same summed step length as the paper's run) saturates the mask into
-a binary speckle (area 0.14, PCC 0.115); 0.08 gives area 0.20, PCC 0.17.
+paper's 0.02·√(2048/steps), 0.08 at 128; why, and what the run costs: benchmarks/README.md,
+"Presets".
 """
 
 from __future__ import annotations

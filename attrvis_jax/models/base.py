@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attrvis_jax.data import TORCHVISION_PREPROCESS, Preprocess, load_image
+from attrvis_jax.data import Preprocess, load_image
 from attrvis_jax.errors import AttrvisError, unknown
 from attrvis_jax.labels import class_index
 

@@ -6,7 +6,7 @@ excites a hidden layer in proportion to its neuron attributions.
     plain = visualize(model, objectives.channel(model, "blocks.10", 7), perturbation="none")
 
 Modules: param (FFT RGBA image, color decorrelation), noise (fractal noise, pyramid), perturb (the
-six perturbations), transforms (one fixed-shape affine resampling), objective (loss, schedules),
+six perturbations), transforms (one fixed-shape affine resampling), loss (the loss, its schedules, Adam),
 objectives (what the kernel optimizes toward: the attribution objective, feature objectives),
 optimize (the kernel: compiled engine, scan loop, vmapped rows, `visualize_rows`), api (`visualize`).
 """

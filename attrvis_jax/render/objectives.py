@@ -1,7 +1,7 @@
 """What the render kernel optimizes toward: a linear read-out of one layer, with or without mask terms.
 
 Every objective here is a weighting W of the layer's response, L = mean_ij Σ_k f^l(Y)_ijk·W_ijk
-(objective.py turns L into the loss), one W per *group* (G groups render side by side in one seed,
+(loss.py turns L into the loss), one W per *group* (G groups render side by side in one seed,
 sharing its transform draws). What differs is where W comes from and whether the mask terms apply:
 
     attribution_objective(attr, config)   the method: W from R⁺ (signed and balanced per the

@@ -10,7 +10,7 @@ Per step and per seed:
     X, M  = σ(decorrelate(irfft2(P)[..., :3])), σ(irfft2(P)[..., 3])     (param.py)
     Xc    = perturbation(X, M, noise key)                               (perturb.py)
     Y     = transform(concat(Xc, M), transform key)                     (transforms.py)
-    loss  = −2·mean_ij Σ_k f^l(Y_rgb)·W + λ(t)·[(mean Y_M − β)² + (mean M − β)²]    (objective.py)
+    loss  = −2·mean_ij Σ_k f^l(Y_rgb)·W + λ(t)·[(mean Y_M − β)² + (mean M − β)²]    (loss.py)
 
 W, β and λ0 come from the objective (objectives.py): for the method by default
 W = sign(a − b)·R⁺ / L(photo) and λ0 = area_weight (the relative balance), with the mask channel Y_M weighted by 1/visibility (the unbiased area
@@ -41,13 +41,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
-from attrvis_jax.render import objective
+from attrvis_jax.render import loss as loss_mod
 from attrvis_jax.render.objectives import Objective
 from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
@@ -89,7 +88,7 @@ class Engine:
         # The default area term weights the mask by 1/visibility before the transform (transforms.py).
         self.area_weights = (jnp.asarray(area_weights(self.transform, size))[..., None]
                              if config.has_mask and config.area_mode == "visible" else None)
-        self.opt = objective.optimizer(config)
+        self.opt = loss_mod.optimizer(config)
         self._compiled: dict = {}
         self.init = jax.jit(self._init, static_argnums=1)
         self.outputs = jax.jit(jax.vmap(self._outputs, in_axes=(0, 0 if rows else None)))
@@ -151,7 +150,7 @@ class Engine:
         acts = self.net.apply(variables, y[..., :3], stop=self.layer)  # nothing past the layer runs
         m_crop = jnp.mean(y[..., 3], axis=(-2, -1)) if c.has_mask else None
         m_full = jnp.mean(m[..., 0], axis=(-2, -1))
-        return objective.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
+        return loss_mod.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
         params, opt_state, alive = carry["params"], carry["opt"], carry["alive"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.apps.figures.schedule import Schedule, get_schedule
+from attrvis_jax.attribution.api import resolve_targets
 from attrvis_jax.config import RenderConfig
 
 
@@ -47,12 +48,8 @@ class FigureContext:
         self.image = image
         self.image_label = image if isinstance(image, str) else ("(array)" if isinstance(image, np.ndarray) else str(image))
         self.x = model.load_image(image)
-        self.layer = model.resolve_layer(layer) if layer else model.default_layer
-        if target is None:
-            logits = np.asarray(model.logits(jnp.asarray(self.x)))[: len(model.labels)]
-            self.target = int(np.argmax(logits))
-        else:
-            self.target = int(model.class_index(target))
+        self.layer = model.resolve_layer(layer)
+        self.target = int(resolve_targets(model, self.x[None], target)[0])
         self.target_name = model.class_name(self.target)
         self.quiet = quiet
         self.attribution_config = self.schedule.attribution_config()

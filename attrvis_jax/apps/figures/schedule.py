@@ -38,7 +38,7 @@ class Schedule:
     spectrum_draws: noise draws averaged per spectrum.
     fidelity: "default", "code" (the authors' code) or "paper" (the text) — RenderConfig.fidelity;
         the attribution follows the code unless "paper".
-    chunk_size, engine: `RunOptions.chunk_size/engine` (engine "loop" compiles ~25% faster on a
+    chunk_size, engine: `RunOptions.chunk_size/engine` (engine "loop" compiles faster on a
         CPU, which matters for tiny test schedules where compiling dominates).
     """
 
