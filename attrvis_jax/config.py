@@ -343,6 +343,9 @@ def split_options(config: RenderConfig | None, options: RunOptions | None, overr
     (`visualize(..., steps=256, seeds=2)`); an unknown name is a clear error."""
     config = config or RenderConfig()
     options = options or RunOptions()
+    known = RUN_FIELDS + tuple(f.name for f in dataclasses.fields(RenderConfig))
+    bad = sorted(set(overrides) - set(known))
+    _check(not bad, f"unknown RenderConfig or RunOptions field(s) {bad}; valid: {sorted(known)}")
     run = {k: v for k, v in overrides.items() if k in RUN_FIELDS}
     algorithm = {k: v for k, v in overrides.items() if k not in RUN_FIELDS}
     return (config.replace(**algorithm) if algorithm else config), (options.replace(**run) if run else options)
@@ -353,7 +356,7 @@ def split_options(config: RenderConfig | None, options: RunOptions | None, overr
 class SweepConfig(_ConfigMethods):
     """A sweep: images × targets × layers × perturbations × seeds, each item one visualization.
 
-    images: source specs (files, folders, `sample:NAME`, `tfds:NAME:SPLIT@A:B`; see sources.py).
+    images: source specs (files, folders, `sample:NAME`, `tfds:NAME:SPLIT@A:B`; see apps/sources.py).
     targets: class names or indices, `top1` (each image's top class) or `label` (the source's label).
     batch: visualizations per compiled batch (rounded up to a multiple of the device count); the
     batch axis is sharded over every device. attribution / render: the stage configs; the render
@@ -423,9 +426,10 @@ class SweepConfig(_ConfigMethods):
                 _check(isinstance(d[name], dict), f"{name} must be a table of {stage.__name__} fields, "
                        f"got {_shown(d[name])}")
                 stage_fields = {f.name for f in dataclasses.fields(stage)}
-                moved = sorted(set(d[name]) & {"chunk_size", "engine"}) if stage is RenderConfig else []
+                moved = sorted(set(d[name]) & set(RUN_FIELDS)) if stage is RenderConfig else []
                 _check(not moved, f"{', '.join(moved)} moved out of [{name}]: how a sweep runs, not what it "
-                       "computes, is a top-level sweep field now")
+                       "computes, is a top-level sweep field now (seeds, chunk_size, engine; a sweep keeps "
+                       "no snapshots)")
                 wrong = sorted(set(d[name]) - stage_fields)
                 _check(not wrong, f"unknown {name} field(s) {wrong}; valid: {sorted(stage_fields)}")
                 try:

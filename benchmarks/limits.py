@@ -264,7 +264,7 @@ def main() -> None:
           f"best {peaks[0]['gflops_per_cpu_s']:.1f} GFLOP per CPU-second", flush=True)
 
     model = load_model(args.model, weights="random")
-    layer = model.resolve_layer(args.layer or model.spec.default_layer)
+    layer = model.resolve_layer(args.layer)
     r_plus = common.synthetic_r_plus(model.layer_shapes()[layer])
     report = {"machine": info, "model": args.model, "layer": layer, "batches": {}}
     for batch in batches:

@@ -76,7 +76,7 @@ def child(name: str, layer: str | None, seeds: int, engines: list[str], quick: b
     from attrvis_jax.config import RenderConfig, RunOptions
 
     model = load(name)
-    layer = model.resolve_layer(layer or model.spec.default_layer)
+    layer = model.resolve_layer(layer)
     r_plus = common.synthetic_r_plus(model.layer_shapes()[layer])
     chunk, steps, rounds = plan_for(seeds, quick)
     if seeds >= LOOP_ONLY_FROM and "loop" in engines:

@@ -86,7 +86,7 @@ def main() -> None:
     info = common.machine_info()
     print(common.header(info), flush=True)
     model = load_model(args.model, weights="random")
-    layer = model.resolve_layer(args.layer or model.spec.default_layer)
+    layer = model.resolve_layer(args.layer)
     r_plus = common.synthetic_r_plus(model.layer_shapes()[layer])
 
     variants = {"jax conv": build(model, layer, r_plus, args.seeds, False),

@@ -101,7 +101,7 @@ def test_grid_geometry():
 
 def test_schedules():
     assert F.get_schedule("paper").render_config("pyramid").steps == 2048
-    assert F.get_schedule("paper").run_options().seeds == 25
+    assert F.get_schedule("paper").run_options.seeds == 25
     assert F.get_schedule("paper").attribution_config() == F.AttributionConfig()
     reduced = F.get_schedule("reduced", seeds=3)
     assert reduced.seeds == 3 and 128 <= reduced.steps <= 256

@@ -8,6 +8,7 @@ module in a fresh interpreter and looks at what got loaded."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -36,8 +37,22 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(path: Path) -> set[str]:
-    """The package modules `path` imports anywhere in its body."""
+# Imports by a computed name: the only one allowed is the registry's lazy import of the
+# architecture modules (models/registry.py MODULES), and those are edges of the graph too.
+DYNAMIC = {"attrvis_jax.models.registry": set(importlib.import_module("attrvis_jax.models.registry").MODULES.values())}
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module a `from ... import` names (relative imports resolved)."""
+    if node.level == 0:
+        return node.module or ""
+    package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The package modules `name` (at `path`) imports anywhere in its body."""
     found: set[str] = set()
 
     def visit(node):
@@ -48,17 +63,29 @@ def _imports(path: Path) -> set[str]:
                 continue
             if isinstance(child, ast.Import):
                 found.update(a.name for a in child.names if a.name.startswith("attrvis_jax"))
-            elif isinstance(child, ast.ImportFrom) and child.level == 0 and (child.module or "").startswith("attrvis_jax"):
-                for alias in child.names:  # `from pkg import sub` imports the module pkg.sub
-                    sub = f"{child.module}.{alias.name}"
-                    found.add(sub if sub in MODULES else child.module)
+            elif isinstance(child, ast.ImportFrom):
+                source = _absolute(name, child)
+                if source.startswith("attrvis_jax"):
+                    for alias in child.names:  # `from pkg import sub` imports the module pkg.sub
+                        sub = f"{source}.{alias.name}"
+                        found.add(sub if sub in MODULES else source)
+            elif isinstance(child, ast.Call) and _dynamic_import(child):
+                assert name in DYNAMIC, f"{name} imports a module by a computed name: add it to DYNAMIC"
+                found.update(DYNAMIC[name])
             visit(child)
 
     visit(ast.parse(path.read_text(), str(path)))
     return found
 
 
-GRAPH = {name: _imports(path) - {name} for name, path in MODULES.items()}
+def _dynamic_import(call: ast.Call) -> bool:
+    f = call.func
+    named = (isinstance(f, ast.Attribute) and f.attr == "import_module") or (isinstance(f, ast.Name) and f.id == "__import__")
+    literal = call.args and isinstance(call.args[0], ast.Constant)
+    return named and not literal
+
+
+GRAPH = {name: _imports(name, path) - {name} for name, path in MODULES.items()}
 
 
 def test_the_graph_sees_the_package():
@@ -126,6 +153,13 @@ def _without_package_faces(graph):
 
 def test_no_import_circles():
     assert _cycles(_without_package_faces(GRAPH)) == []
+
+
+def test_relative_and_computed_imports_are_read():
+    assert "attrvis_jax.models.efficientnet_lite" in GRAPH["attrvis_jax.models.registry"]  # importlib, by name
+    node = ast.parse("from ..apps import cli").body[0]
+    assert _absolute("attrvis_jax.render.optimize", node) == "attrvis_jax.apps"
+    assert _absolute("attrvis_jax.render", ast.parse("from . import loss").body[0]) == "attrvis_jax.render"
 
 
 def test_the_cycle_finder_finds_one():

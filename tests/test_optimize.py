@@ -15,7 +15,7 @@ import pytest
 from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render import RenderResult, seed_keys, visualize
-from attrvis_jax.render.objectives import attribution_objective as render_inputs
+from attrvis_jax.render.objectives import attribution_objective
 from attrvis_jax.render.optimize import engine
 from tiny import SIZE, TinyNet, tiny_model
 
@@ -192,21 +192,21 @@ def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_p
 
 def test_attribution_inputs_and_errors(tiny, r_plus):
     code = CONFIG.replace(fidelity="code")
-    inputs = render_inputs({"r_plus": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"}, code)
+    inputs = attribution_objective({"r_plus": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"}, code)
     assert inputs.weights.shape == (1, 8, 8, 16) and not inputs.grouped and inputs.layer == "conv2"
     assert inputs.lambda0[0] == pytest.approx(20 * r_plus.sum())  # λ0 ≤ 0 falls back to 20·ΣR⁺
     np.testing.assert_array_equal(inputs.weights[0], r_plus)  # the code: W = R⁺
-    inputs = render_inputs((np.stack([r_plus, r_plus]), [0.1, 0.2], [1.0, 2.0]), code)
+    inputs = attribution_objective((np.stack([r_plus, r_plus]), [0.1, 0.2], [1.0, 2.0]), code)
     assert inputs.grouped and inputs.beta.tolist() == pytest.approx([0.1, 0.2]) and inputs.lambda0.tolist() == [1.0, 2.0]
     # The code's λ0 is 20·ΣR_f, which R⁺ alone does not determine: no silent 20·ΣR⁺ fallback.
     with pytest.raises(AttrvisError, match="lambda0"):
-        render_inputs((r_plus, BETA), code)
+        attribution_objective((r_plus, BETA), code)
     # The relative balance needs the photo's score; a given reference is used as it is.
     with pytest.raises(AttrvisError, match="photo's own score"):
-        render_inputs((r_plus, BETA), CONFIG)
-    given = render_inputs((r_plus, BETA), CONFIG, reference=4.0)
+        attribution_objective((r_plus, BETA), CONFIG)
+    given = attribution_objective((r_plus, BETA), CONFIG, reference=4.0)
     np.testing.assert_allclose(given.weights[0], r_plus / 4.0)
-    assert render_inputs((r_plus, BETA), CONFIG.replace(perturbation="none")).lambda0[0] == 0.0  # no area term
+    assert attribution_objective((r_plus, BETA), CONFIG.replace(perturbation="none")).lambda0[0] == 0.0  # no area term
     cases = [
         (attr(r_plus[0]), "shape"),
         (attr(-r_plus), "negative"),
@@ -234,14 +234,14 @@ def test_signed_layers_are_excited_the_way_each_neuron_contributed(r_plus):
     rng = np.random.default_rng(1)
     a = rng.normal(size=r_plus.shape).astype(np.float32)
     b = 0.3 * a  # the output-targeted baseline is m·a with 0 < m < 1: a − b has the sign of a
-    inputs = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b}, CONFIG)
+    inputs = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b}, CONFIG)
     ref = float(np.mean(np.sum(np.abs(a) * r_plus, axis=-1)))
     assert float(inputs.reference[0]) == pytest.approx(ref, rel=1e-5) and ref > 0
     np.testing.assert_allclose(inputs.weights[0], np.sign(a) * r_plus / ref, rtol=1e-6)
-    positive = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": np.abs(a), "baseline": np.abs(b)}, CONFIG)
+    positive = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": np.abs(a), "baseline": np.abs(b)}, CONFIG)
     np.testing.assert_allclose(positive.weights[0] * positive.reference[0], r_plus, rtol=1e-6)
     # direction="positive" keeps R⁺ (the code), whatever the signs
-    kept = render_inputs({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b},
+    kept = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b},
                          CONFIG.replace(direction="positive", balance="code"), lambda0=1.0)
     np.testing.assert_array_equal(kept.weights[0], r_plus)
 

@@ -271,6 +271,21 @@ def test_store_refuses_other_settings_and_writes_batches_atomically(tmp_path):
         ResultStore(tmp_path / "s.sqlite", {"a": 2})
 
 
+def test_a_store_from_before_run_options_resumes(tmp_path):
+    """Stores written before RunOptions also pinned render.engine: they are resumed, not refused."""
+    from attrvis_jax.apps.store import ResultStore
+    from attrvis_jax.apps.sweep import fingerprint, upgrade_fingerprint
+
+    now = fingerprint(CONFIG)
+    old = {**now, "render": {**now["render"], "engine": "scan"}}
+    ResultStore(tmp_path / "s.sqlite", old).close()
+    ResultStore(tmp_path / "s.sqlite", now, upgrade=upgrade_fingerprint).close()  # upgraded in place
+    ResultStore(tmp_path / "s.sqlite", now).close()  # and from then on it is the new form
+    with pytest.raises(AttrvisError, match="other settings"):
+        other = {**now, "render": {**now["render"], "steps": 99}}
+        ResultStore(tmp_path / "s.sqlite", other, upgrade=upgrade_fingerprint)
+
+
 def test_spec_files_and_plan(tmp_path, lite0):
     from attrvis_jax.apps.sources import resolve_sources
     from attrvis_jax.apps.sweep import fingerprint, load_spec, plan, summarize

@@ -165,8 +165,10 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
             "metrics_s": t_metrics,
         },
         "versions": versions(),
-        "config": {"attribution": attribution_config.to_dict(), "render": render_config.to_dict(),
-                   "run": run_options.to_dict()},
+        # results.json keys are an interface: "render" keeps listing the run options beside the
+        # render config, as it did before they were a class of their own
+        "config": {"attribution": attribution_config.to_dict(),
+                   "render": {**render_config.to_dict(), **run_options.to_dict()}},
     }
     results["timings"]["total_s"] = time.perf_counter() - t_start
     write_json(out_dir / "results.json", results)

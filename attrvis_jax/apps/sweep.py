@@ -18,7 +18,7 @@ Keys: unit key u = fold_in(key(config.key), crc32(unit id)); the attribution use
 the visualizations fold_in(u, 1) exactly like `visualize(key=...)` does, so seed s of an item is the
 seed s of `visualize(model, attribution, key=fold_in(u, 1))` — whichever batch or device it ran on.
 
-Multi-host: call `init_distributed()` first in every process (it wraps `jax.distributed.initialize`);
+Multi-host: call `devices.init_distributed()` first in every process (it wraps `jax.distributed.initialize`);
 every process plans the same batches, feeds its own shards (`jax.make_array_from_callback`), and
 process 0 alone writes files and the store, which must live on a filesystem all hosts share.
 """

@@ -62,7 +62,8 @@ def resolve_targets(model, x, target, variables=None) -> np.ndarray:
     if any(top):
         variables = model.variables if variables is None else variables
         logits = np.asarray(_logits(model.net, variables, jnp.asarray(x)))[:, : len(model.labels)]
-    return np.array([int(np.argmax(logits[i])) if top[i] else model.class_index(spec)
+    return np.array([int(np.argmax(logits[i])) if top[i]
+                     else model.class_index(int(spec) if isinstance(spec, np.integer) else spec)
                      for i, spec in enumerate(specs)], np.int32)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -227,3 +228,22 @@ class Model:
         params_of = getattr(self.net, "params_of", lambda v: v.get("params", {}))
         return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params_of(self.variables))))
 
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What the registry needs to know about one model (each architecture module defines `ARCH`).
+
+    torch_rename maps a torch module path ("layer3.5.conv1") to the Flax module path
+    ("layer3_5/conv1"), or None for keys the Flax model does not use (aux heads);
+    torch_rename_back is its inverse (tests save random Flax weights for the torch reference).
+    labels(weights_path) returns the class names, given the weight file in use (InceptionV1's
+    labels travel with its weights).
+    build(**fields) returns the network; keyword fields override its defaults, e.g.
+    `build(canonical_conv_gradient=False)` for JAX's own convolution gradient (see `load_model`).
+    """
+
+    spec: ModelSpec
+    build: Callable[..., StagedNet]
+    torch_rename: Callable[[str], "str | None"]
+    torch_rename_back: Callable[[str], str]
+    labels: Callable[["Path | None"], tuple[str, ...]]

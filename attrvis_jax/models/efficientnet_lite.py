@@ -28,9 +28,8 @@ import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
 from attrvis_jax.data import Preprocess
-from attrvis_jax.models.base import ModelSpec, StagedNet
+from attrvis_jax.models.base import Architecture, ModelSpec, StagedNet
 from attrvis_jax.models.layers import DepthwiseConv, batch_norm, conv, global_avg_pool, relu6
-from attrvis_jax.models.registry import Architecture
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expand ratio, in, out) per stage, before width/depth scaling.

@@ -44,9 +44,8 @@ import jax.numpy as jnp
 
 from attrvis_jax.labels import generic_labels, read_label_file
 from attrvis_jax.data import Preprocess
-from attrvis_jax.models.base import ModelSpec, StagedNet
+from attrvis_jax.models.base import Architecture, ModelSpec, StagedNet
 from attrvis_jax.models.layers import conv, local_response_norm, max_pool
-from attrvis_jax.models.registry import Architecture
 
 NUM_CLASSES = 1008
 NUM_NAMES = 1001  # lines of imagenet_comp_graph_label_strings.txt ("dummy" + 1000); logits 1001..1007 are unnamed

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import numpy as np
 
 from attrvis_jax import labels as labels_mod
 from attrvis_jax.errors import AttrvisError, WeightsError, unknown
-from attrvis_jax.models.base import Model, ModelSpec, StagedNet
+from attrvis_jax.models.base import Architecture, Model  # noqa: F401  (Architecture: re-exported)
 from attrvis_jax.weights import store
 
 MODULES = {
@@ -28,26 +27,6 @@ MODULES = {
     "resnet50": "attrvis_jax.models.resnet",
 }
 DEFAULT_MODEL = "efficientnet_lite0"
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """What the registry needs to know about one model.
-
-    torch_rename maps a torch module path ("layer3.5.conv1") to the Flax module path
-    ("layer3_5/conv1"), or None for keys the Flax model does not use (aux heads);
-    torch_rename_back is its inverse (tests save random Flax weights for the torch reference).
-    labels(weights_path) returns the class names, given the weight file in use (InceptionV1's
-    labels travel with its weights).
-    build(**fields) returns the network; keyword fields override its defaults, e.g.
-    `build(canonical_conv_gradient=False)` for JAX's own convolution gradient (see `load_model`).
-    """
-
-    spec: ModelSpec
-    build: Callable[..., StagedNet]
-    torch_rename: Callable[[str], "str | None"]
-    torch_rename_back: Callable[[str], str]
-    labels: Callable[["Path | None"], tuple[str, ...]]
 
 
 def available_models() -> tuple[str, ...]:

@@ -29,9 +29,8 @@ import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
 from attrvis_jax.data import TORCHVISION_PREPROCESS
-from attrvis_jax.models.base import ModelSpec, StagedNet
+from attrvis_jax.models.base import Architecture, ModelSpec, StagedNet
 from attrvis_jax.models.layers import batch_norm, conv, global_avg_pool, max_pool
-from attrvis_jax.models.registry import Architecture
 from attrvis_jax.weights.convert import torchvision_rename, torchvision_rename_back
 
 BN_EPS = 1e-5

@@ -106,6 +106,10 @@ def visualize(
     """
     config, options = split_options(config, options, overrides)
     if isinstance(attribution, Objective):
+        given = [n for n, v in (("r_plus", r_plus), ("beta", beta), ("lambda0", lambda0), ("activations", activations),
+                                ("baseline", baseline), ("reference", reference)) if v is not None]
+        if given:
+            raise AttrvisError(f"{', '.join(given)} apply to an attribution, not to an objective (it has its weights)")
         objective = attribution
     else:
         objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,

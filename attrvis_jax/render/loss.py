@@ -6,7 +6,7 @@ code, default:   loss_b = −2·L_b + λ_b(t)·[(m_crop,b − β_b)² + (m_full,
 paper:           loss_b = −Σ_ijk f·R⁺ + λ_b(t)·(mean M_b − β_b)²
 no mask:         loss_b = −L_b (no area terms)
 
-W is the per-neuron weight the caller prepared (`render.balance`): R⁺ for the code, and for the
+W is the per-neuron weight of the objective (`objectives.attribution_objective`): R⁺ for the code, and for the
 default sign(a − b)·R⁺ / L(photo), which makes L a pure number (1 = the photo's own score).
 m_crop is the mean of the transformed mask (zero-filled corners and padding included; on the
 default area term the mask is weighted by 1/visibility before the transform), m_full the mean of

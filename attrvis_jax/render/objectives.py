@@ -17,6 +17,7 @@ and scale like lucid's objectives: `channel(m, l, 3) - 0.5 * channel(m, l, 7)`.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -32,7 +33,9 @@ class Objective(NamedTuple):
     """Per group (G groups; with `rows`, a leading axis of rows first, one objective per row):
     the neuron weights W (G, H, W, K), β (G,) and λ0 (G,) of the area terms (β NaN and λ0 0 for an
     objective without them), the photo's score L(photo) (G,) the relative balance divided W by
-    (NaN where not used), whether the source had groups (results keep the G axis), and the layer."""
+    (NaN where not used), whether the source had groups (results keep the G axis), the layer, and
+    for the attribution objective the config modes it was made under (`modes`: the kernel refuses
+    to render it under others, since W, β and λ0 depend on them)."""
 
     weights: np.ndarray
     beta: np.ndarray
@@ -41,6 +44,9 @@ class Objective(NamedTuple):
     grouped: bool
     layer: str | None
     rows: bool = False
+    made_for: tuple | None = None
+
+    __array_ufunc__ = None  # numpy scalars defer to __rmul__ (np.float32(2) * objective)
 
     @property
     def has_mask_terms(self) -> bool:
@@ -69,7 +75,7 @@ class Objective(NamedTuple):
         return self._combine(other, -1.0)
 
     def __mul__(self, factor):
-        if not isinstance(factor, (int, float)) or self.has_mask_terms:
+        if not isinstance(factor, numbers.Real) or self.has_mask_terms:
             return NotImplemented
         return self._replace(weights=(self.weights * np.float32(factor)).astype(np.float32))
 
@@ -82,10 +88,16 @@ class Objective(NamedTuple):
 def stack(objectives: Sequence[Objective]) -> Objective:
     """One objective per row (a sweep's batch of items): arrays gain a leading row axis."""
     first = objectives[0]
-    if any(o.rows for o in objectives) or len({(o.weights.shape, o.layer, o.grouped) for o in objectives}) != 1:
-        raise AttrvisError("stack needs objectives of one layer, shape and grouping, not already stacked")
+    if any(o.rows for o in objectives) or len({(o.weights.shape, o.layer, o.grouped, o.made_for)
+                                               for o in objectives}) != 1:
+        raise AttrvisError("stack needs objectives of one layer, shape, grouping and config, not already stacked")
     return Objective(*(np.stack([getattr(o, f) for o in objectives]) for f in ("weights", "beta", "lambda0", "reference")),
-                     first.grouped, first.layer, rows=True)
+                     first.grouped, first.layer, rows=True, made_for=first.made_for)
+
+
+def modes(config: RenderConfig) -> tuple:
+    """What of a RenderConfig the attribution objective's W, β and λ0 depend on."""
+    return (config.has_mask, config.balance_mode, config.direction_mode, float(config.area_weight))
 
 
 # ---- the method's objective ------------------------------------------------------------------------
@@ -210,7 +222,8 @@ def attribution_objective(attribution=None, config: RenderConfig | None = None, 
         lam = code_lambda0(_per_group(found["lambda0"], groups), totals)
     else:
         lam = np.zeros((groups,), np.float32)  # no mask, no area term
-    return Objective(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer)
+    return Objective(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer,
+                     made_for=modes(config))
 
 
 # ---- feature objectives (no mask terms) ------------------------------------------------------------

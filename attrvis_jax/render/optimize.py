@@ -47,7 +47,7 @@ from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
 from attrvis_jax.render import loss as loss_mod
-from attrvis_jax.render.objectives import Objective
+from attrvis_jax.render.objectives import Objective, modes
 from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
@@ -202,9 +202,14 @@ class Engine:
         return exe, time.perf_counter() - t0
 
 
-@functools.lru_cache(maxsize=8)
 def engine(net, layer: str, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32) -> Engine:
-    """The engine for these statics (the seeds' count is a shape: each count compiles once)."""
+    """The engine for these statics (the seeds' count is a shape: each count compiles once). One
+    engine per distinct value, however the arguments are passed."""
+    return _engine(net, layer, config, int(size), bool(rows), int(chunk_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(net, layer: str, config: RenderConfig, size: int, rows: bool, chunk_size: int) -> Engine:
     return Engine(net, layer, config, size, rows, chunk_size)
 
 
@@ -280,6 +285,10 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
     if layer is None:
         raise AttrvisError("which layer? pass layer=... (the objective does not name one)")
+    if objective.made_for is not None and objective.made_for != modes(config):
+        raise AttrvisError("this objective was made under another render config (mask, balance, direction or "
+                           f"area weight {objective.made_for} vs {modes(config)}): make it with the "
+                           "config you render with")
     if config.has_mask and not objective.has_mask_terms:
         raise AttrvisError(f"this objective has no mask terms (no beta): render it with perturbation='none', "
                            f"not {config.perturbation!r}")

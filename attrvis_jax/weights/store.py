@@ -173,7 +173,7 @@ def _check_against_template(variables: Any, template: Any, source: str) -> None:
 
 def convert_pth(template, rename, path: Path) -> dict:
     """Read a `.pth` without torch and map it onto the Flax variables `template` (a tree of shapes,
-    e.g. `registry.template`); `rename` maps PyTorch names onto Flax paths."""
+    e.g. `registry.variables_template(arch)`); `rename` maps PyTorch names onto Flax paths."""
     return torch_to_flax(read_pth(path), template, rename, source=Path(path).name)
 
 

@@ -45,7 +45,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     t0 = time.perf_counter()
     # (a)-(d) are feature objectives: no mask terms, one group each, one grouped batch
     nomask = visualize(model, objectives.feature_maps(r_stack, layer), config, key=ctx.render_key,
-                       options=s.run_options(), progress=ctx.bar("render (a)-(d) no mask"))
+                       options=s.run_options, progress=ctx.bar("render (a)-(d) no mask"))
     ctx._add_time("render", t0)
     if not ctx.has_render("none"):
         ctx.store_render("none", layer, render_record(nomask, group=groups - 1))

@@ -88,7 +88,7 @@ class FigureContext:
         if cache_key not in self._renders:
             attr = self.attribution(layer)
             t0 = time.perf_counter()
-            result = visualize(self.model, attr, config, key=self.render_key, options=self.schedule.run_options(),
+            result = visualize(self.model, attr, config, key=self.render_key, options=self.schedule.run_options,
                                progress=self.bar(f"render {config.perturbation} {layer}"))
             self._add_time("render", t0)
             self._renders[cache_key] = render_record(result)

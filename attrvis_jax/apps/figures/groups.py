@@ -90,7 +90,7 @@ def compute_groups(ctx: FigureContext, tau: float = 0.3, min_loading: float | No
     integral = ctx.render("pyramid")
     t0 = time.perf_counter()
     shown = visualize_groups(model, attr, grouping, ctx.schedule.render_config("pyramid"), ctx.render_key,
-                             options=ctx.schedule.run_options(), progress=ctx.bar("render groups"),
+                             options=ctx.schedule.run_options, progress=ctx.bar("render groups"),
                              include_integral=False)
     ctx._add_time("render", t0)
     groups_composed = np.asarray(shown.groups.composed)  # (S, G, H, W, 3)

@@ -79,6 +79,7 @@ class Schedule:
     def render_config(self, perturbation: str) -> RenderConfig:
         return RenderConfig(perturbation=perturbation, fidelity=self.fidelity, steps=self.steps, lr=self.learning_rate)
 
+    @property
     def run_options(self) -> RunOptions:
         return RunOptions(seeds=self.seeds, snapshot_steps=(), chunk_size=min(self.chunk_size, self.steps),
                           engine=self.engine)
