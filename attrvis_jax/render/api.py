@@ -114,7 +114,6 @@ def visualize(
     else:
         objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
                                           activations=activations, baseline=baseline, reference=reference)
-    layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
     seed_ids = tuple(range(options.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
     if not seed_ids:
         raise AttrvisError("no seeds to run")
@@ -136,7 +135,7 @@ def visualize(
         loss=gather(out.loss), mask_area=area,
         beta=unbatch(objective.beta), lambda0=unbatch(objective.lambda0), reference=unbatch(objective.reference),
         finite=finite, stopped_at=gather(out.stopped_at), loss_history=gather(out.loss_history),
-        snapshots=snapshots, config=config, options=options, layer=layer, seed_ids=seed_ids, grouped=grouped,
+        snapshots=snapshots, config=config, options=options, layer=out.layer, seed_ids=seed_ids, grouped=grouped,
         timings={"compile_s": out.compile_s, "run_s": out.run_s, "steps": config.steps, "seeds": len(seed_ids)},
     )
 

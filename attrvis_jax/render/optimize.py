@@ -254,7 +254,7 @@ class Rendered(NamedTuple):
     Axes: R rows, then G groups. images (R, G, H, W, 3), masks (R, G, H, W), composed
     (R, G, H, W, 3) = background·(1 − M) + X·M; loss (R,) of the last update; finite / stopped_at (R,);
     loss_history (R, steps), NaN after a stop; snapshots {step: (images, masks, composed)}; the
-    seconds spent compiling (0 when cached) and running."""
+    seconds spent compiling (0 when cached) and running; the layer, resolved."""
 
     images: jax.Array
     masks: jax.Array
@@ -266,6 +266,7 @@ class Rendered(NamedTuple):
     snapshots: dict
     compile_s: float
     run_s: float
+    layer: str
 
 
 def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
@@ -320,4 +321,4 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     snapshots = {t: (x, m, composite(x, m, background)) for t, (x, m) in raw.items()}
     x, m = eng.outputs(carry["params"], data)
     return Rendered(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
-                    history, snapshots, compile_s, run_s)
+                    history, snapshots, compile_s, run_s, layer)
