@@ -4,7 +4,7 @@ error, and memory per chunk size.
 
     python benchmarks/attribution.py [--quick] [--layer blocks.10] [--chunks 8 16 32 64] [--image chelsea]
                                      [--spatial-steps 2049] [--channel-steps 4097] [--rounds 3]
-                                     [--no-rss] [--conv-ab] [--json out.json]
+                                     [--no-rss] [--conv-ab] [--stages-ab] [--json out.json]
 
 Compile time is measured apart from run time (a zero-step call compiles the loop). Path times are
 medians over `--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory is
@@ -55,13 +55,12 @@ def timed(fn):
 
 
 def measure_baseline(model, layer, acts, target, config) -> tuple[dict, jax.Array]:
-    """Compile each stage with a zero-step call, then time the whole baseline once; a progress
-    callback at each stage's end splits the time (one range per stage, so no extra syncs)."""
+    """Compile the baseline's loops with a 1 + 2 step call, then time the whole baseline once; a
+    progress callback where the stages stop running together splits the time (so no extra syncs)."""
     row = {}
-    n, h, w, k = acts.shape
-    for stage, shape in (("spatial", (n, h, w, 1)), ("channel", (n, 1, 1, k))):
-        _, row[f"{stage}_compile_s"] = timed(lambda: bl.optimize_mask(
-            model.net, layer, model.variables, acts, target, jnp.zeros(shape), lr=0.01, steps=0, proximity=1.0))
+    _, row["compile_s"] = timed(lambda: bl.output_targeted_baseline(
+        model.net, layer, model.variables, acts, target, jax.random.key(0),
+        config.replace(spatial_steps=1, channel_steps=2)))
     marks = []
     t0 = time.perf_counter()
     base = bl.output_targeted_baseline(
@@ -70,13 +69,64 @@ def measure_baseline(model, layer, acts, target, config) -> tuple[dict, jax.Arra
         progress_every=max(config.spatial_steps, config.channel_steps, 1))
     jax.block_until_ready(base)
     row["baseline_total_s"] = time.perf_counter() - t0
-    if config.spatial_steps and config.channel_steps:
-        row["spatial_s"], row["channel_s"] = marks[0] - t0, row["baseline_total_s"] - (marks[0] - t0)
-        row["spatial_ms_per_step"] = 1e3 * row["spatial_s"] / config.spatial_steps
-        row["channel_ms_per_step"] = 1e3 * row["channel_s"] / config.channel_steps
+    shared = min(config.spatial_steps, config.channel_steps)
+    rest = max(config.spatial_steps, config.channel_steps) - shared
+    if shared and rest:
+        row["together_s"], row["alone_s"] = marks[0] - t0, row["baseline_total_s"] - (marks[0] - t0)
+        row["together_ms_per_step"] = 1e3 * row["together_s"] / shared
+        row["alone_ms_per_step"] = 1e3 * row["alone_s"] / rest
     row["z_a"] = float(bl.target_logits(model.net, layer, model.variables, acts, target)[0])
     row["z_b"] = float(bl.target_logits(model.net, layer, model.variables, base.values, target)[0])
     return row, base.values
+
+
+def stages_ab(model, layer, acts, target, config, rounds: int) -> dict:
+    """The baseline's two stages one after the other (two `optimize_mask` loops: the code before
+    #17) against both in one batch (`output_targeted_baseline`), same inits, interleaved rounds.
+    Also how far apart the two arms' masks, baselines and attributions end up."""
+    n, h, w, k = acts.shape
+    k_spatial, k_channel = jax.random.split(jax.random.key(0))
+    inits = jax.random.normal(k_spatial, (n, h, w, 1)), jax.random.normal(k_channel, (n, 1, 1, k))
+    args = (model.net, layer, model.variables, acts, target)
+
+    def apart(c):
+        spatial = bl.optimize_mask(*args, inits[0], lr=c.spatial_lr, steps=c.spatial_steps, proximity=c.proximity)
+        channel = bl.optimize_mask(*args, inits[1], lr=c.channel_lr, steps=c.channel_steps, proximity=c.proximity)
+        return bl.Baseline(jnp.minimum(spatial, channel) * acts, spatial, channel)
+
+    def together(c):
+        return bl.output_targeted_baseline(*args, jax.random.key(0), c)
+
+    arms = {"one after the other": apart, "one batch": together}
+    tiny = config.replace(spatial_steps=1, channel_steps=2)
+    compile_s = {name: timed(lambda: fn(tiny))[1] for name, fn in arms.items()}
+    outs = {}
+
+    def case(name):
+        def run():
+            c0 = time.process_time()
+            outs[name], wall = timed(lambda: arms[name](config))
+            return [{"wall": wall, "cpu": time.process_time() - c0}]
+        return run
+
+    load0 = common.loadavg()
+    samples = common.interleave({name: case(name) for name in arms}, rounds,
+                                log=lambda line: print(line, flush=True))
+    report = {"rounds": rounds, "load": f"{load0} → {common.loadavg()}"}
+    for name in arms:
+        report[name] = {**common.summarize(samples[name]), "compile_s": compile_s[name]}
+    a, b = outs["one after the other"], outs["one batch"]
+    report["ratio"] = report["one batch"]["wall_s"] / report["one after the other"]["wall_s"]
+    report["max_abs_diff"] = {"spatial_mask": float(jnp.max(jnp.abs(a.spatial_mask - b.spatial_mask))),
+                              "channel_mask": float(jnp.max(jnp.abs(a.channel_mask - b.channel_mask))),
+                              "baseline": float(jnp.max(jnp.abs(a.values - b.values)))}
+    report["z_b"] = {name: float(bl.target_logits(*args[:3], out.values, target)[0]) for name, out in outs.items()}
+    paths = {name: me.path_integral(*args[:4], out.values, target, config) for name, out in outs.items()}
+    r_a, r_b = (np.asarray(p.values).ravel() for p in paths.values())
+    report["attribution_pearson"] = float(np.corrcoef(r_a, r_b)[0, 1])
+    report["attribution_rel_l1"] = float(np.abs(r_a - r_b).sum() / np.abs(r_a).sum())
+    report["completeness_error"] = {name: float(p.completeness_error[0]) for name, p in paths.items()}
+    return report
 
 
 def measure_python_loop(model, layer, acts, target, steps: int) -> float:
@@ -202,6 +252,8 @@ def main() -> None:
     ap.add_argument("--no-rss", action="store_true", help="skip the child processes that measure peak RSS")
     ap.add_argument("--conv-ab", action="store_true",
                     help="also time the path loop with the canonical-gradient convolution (benchmarks/scan_vs_loop.py)")
+    ap.add_argument("--stages-ab", action="store_true",
+                    help="also time the baseline's stages one after the other against one batch (interleaved)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -224,11 +276,19 @@ def main() -> None:
 
     row, baseline = measure_baseline(model, args.layer, acts, target, config)
     report["baseline"] = row
-    print(f"baseline: spatial {config.spatial_steps} steps {row['spatial_s']:.1f} s "
-          f"({row['spatial_ms_per_step']:.1f} ms/step, compile {row['spatial_compile_s']:.1f} s); "
-          f"channel {config.channel_steps} steps {row['channel_s']:.1f} s ({row['channel_ms_per_step']:.1f} ms/step, "
-          f"compile {row['channel_compile_s']:.1f} s); whole baseline {row['baseline_total_s']:.1f} s; "
-          f"z_c(a) = {row['z_a']:.3f}, z_c(b) = {row['z_b']:.3f}; load {common.loadavg()}", flush=True)
+    print(f"baseline: {config.spatial_steps} + {config.channel_steps} steps in {row['baseline_total_s']:.1f} s"
+          + (f" (together {row['together_ms_per_step']:.1f} ms/step, the longer stage alone "
+             f"{row['alone_ms_per_step']:.1f} ms/step)" if "together_s" in row else "")
+          + f", compile {row['compile_s']:.1f} s; z_c(a) = {row['z_a']:.3f}, z_c(b) = {row['z_b']:.3f}; "
+          f"load {common.loadavg()}", flush=True)
+    if args.stages_ab:
+        ab = report["stages_ab"] = stages_ab(model, args.layer, acts, target, config, rounds)
+        print("baseline stages: " + "; ".join(
+            f"{name} {ab[name]['wall_s']:.1f} s (median of {ab[name]['n']}, CPU {ab[name]['cpu_s']:.1f} s, "
+            f"compile {ab[name]['compile_s']:.1f} s)" for name in ("one after the other", "one batch"))
+            + f"; ratio {ab['ratio']:.2f}; max |Δ| {ab['max_abs_diff']}; z_c(b) {ab['z_b']}; "
+            f"attributions: Pearson {ab['attribution_pearson']:.4f}, rel. L1 {ab['attribution_rel_l1']:.2e}, "
+            f"completeness {ab['completeness_error']}; load {ab['load']}", flush=True)
 
     if loop_steps:
         def engine(steps):

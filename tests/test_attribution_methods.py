@@ -248,7 +248,7 @@ def test_chunked_progress_is_bit_identical_to_one_run(tiny, images):
     total = FAST.spatial_steps + FAST.channel_steps + 24
     assert calls[-1] == (total, total)
     assert all(t == total for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
-    assert len(calls) == 9 + 9 + 3  # 60 steps by 7 per stage, then 3 path chunks of 8
+    assert len(calls) == 9 + 3  # 60 steps of both stages at once by 7, then 3 path chunks of 8
     sg_calls = []
     sg = me.smoothgrad(*args, config=FAST, key=jax.random.key(3))
     sg_chunked = me.smoothgrad(*args, config=FAST, key=jax.random.key(3),
@@ -331,6 +331,38 @@ def test_result_save_load_round_trip(tiny, images, tmp_path):
         Attribution.load(tmp_path / "junk.npz")
     with pytest.raises(AttrvisError, match="not found"):
         Attribution.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("steps", [(9, 14), (14, 9), (0, 5), (6, 6)])
+def test_both_stages_in_one_batch_follow_each_stage_alone(tiny, images, steps):
+    """The baseline runs both masks as one batch for the steps they share, then the longer alone:
+    each mask is what `optimize_mask` gives for that stage alone, from the same init (to rounding:
+    another XLA program), and the progress count covers both stages in order."""
+    acts = acts_of(tiny, images, "conv1")
+    targets = jnp.array([4, 2])
+    config = FAST.replace(spatial_steps=steps[0], channel_steps=steps[1], spatial_lr=0.05, channel_lr=0.02,
+                          proximity=2.0)
+    key = jax.random.key(5)
+    calls = []
+    base = bl.output_targeted_baseline(tiny.net, "conv1", tiny.variables, acts, targets, key, config,
+                                       progress=lambda done, total: calls.append((done, total)), progress_every=4)
+    k_spatial, k_channel = jax.random.split(key)
+    alone = {
+        "spatial": bl.optimize_mask(tiny.net, "conv1", tiny.variables, acts, targets,
+                                    jax.random.normal(k_spatial, (2, 8, 8, 1)), lr=0.05, steps=steps[0], proximity=2.0),
+        "channel": bl.optimize_mask(tiny.net, "conv1", tiny.variables, acts, targets,
+                                    jax.random.normal(k_channel, (2, 1, 1, 4)), lr=0.02, steps=steps[1], proximity=2.0),
+    }
+    for stage, mask in (("spatial", base.spatial_mask), ("channel", base.channel_mask)):
+        np.testing.assert_allclose(np.asarray(mask), np.asarray(alone[stage]), rtol=1e-5, atol=1e-6, err_msg=stage)
+    np.testing.assert_allclose(np.asarray(base.values),
+                               np.asarray(jnp.minimum(alone["spatial"], alone["channel"]) * acts), rtol=1e-5, atol=1e-6)
+    # A mask that moved: the stage is not simply left at its init.
+    init = jax.nn.sigmoid(jax.random.normal(k_channel, (2, 1, 1, 4)))
+    assert (steps[1] == 0) == np.allclose(np.asarray(base.channel_mask), np.asarray(init), atol=1e-4)
+    total = sum(steps)
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_per_image_keys_make_the_baseline_independent_of_the_batch(tiny, images):
