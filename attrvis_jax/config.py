@@ -161,6 +161,7 @@ CODE_GRAY = 0.55
 PAPER_GRAY = 0.5
 TRANSFORM_SETS = ("code", "paper", "none")
 RENDER_ENGINES = ("scan", "loop")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 AREA_WEIGHT = 20.0  # see RenderConfig.balance and benchmarks/README.md, "fidelity"
 MASK_DECAY_POWER = 1.5  # the default mask spectrum (RenderConfig.mask_decay_power)
 
@@ -203,6 +204,12 @@ class RenderConfig(_ConfigMethods):
       - transforms (`transforms`): code pad 12, jitter 8, scale .90–1.19, the weighted angle list,
         jitter 2; paper pad 12, jitter 9, scale .90–1.30, angle −12..12, shear −4..4, jitter 4.
     λ0 and β are taken from the attribution as given (their own fidelity decides them).
+
+    `compute_dtype`: the dtype the network runs in during the render ("float32", or "bfloat16" for
+    accelerators with bfloat16 matrix units): the image enters the network and the network's
+    variables are cast to it, the layer's activations come back as float32; the parameters, the
+    Adam state, the perturbations and the loss stay float32. Measured in benchmarks/README.md
+    ("float32 against bfloat16"; on XLA:CPU bfloat16 is emulated and slower).
     """
 
     perturbation: str = "pyramid"  # constant | gaussian | blur | fractal | pyramid | none (or the code's names)
@@ -227,6 +234,7 @@ class RenderConfig(_ConfigMethods):
     pyramid_index: str | None = None  # None follows fidelity; "code" (u = 7M, zero fill) | "paper" (u = 5M)
     transforms: str | None = None  # None follows fidelity; "code" | "paper" | "none"
     image_size: int | None = None  # None: the model's input size
+    compute_dtype: str = "float32"  # the network's dtype in the render: float32 | bfloat16 (see above)
 
     def __post_init__(self):
         _check_types(self)
@@ -244,6 +252,8 @@ class RenderConfig(_ConfigMethods):
                f"pyramid_index must be None, 'code' or 'paper', got {self.pyramid_index!r}")
         _check(self.transforms in (None, *TRANSFORM_SETS),
                f"transforms must be None or one of {TRANSFORM_SETS}, got {self.transforms!r}")
+        _check(self.compute_dtype in COMPUTE_DTYPES,
+               f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         _check(self.blur_kernel in ("symmetric", "code"),
                f"blur_kernel must be 'symmetric' or 'code', got {self.blur_kernel!r}")
         _check(int(self.steps) >= 1, f"steps must be >= 1, got {self.steps}")

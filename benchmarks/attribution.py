@@ -14,7 +14,7 @@ Also compares the jitted fori_loop engine with a Python loop over a jitted step 
 counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
 (kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
 path loop with the package's canonical-gradient convolution against JAX's (the network built with
-`canonical_conv_gradient=True` / `False`; chunk 32, interleaved).
+`kernels="all"` / `"depthwise+max_pool"`; chunk 32, interleaved).
 `--quick`: 64 + 64 baseline steps, chunks 8 and 32, one round, no child processes (< 2 minutes).
 """
 
@@ -182,13 +182,13 @@ def time_path(model, layer, acts, baseline, target, config):
 
 def conv_ab(model, layer, acts, baseline, target, config, rounds: int) -> dict:
     """The path loop compiled twice, with lax's convolution gradient and with the library's canonical
-    one (the network's `canonical_conv_gradient` field: two different static nets), timed interleaved."""
+    one (the network's `kernels` field with and without `conv_gradient`: two different static nets), timed interleaved."""
     alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
     dynamic = (model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights))
     bounds = (jnp.int32(0), jnp.int32(alphas.shape[0]))
     exes = {}
     for label, canonical in (("jax conv", False), ("canonical-gradient conv", True)):
-        net = model.net.clone(canonical_conv_gradient=canonical)
+        net = model.net.clone(kernels="all" if canonical else "depthwise+max_pool")
         exes[label] = me._path_advance.lower(net, layer, *dynamic, jnp.zeros_like(acts), *bounds).compile()
     outs = {}
 

@@ -15,9 +15,9 @@ as an ordinary convolution in the canonical NHWC/HWIO layout, with the kernel fl
 transposed explicitly. Same arithmetic (checked below: one step from the same state with both
 forms); the canonical form survives inside control flow.
 
-The two arms: "jax conv" builds the engine for the network with `canonical_conv_gradient=False`
+The two arms: "jax conv" builds the engine for the network with `kernels="depthwise+max_pool"` (no `conv_gradient`)
 (JAX's own gradient rule: the package before the fix), "canonical-gradient conv" for the default
-(True); the two nets differ, so the engine cache holds one engine per arm.
+(`kernels="all"`); the two nets differ, so the engine cache holds one engine per arm.
 Prints the census (convolutions, non-canonical ones, YNNPACK fusions) of the step and the scan
 chunk for both, and the per-step time of all four executables, interleaved: each sample is 4
 updates (4 calls of the step, or one call of the 4-step chunk), medians over rounds.
@@ -51,7 +51,7 @@ def census(exe) -> dict:
 
 def build(model, layer, r_plus, seeds, canonical: bool):
     """Compile the step and the scan chunk for the network built with this convolution gradient."""
-    model = dataclasses.replace(model, net=model.net.clone(canonical_conv_gradient=canonical))
+    model = dataclasses.replace(model, net=model.net.clone(kernels="all" if canonical else "depthwise+max_pool"))
     config, options = RenderConfig(steps=2048), RunOptions(seeds=seeds, chunk_size=CHUNK, snapshot_steps=())
     out = {}
     for name in ("step", "chunk"):

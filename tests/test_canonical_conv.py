@@ -102,12 +102,29 @@ def test_other_layouts_fall_through_to_lax():
     _close(got, want, "NCHW, input dilation")
 
 
+def test_rewrites_by_name_and_backend():
+    """`kernels` names the rewrites; "auto" takes the backend's list (all on CPU, none elsewhere)."""
+    from attrvis_jax import load_model
+    from attrvis_jax.errors import AttrvisError
+
+    everything = frozenset(layers.REWRITES)
+    assert layers.rewrites("auto", "cpu") == everything == layers.rewrites("all")
+    assert layers.rewrites("auto", "gpu") == frozenset() == layers.rewrites("auto", "tpu") == layers.rewrites("lax")
+    assert layers.rewrites("auto") == layers.rewrites("auto", jax.default_backend())
+    assert layers.rewrites("depthwise+max_pool") == {"depthwise", "max_pool"}
+    for bad in ("gpu", "depthwise+", "max_pool+bogus", "", None):
+        with pytest.raises(ValueError, match="kernels must be"):
+            layers.rewrites(bad)
+    with pytest.raises(AttrvisError, match="kernels must be"):
+        load_model("inception_v1", weights="random", kernels="fast")
+
+
 def test_choice_off_is_plain_lax():
-    """`layers.conv(..., canonical_gradient=False)` is lax's convolution, JAX's own gradient."""
+    """`layers.conv(..., kernels="lax")` is lax's convolution, JAX's own gradient."""
     x = jnp.ones((1, 8, 8, 2), jnp.float32)
 
     def jaxprs(canonical):
-        module = layers.conv(2, 3, canonical_gradient=canonical)
+        module = layers.conv(2, 3, kernels="conv_gradient" if canonical else "depthwise+max_pool")
         variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
         forward = str(jax.make_jaxpr(module.apply)(variables, x))
         grad = str(jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(module.apply(v, x) ** 2), (0, 1)))(variables, x))
@@ -123,18 +140,19 @@ def _variants(name):
     from attrvis_jax.models import registry
 
     arch = registry.architecture(name)
-    ours, ref = arch.build(), arch.build(canonical_conv_gradient=False)
+    ours, ref = arch.build(kernels="all"), arch.build(kernels="lax")
     assert ours != ref and hash(ours) != hash(ref)
-    clone = ours.clone(canonical_conv_gradient=False)
+    clone = ours.clone(kernels="lax")
     assert ref == clone and hash(ref) == hash(clone)
     return arch, ours, ref
 
 
 @pytest.mark.parametrize("name", ["inception_v1", "googlenet", "resnet50", "efficientnet_lite0"])
 def test_networks_pass_the_choice_to_every_conv(name):
-    """Every convolution of the network follows its `canonical_conv_gradient` field: in the forward
-    jaxpr each convolution sits in the canonical rule's custom_vjp with the default and in none with
-    False, and the gradient jaxprs differ (the choice is not ignored)."""
+    """Every convolution and max pool of the network follows its `kernels` field: in the forward
+    jaxpr each convolution sits in the canonical rule's custom_vjp with "all" and in none with
+    "lax", max pools are strided taps with "all" and `reduce_window_max` with "lax", depthwise
+    convolutions shifted sums or grouped convolutions, and the gradient jaxprs differ."""
     from attrvis_jax.models import registry
 
     arch, ours, ref = _variants(name)
@@ -142,9 +160,15 @@ def test_networks_pass_the_choice_to_every_conv(name):
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     forward = {net: str(jax.make_jaxpr(net.apply)(variables, x)) for net in (ours, ref)}
     convs = forward[ref].count("conv_general_dilated[")
-    assert convs > 0 and forward[ours].count("conv_general_dilated[") == convs
-    assert forward[ours].count("name=_conv_lax") == convs  # the custom_vjp's function: one per convolution
+    grouped = len(re.findall(r"feature_group_count=(?!1\b)\d+", forward[ref]))
+    assert (grouped > 0) == (name == "efficientnet_lite0")  # the depthwise convolutions, with "lax"
+    assert re.findall(r"feature_group_count=(?!1\b)\d+", forward[ours]) == []  # shifted sums with "all"
+    assert convs > 0 and forward[ours].count("conv_general_dilated[") == convs - grouped
+    assert forward[ours].count("name=_conv_lax") == convs - grouped  # the custom_vjp's function: one per convolution
     assert forward[ref].count("name=_conv_lax") == 0
+    pools = forward[ref].count("reduce_window_max")
+    assert (pools > 0) == (name != "efficientnet_lite0") and forward[ours].count("reduce_window_max") == 0
+    assert forward[ours].count("name=_max_pool_taps") == pools
 
     def grad_jaxpr(net):
         return str(jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(net.apply(v, x)), (0, 1)))(variables, x))
@@ -156,8 +180,8 @@ def test_factory_models_refuse_the_choice():
     from attrvis_jax import load_model
     from attrvis_jax.errors import AttrvisError
 
-    with pytest.raises(AttrvisError, match="canonical_conv_gradient"):
-        load_model("some.module:factory", canonical_conv_gradient=False)
+    with pytest.raises(AttrvisError, match="kernels='lax' applies to the package's architectures"):
+        load_model("some.module:factory", kernels="lax")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's layout census")
@@ -182,11 +206,12 @@ def test_no_noncanonical_convolution_inside_scan():
 
 def test_model_gradients_match_plain_lax():
     """InceptionV1 (7×7/2 stem with explicit pads, 1×1, 3×3 and 5×5 convolutions) to mixed3a at
-    64², random weights: input and weight gradients with and without the canonical rule."""
+    64², random weights, max pools on the way: input and weight gradients with the rewrites and
+    with plain lax."""
     from attrvis_jax import load_model
 
-    model = load_model("inception_v1", weights="random")
-    plain = load_model("inception_v1", weights="random", canonical_conv_gradient=False)
+    model = load_model("inception_v1", weights="random", kernels="all")
+    plain = load_model("inception_v1", weights="random", kernels="lax")
     assert model.net != plain.net
     x = jnp.asarray(np.random.default_rng(5).random((2, 64, 64, 3)), jnp.float32)
 

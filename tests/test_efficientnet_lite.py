@@ -113,9 +113,12 @@ def test_features_compute_nothing_past_the_layer(lite0):
     assert str(head).count("conv_general_dilated") == 2 + 1  # blocks.15 (expand, project) + conv_head
 
 
+@pytest.mark.parametrize("kernels", ["all", "lax", "conv_gradient"])
 @pytest.mark.parametrize("size, kernel, stride", [(15, 3, 2), (16, 5, 2), (14, 5, 1), (9, 3, 1)])
-def test_depthwise_shifted_sum_equals_grouped_conv(size, kernel, stride):
-    """layers.DepthwiseConv (the fast path) against XLA's grouped convolution, values and gradients."""
+def test_depthwise_shifted_sum_equals_grouped_conv(size, kernel, stride, kernels):
+    """layers.DepthwiseConv against XLA's grouped convolution, values and input and kernel gradients,
+    in each of its implementations: shifted sums (the `depthwise` rewrite), lax's grouped
+    convolution, and the grouped convolution with the canonical gradient rule."""
     import jax
     import jax.numpy as jnp
 
@@ -123,8 +126,11 @@ def test_depthwise_shifted_sum_equals_grouped_conv(size, kernel, stride):
 
     rng = np.random.default_rng(size)
     x = jnp.asarray(rng.standard_normal((2, size, size, 6)), jnp.float32)
-    layer = DepthwiseConv(kernel, stride)
+    layer = DepthwiseConv(kernel, stride, kernels=kernels)
     params = layer.init(jax.random.PRNGKey(0), x)
+    jaxpr = str(jax.make_jaxpr(layer.apply)(params, x))
+    assert ("conv_general_dilated" in jaxpr) == (kernels != "all")
+    assert ("custom_vjp" in jaxpr) == (kernels == "conv_gradient")
 
     def grouped(x, w):
         return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",
@@ -132,6 +138,7 @@ def test_depthwise_shifted_sum_equals_grouped_conv(size, kernel, stride):
 
     w = params["params"]["kernel"]
     np.testing.assert_allclose(layer.apply(params, x), grouped(x, w), rtol=1e-5, atol=1e-5)
-    g_ours = jax.grad(lambda x: jnp.sum(layer.apply(params, x) ** 2))(x)
-    g_ref = jax.grad(lambda x: jnp.sum(grouped(x, w) ** 2))(x)
-    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-4)
+    g_ours = jax.grad(lambda x, w: jnp.sum(layer.apply({"params": {"kernel": w}}, x) ** 2), (0, 1))(x, w)
+    g_ref = jax.grad(lambda x, w: jnp.sum(grouped(x, w) ** 2), (0, 1))(x, w)
+    for ours, ref in zip(g_ours, g_ref):
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)

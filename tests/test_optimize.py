@@ -295,3 +295,32 @@ def test_seed_keys_accept_raw_and_typed_keys():
     np.testing.assert_array_equal(jax.random.key_data(typed), jax.random.key_data(raw))
     np.testing.assert_array_equal(jax.random.key_data(seed_keys(jax.random.key(3), [5])[0]),
                                   jax.random.key_data(typed[1]))
+
+
+def test_bfloat16_compute_runs_the_network_in_bfloat16_and_keeps_the_optimizer_float32(base, tiny, r_plus):
+    """compute_dtype="bfloat16": the network's convolutions take bfloat16 operands, the activations
+    come back float32 and close to the float32 ones; the render's parameters, Adam state and loss
+    stay float32; the optimization still does its job; float32 stays the default."""
+    assert RenderConfig().compute_dtype == "float32"
+    config = CONFIG.replace(compute_dtype="bfloat16")
+    eng16, eng32 = engine(tiny.net, LAYER, config, SIZE), engine(tiny.net, LAYER, CONFIG, SIZE)
+    x = jnp.asarray(np.random.default_rng(1).random((2, SIZE, SIZE, 3)), jnp.float32)
+    jaxpr = str(jax.make_jaxpr(eng16._features)(tiny.variables, x))
+    convs = [line for line in jaxpr.splitlines() if "conv_general_dilated[" in line]
+    assert len(convs) == 2 and all("bf16" in line for line in convs)
+    assert "bf16" not in str(jax.make_jaxpr(eng32._features)(tiny.variables, x))
+    a16, a32 = eng16._features(tiny.variables, x), eng32._features(tiny.variables, x)
+    assert a16.dtype == jnp.float32
+    rel = float(jnp.linalg.norm(a16 - a32) / jnp.linalg.norm(a32))
+    assert 1e-4 < rel < 3e-2  # bfloat16 rounding: ~2^-8 per operand, not float32's
+    res = visualize(tiny, attr(r_plus), config, options=RUN, key=KEY, layer=LAYER)
+    assert res.images.dtype == np.float32 and np.all(np.isfinite(res.loss_history)) and res.finite.all()
+    carry, _ = eng16._init(seed_keys(KEY, [0, 1]), 1)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(carry["params"])} == {jnp.dtype(jnp.float32)}
+    floats = {leaf.dtype for leaf in jax.tree_util.tree_leaves(carry["opt"]) if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    assert floats == {jnp.dtype(jnp.float32)}  # moments (the step count is an int)
+    reference, _ = base
+    np.testing.assert_allclose(res.loss_history[:, 0], reference.loss_history[:, 0], rtol=3e-2)
+    assert np.all(res.mask_area < 0.45)  # from 0.5 toward β = 0.25, as in float32
+    with pytest.raises(Exception, match="compute_dtype must be one of"):
+        RenderConfig(compute_dtype="float16")

@@ -272,12 +272,16 @@ def test_store_refuses_other_settings_and_writes_batches_atomically(tmp_path):
 
 
 def test_a_store_from_before_run_options_resumes(tmp_path):
-    """Stores written before RunOptions also pinned render.engine: they are resumed, not refused."""
+    """Stores written before RunOptions also pinned render.engine, and stores from before
+    compute_dtype had none (they ran float32): they are resumed, not refused."""
     from attrvis_jax.apps.store import ResultStore
     from attrvis_jax.apps.sweep import fingerprint, upgrade_fingerprint
 
     now = fingerprint(CONFIG)
-    old = {**now, "render": {**now["render"], "engine": "scan"}}
+    old = {**now, "render": {**{k: v for k, v in now["render"].items() if k != "compute_dtype"}, "engine": "scan"}}
+    assert upgrade_fingerprint(old) == now
+    bf16 = fingerprint(CONFIG.replace(render=CONFIG.render.replace(compute_dtype="bfloat16")))
+    assert upgrade_fingerprint(bf16) == bf16 != now  # a bfloat16 sweep is another sweep
     ResultStore(tmp_path / "s.sqlite", old).close()
     ResultStore(tmp_path / "s.sqlite", now, upgrade=upgrade_fingerprint).close()  # upgraded in place
     ResultStore(tmp_path / "s.sqlite", now).close()  # and from then on it is the new form

@@ -133,8 +133,10 @@ def fingerprint(config: SweepConfig) -> dict:
 
 def upgrade_fingerprint(stored: dict) -> dict:
     """A fingerprint as this version writes it: stores from before `RunOptions` also pinned
-    render.engine, which never changed a result."""
-    return {**stored, "render": {k: v for k, v in stored.get("render", {}).items() if k != "engine"}}
+    render.engine, which never changed a result; stores from before `compute_dtype` ran float32."""
+    render = {k: v for k, v in stored.get("render", {}).items() if k != "engine"}
+    render.setdefault("compute_dtype", "float32")
+    return {**stored, "render": render}
 
 
 # ---- running -----------------------------------------------------------------------------------------

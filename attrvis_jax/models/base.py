@@ -37,9 +37,10 @@ Stage = tuple[str, Callable[[jax.Array], jax.Array]]
 class StagedNet(nn.Module):
     """A network as a chain of named stages; subclasses define `setup`, `stages` and `normalize`.
 
-    The package's networks also have the field `canonical_conv_gradient: bool = True`, passed to
-    every `layers.conv` they build (False: JAX's own convolution gradient). Being a field, it is
-    part of the module's hash and equality, so jit and caches keyed on the net tell the two apart.
+    The package's networks also have the field `kernels: str = "auto"`, passed to every
+    convolution and max pool they build (which XLA:CPU rewrites to use: `layers.rewrites`). Being a
+    field, it is part of the module's hash and equality, so jit and caches keyed on the net tell the
+    variants apart.
     """
 
     def stages(self) -> Sequence[Stage]:
@@ -239,7 +240,7 @@ class Architecture:
     labels(weights_path) returns the class names, given the weight file in use (InceptionV1's
     labels travel with its weights).
     build(**fields) returns the network; keyword fields override its defaults, e.g.
-    `build(canonical_conv_gradient=False)` for JAX's own convolution gradient (see `load_model`).
+    `build(kernels="lax")` for the plain lax ops (see `load_model`).
     """
 
     spec: ModelSpec

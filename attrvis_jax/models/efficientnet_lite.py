@@ -86,16 +86,16 @@ class MBConv(nn.Module):
     """
 
     cfg: BlockConfig
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     def setup(self):
         c = self.cfg
         hidden = c.cin * c.expand
-        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        conv_ = functools.partial(conv, use_bias=False, kernels=self.kernels)
         if c.expand != 1:
             self.expand_conv = conv_(hidden, 1)
             self.bn0 = batch_norm(BN_EPS)
-        self.depthwise_conv = DepthwiseConv(c.kernel, c.stride)
+        self.depthwise_conv = DepthwiseConv(c.kernel, c.stride, kernels=self.kernels)
         self.bn1 = batch_norm(BN_EPS)
         self.project_conv = conv_(c.cout, 1)
         self.bn2 = batch_norm(BN_EPS)
@@ -130,14 +130,14 @@ class EfficientNetLite(StagedNet):
     width: float = 1.0
     depth: float = 1.0
     num_classes: int = 1000
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     def setup(self):
-        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        conv_ = functools.partial(conv, use_bias=False, kernels=self.kernels)
         self.conv_stem = conv_(32, 3, 2, "SAME")
         self.bn0 = batch_norm(BN_EPS)
         configs = [cfg for stage in block_configs(self.width, self.depth) for cfg in stage]
-        self.blocks = [MBConv(cfg, canonical_conv_gradient=self.canonical_conv_gradient, name=f"blocks_{i}")
+        self.blocks = [MBConv(cfg, kernels=self.kernels, name=f"blocks_{i}")
                        for i, cfg in enumerate(configs)]
         self.conv_head = conv_(1280, 1)
         self.bn1 = batch_norm(BN_EPS)

@@ -64,12 +64,12 @@ class BasicConv2d(nn.Module):
     kernel: int
     stride: int = 1
     padding: int = 0
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     @nn.compact
     def __call__(self, x):
         x = conv(self.features, self.kernel, self.stride, self.padding, use_bias=False, name="conv",
-                 canonical_gradient=self.canonical_conv_gradient)(x)
+                 kernels=self.kernels)(x)
         return nn.relu(batch_norm(BN_EPS, name="bn")(x))
 
 
@@ -82,35 +82,35 @@ class Inception(nn.Module):
     ch5x5red: int
     ch5x5: int
     pool_proj: int
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     @nn.compact
     def __call__(self, x):
-        basic = functools.partial(BasicConv2d, canonical_conv_gradient=self.canonical_conv_gradient)
+        basic = functools.partial(BasicConv2d, kernels=self.kernels)
         b1 = basic(self.ch1x1, 1, name="branch1")(x)
         b2 = basic(self.ch3x3red, 1, name="branch2_0")(x)
         b2 = basic(self.ch3x3, 3, padding=1, name="branch2_1")(b2)
         b3 = basic(self.ch5x5red, 1, name="branch3_0")(x)
         b3 = basic(self.ch5x5, 3, padding=1, name="branch3_1")(b3)  # 3×3 in torchvision
-        b4 = max_pool(x, 3, 1, padding=1, ceil_mode=True)  # torch branch4.0
+        b4 = max_pool(x, 3, 1, padding=1, ceil_mode=True, kernels=self.kernels)  # torch branch4.0
         b4 = basic(self.pool_proj, 1, name="branch4_1")(b4)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
-def _pool(kernel: int, stride: int):
-    return lambda x: max_pool(x, kernel, stride, padding=0, ceil_mode=True)
+def _pool(kernel: int, stride: int, kernels: str):
+    return lambda x: max_pool(x, kernel, stride, padding=0, ceil_mode=True, kernels=kernels)
 
 
 class GoogLeNet(StagedNet):
     num_classes: int = 1000
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     def setup(self):
-        basic = functools.partial(BasicConv2d, canonical_conv_gradient=self.canonical_conv_gradient)
+        basic = functools.partial(BasicConv2d, kernels=self.kernels)
         self.conv1 = basic(64, 7, 2, 3)
         self.conv2 = basic(64, 1)
         self.conv3 = basic(192, 3, padding=1)
-        self.blocks = {name: Inception(*chans, canonical_conv_gradient=self.canonical_conv_gradient, name=name)
+        self.blocks = {name: Inception(*chans, kernels=self.kernels, name=name)
                        for name, chans in INCEPTION.items()}
         self.fc = nn.Dense(self.num_classes)
 
@@ -120,7 +120,8 @@ class GoogLeNet(StagedNet):
 
     def stages(self):
         modules = {"conv1": self.conv1, "conv2": self.conv2, "conv3": self.conv3, **self.blocks}
-        pools = {"maxpool1": _pool(3, 2), "maxpool2": _pool(3, 2), "maxpool3": _pool(3, 2), "maxpool4": _pool(2, 2)}
+        pools = {name: _pool(k, 2, self.kernels) for name, k in
+                 (("maxpool1", 3), ("maxpool2", 3), ("maxpool3", 3), ("maxpool4", 2))}
         stages = [(name, modules[name] if name in modules else pools[name]) for name in LAYERS]
         stages.append(("logits", lambda x: self.fc(global_avg_pool(x))))  # dropout: identity at eval
         return stages

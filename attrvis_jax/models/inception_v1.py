@@ -83,10 +83,10 @@ def _conv_name(prefix: str) -> str:
     return f"{prefix}_pre_relu_conv"
 
 
-def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
+def max_pool_3x3(x: jax.Array, stride: int, kernels: str = "auto") -> jax.Array:
     """lucent's max pools: pad with -inf ((0, 1) for stride 2, (1, 1) for stride 1), 3x3 window."""
     pads = POOL2_PAD if stride == 2 else ((1, 1), (1, 1))
-    return max_pool(x, 3, stride, padding=pads)
+    return max_pool(x, 3, stride, padding=pads, kernels=kernels)
 
 
 def avg_pool_logits_input(x: jax.Array) -> jax.Array:
@@ -103,10 +103,10 @@ class InceptionV1(StagedNet):
     """lucid's InceptionV1 as a chain of named stages (see the module docstring)."""
 
     num_classes: int = NUM_CLASSES
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     def setup(self):
-        conv_ = functools.partial(conv, canonical_gradient=self.canonical_conv_gradient)
+        conv_ = functools.partial(conv, kernels=self.kernels)
         convs = {
             "conv2d0": conv_(64, 7, 2, padding=STEM_PAD, name=_conv_name("conv2d0")),
             "conv2d1": conv_(64, 1, padding="VALID", name=_conv_name("conv2d1")),
@@ -130,7 +130,7 @@ class InceptionV1(StagedNet):
         b1 = self._relu_conv(f"{name}_1x1", x)
         b2 = self._relu_conv(f"{name}_3x3", self._relu_conv(f"{name}_3x3_bottleneck", x))
         b3 = self._relu_conv(f"{name}_5x5", self._relu_conv(f"{name}_5x5_bottleneck", x))
-        b4 = self._relu_conv(f"{name}_pool_reduce", max_pool_3x3(x, 1))
+        b4 = self._relu_conv(f"{name}_pool_reduce", max_pool_3x3(x, 1, self.kernels))
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
     def stages(self):
@@ -138,17 +138,17 @@ class InceptionV1(StagedNet):
         mixed = lambda name: (name, lambda x: self._mixed(name, x))
         return [
             ("conv2d0", lambda x: self._relu_conv("conv2d0", x)),
-            ("conv2d1", lambda x: self._relu_conv("conv2d1", lrn(max_pool_3x3(x, 2)))),  # maxpool0, LRN0
+            ("conv2d1", lambda x: self._relu_conv("conv2d1", lrn(max_pool_3x3(x, 2, self.kernels)))),  # maxpool0, LRN0
             ("conv2d2", lambda x: self._relu_conv("conv2d2", x)),
-            ("mixed3a", lambda x: self._mixed("mixed3a", max_pool_3x3(lrn(x), 2))),  # LRN1, maxpool1
+            ("mixed3a", lambda x: self._mixed("mixed3a", max_pool_3x3(lrn(x), 2, self.kernels))),  # LRN1, maxpool1
             mixed("mixed3b"),
-            ("maxpool4", lambda x: max_pool_3x3(x, 2)),
+            ("maxpool4", lambda x: max_pool_3x3(x, 2, self.kernels)),
             mixed("mixed4a"),
             mixed("mixed4b"),
             mixed("mixed4c"),
             mixed("mixed4d"),
             mixed("mixed4e"),
-            ("maxpool10", lambda x: max_pool_3x3(x, 2)),
+            ("maxpool10", lambda x: max_pool_3x3(x, 2, self.kernels)),
             mixed("mixed5a"),
             mixed("mixed5b"),
             ("logits", lambda x: self.softmax2_pre_activation_matmul(avg_pool_logits_input(x))),

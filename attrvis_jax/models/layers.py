@@ -19,6 +19,44 @@ import jax.numpy as jnp
 Padding = str | Sequence[tuple[int, int]]
 
 
+# ---- which kernels: the XLA:CPU rewrites or plain lax, per backend --------------------------------
+# Three layers have two implementations with the same values: the plain `lax` op, and a rewrite
+# chosen because XLA:CPU runs the plain op (or its gradient) slowly:
+#   conv_gradient  convolutions whose input/kernel gradients stay canonical inside loops (below)
+#   depthwise      depthwise convolutions as a sum of k² shifted, scaled copies (DepthwiseConv)
+#   max_pool       max pools as the max of k² strided slices, with a scatter-free gradient
+# A network's `kernels` field names which to use: "auto" (what AUTO_REWRITES lists for the backend
+# jax traces for, read at trace time), "lax" (none), "all", or names joined by "+"
+# ("depthwise+max_pool"). Being a field, the choice is part of the network's hash, so compiled
+# programs and caches keyed on the network keep the variants apart.
+REWRITES = ("conv_gradient", "depthwise", "max_pool")
+# Measured per backend in benchmarks/README.md, "Kernels per backend". A backend not listed (GPU,
+# TPU: no accelerator has measured them yet; benchmarks/device.py does) gets plain lax, the ops
+# those compilers are built around.
+AUTO_REWRITES: dict[str, frozenset[str]] = {"cpu": frozenset(REWRITES)}
+
+
+def check_kernels(kernels: str) -> str:
+    """`kernels` if it names a valid choice, else a ValueError that lists the choices."""
+    if kernels in ("auto", "lax", "all"):
+        return kernels
+    names = kernels.split("+") if isinstance(kernels, str) else [None]
+    if not all(name in REWRITES for name in names):
+        raise ValueError(f"kernels must be 'auto', 'lax', 'all' or rewrites joined by '+' from "
+                         f"{', '.join(REWRITES)}; got {kernels!r}")
+    return kernels
+
+
+def rewrites(kernels: str = "auto", backend: str | None = None) -> frozenset[str]:
+    """The rewrites `kernels` selects; "auto" looks up `backend` (default: `jax.default_backend()`)."""
+    kernels = check_kernels(kernels)
+    if kernels == "auto":
+        return AUTO_REWRITES.get(backend or jax.default_backend(), frozenset())
+    if kernels == "lax":
+        return frozenset()
+    return frozenset(REWRITES) if kernels == "all" else frozenset(kernels.split("+"))
+
+
 def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF "SAME" padding for one spatial dim: the odd pixel goes at the end."""
     out = math.ceil(size / stride)
@@ -34,16 +72,17 @@ def conv(
     groups: int = 1,
     use_bias: bool = True,
     name: str | None = None,
-    canonical_gradient: bool = True,
+    kernels: str = "auto",
 ) -> nn.Conv:
     """A Flax conv, NHWC, kernel HWIO (torch OIHW weights are transposed on import).
 
     padding: "SAME" (TF: the odd pixel at the end), "VALID", or an int p for torch's symmetric p.
-    canonical_gradient: the convolution is `conv_general_dilated` below (same values, an input
-    gradient that stays fast inside XLA:CPU loops); False gives `jax.lax.conv_general_dilated` and
-    JAX's own gradient (the reference in tests, the "before" arm in benchmarks/scan_vs_loop.py).
-    The networks take the choice as their field `canonical_conv_gradient` and pass it here.
+    kernels: with the `conv_gradient` rewrite (see `rewrites`; on CPU by default) the convolution
+    is `conv_general_dilated` below (same values, an input gradient that stays fast inside XLA:CPU
+    loops); without it `jax.lax.conv_general_dilated` and JAX's own gradient. Call it where the
+    network is traced (a Flax `setup` or compact method), so "auto" sees the backend in use.
     """
+    canonical_gradient = "conv_gradient" in rewrites(kernels)
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(
@@ -134,7 +173,8 @@ def _conv_function():
 
 
 class DepthwiseConv(nn.Module):
-    """Depthwise k×k convolution with TF "SAME" padding, as a sum of k² shifted, scaled copies.
+    """Depthwise k×k convolution with TF "SAME" padding; with the `depthwise` rewrite (on CPU by
+    default, see `rewrites`) as a sum of k² shifted, scaled copies, else a grouped convolution.
 
     Same parameter as a grouped `nn.Conv` (kernel (k, k, 1, C), so weights load unchanged), but XLA:CPU
     runs grouped convolutions slowly, and their input gradient far more slowly (measured in
@@ -144,6 +184,7 @@ class DepthwiseConv(nn.Module):
 
     kernel_size: int
     stride: int = 1
+    kernels: str = "auto"  # without the `depthwise` rewrite: a grouped convolution (layers.conv's)
 
     @nn.compact
     def __call__(self, x):
@@ -151,6 +192,11 @@ class DepthwiseConv(nn.Module):
         channels = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, channels), jnp.float32)
         (top, bottom), (left, right) = (tf_same_pads(n, k, s) for n in x.shape[1:3])
+        chosen = rewrites(self.kernels)
+        if "depthwise" not in chosen:
+            convolve = conv_general_dilated if "conv_gradient" in chosen else jax.lax.conv_general_dilated
+            return convolve(x, kernel, (s, s), ((top, bottom), (left, right)), dimension_numbers=_NHWC,
+                            feature_group_count=channels)
         out_h, out_w = -(-x.shape[1] // s), -(-x.shape[2] // s)
         xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
         out = None
@@ -166,12 +212,14 @@ def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=True, epsilon=epsilon, name=name)
 
 
-def max_pool(x, kernel: int, stride: int, padding: Padding | int = "VALID", ceil_mode: bool = False):
+def max_pool(x, kernel: int, stride: int, padding: Padding | int = "VALID", ceil_mode: bool = False,
+             kernels: str = "auto"):
     """Max pool, NHWC; every model's pools go through here (one place to optimize).
 
     padding: "SAME" (TF), "VALID", explicit ((top, bottom), (left, right)) pairs, or an int p for
     torch's symmetric padding. Padding is -inf, so it never wins. ceil_mode adds torch's partial
-    last window (never one that starts in the right padding).
+    last window (never one that starts in the right padding). kernels: with the `max_pool` rewrite
+    (on CPU by default) the max of strided taps, else `lax.reduce_window` (see `rewrites`).
     """
     if isinstance(padding, str):
         pads = [tf_same_pads(n, kernel, stride) if padding == "SAME" else (0, 0) for n in x.shape[1:3]]
@@ -190,7 +238,11 @@ def max_pool(x, kernel: int, stride: int, padding: Padding | int = "VALID", ceil
             pads.append((p, max((out - 1) * stride + kernel - size - p, 0)))
     elif not isinstance(padding, str):
         pads = [tuple(pair) for pair in padding]
-    return _max_pool_taps(x, kernel, stride, tuple(tuple(int(v) for v in pair) for pair in pads))
+    pads = tuple(tuple(int(v) for v in pair) for pair in pads)
+    if "max_pool" not in rewrites(kernels):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kernel, kernel, 1), (1, stride, stride, 1),
+                                     ((0, 0), *pads, (0, 0)))
+    return _max_pool_taps(x, kernel, stride, pads)
 
 
 def _pool_out(size: int, pad: tuple[int, int], kernel: int, stride: int) -> int:

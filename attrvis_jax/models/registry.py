@@ -17,6 +17,7 @@ import numpy as np
 from attrvis_jax import labels as labels_mod
 from attrvis_jax.errors import AttrvisError, WeightsError, unknown
 from attrvis_jax.models.base import Architecture, Model  # noqa: F401  (Architecture: re-exported)
+from attrvis_jax.models.layers import check_kernels
 from attrvis_jax.weights import store
 
 MODULES = {
@@ -78,7 +79,7 @@ def load_model(
     *,
     labels: str | Path | None = None,
     key: jax.Array | None = None,
-    canonical_conv_gradient: bool = True,
+    kernels: str = "auto",
 ) -> Model:
     """Load a model by name.
 
@@ -86,18 +87,23 @@ def load_model(
     cached with its checksum verified), a path to a `.pth` file or a converted `.npz`, or None /
     "random" for random initialization (tests, benchmarks).
     labels: a class-name file (one per line) overriding the model's own list.
-    canonical_conv_gradient: False builds the network with JAX's own convolution gradient instead of
-    `layers.conv_general_dilated`'s (same values; slower inside compiled loops on XLA:CPU): the
-    reference in tests and the "before" arm in benchmarks. The choice is a field of `model.net`, so
-    anything compiled or cached per network keeps the two variants apart;
-    `model.net.clone(canonical_conv_gradient=False)` gives the other variant of a loaded network.
+    kernels: which of the XLA:CPU rewrites (canonical convolution gradient, depthwise convolution
+    as shifted sums, max pool as strided taps) the network uses: "auto" (those that win on the
+    backend it is traced for: all on CPU, none elsewhere), "lax" (none: the plain ops), "all", or
+    names joined by "+" (see `layers.rewrites`). Same values either way. The choice is a field of
+    `model.net`, so anything compiled or cached per network keeps the variants apart;
+    `model.net.clone(kernels="lax")` gives another variant of a loaded network.
     """
     if isinstance(name, str) and ":" in name and name not in MODULES:
-        if not canonical_conv_gradient:
+        if kernels != "auto":
             raise AttrvisError(f"model factory {name!r} builds its own network; "
-                               "canonical_conv_gradient=False applies to the package's architectures")
+                               f"kernels={kernels!r} applies to the package's architectures")
         return from_factory(name, weights=weights, labels=labels)
     arch = architecture(name)
+    try:
+        check_kernels(kernels)
+    except ValueError as e:
+        raise AttrvisError(str(e)) from None
     names = None
     if labels is not None:  # before the weights: a wrong file fails fast
         names = labels_mod.read_label_file(Path(labels), arch.spec.num_classes, arch.spec.num_names, name)
@@ -111,7 +117,7 @@ def load_model(
         names = arch.labels(weights_path)
     if len(names) > arch.spec.num_classes:
         raise WeightsError(f"{name}: {len(names)} class names for {arch.spec.num_classes} logits")
-    net = arch.build(canonical_conv_gradient=canonical_conv_gradient)
+    net = arch.build(kernels=kernels)
     return Model(spec=arch.spec, net=net, variables=variables, labels=names, weights_source=source)
 
 

@@ -64,11 +64,11 @@ class Bottleneck(nn.Module):
     width: int
     stride: int = 1
     project: bool = False  # torch's `downsample`: 1×1 conv (stride) + BN on the shortcut
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     @nn.compact
     def __call__(self, x):
-        conv_ = functools.partial(conv, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        conv_ = functools.partial(conv, use_bias=False, kernels=self.kernels)
         out = nn.relu(batch_norm(BN_EPS, "bn1")(conv_(self.width, 1, padding=0, name="conv1")(x)))
         out = conv_(self.width, 3, self.stride, padding=1, name="conv2")(out)
         out = nn.relu(batch_norm(BN_EPS, "bn2")(out))
@@ -82,10 +82,10 @@ class Bottleneck(nn.Module):
 
 class ResNet50(StagedNet):
     num_classes: int = 1000
-    canonical_conv_gradient: bool = True  # False: JAX's own convolution gradient (layers.conv)
+    kernels: str = "auto"  # the CPU rewrites or plain lax, per backend (layers.rewrites)
 
     def setup(self):
-        self.conv1 = conv(64, 7, 2, padding=3, use_bias=False, canonical_gradient=self.canonical_conv_gradient)
+        self.conv1 = conv(64, 7, 2, padding=3, use_bias=False, kernels=self.kernels)
         self.bn1 = batch_norm(BN_EPS)
         blocks = {}
         cin = 64
@@ -96,7 +96,7 @@ class ResNet50(StagedNet):
                     width,
                     stride=stride if first else 1,
                     project=first and (stride != 1 or cin != width * EXPANSION),
-                    canonical_conv_gradient=self.canonical_conv_gradient,
+                    kernels=self.kernels,
                     name=f"layer{s}_{b}",
                 )
                 cin = width * EXPANSION
@@ -111,7 +111,7 @@ class ResNet50(StagedNet):
     def stages(self):
         stages = [
             ("relu", lambda x: nn.relu(self.bn1(self.conv1(x)))),
-            ("maxpool", lambda x: max_pool(x, 3, 2, padding=1)),
+            ("maxpool", lambda x: max_pool(x, 3, 2, padding=1, kernels=self.kernels)),
         ]
         stages += list(self.blocks.items())
         stages.append(("logits", lambda x: self.fc(global_avg_pool(x))))

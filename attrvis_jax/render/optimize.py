@@ -147,10 +147,20 @@ class Engine:
         seen = m if self.area_weights is None else m * self.area_weights  # what the m_crop term counts
         y = jnp.concatenate([xc, seen], axis=-1) if c.has_mask else xc
         y = apply_transform(y, sample_params(k_transform, self.transform), self.transform)
-        acts = self.net.apply(variables, y[..., :3], stop=self.layer)  # nothing past the layer runs
+        acts = self._features(variables, y[..., :3])
         m_crop = jnp.mean(y[..., 3], axis=(-2, -1)) if c.has_mask else None
         m_full = jnp.mean(m[..., 0], axis=(-2, -1))
         return loss_mod.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
+
+    def _features(self, variables, x):
+        """The layer's activations of images x (float32), the network run in the compute dtype;
+        nothing past the layer runs."""
+        dtype = jnp.dtype(self.config.compute_dtype)
+        if dtype != jnp.float32:
+            variables = jax.tree_util.tree_map(
+                lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
+            x = x.astype(dtype)
+        return self.net.apply(variables, x, stop=self.layer).astype(jnp.float32)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
         params, opt_state, alive = carry["params"], carry["opt"], carry["alive"]
