@@ -230,6 +230,7 @@ class LucentCase:
         render, self.param, objectives, _ = lucent
         self.render = render
         r = torch.from_numpy(np.ascontiguousarray(np.transpose(r_plus, (2, 0, 1))))[None]
+        r = r.to(next(model.parameters()).device)  # CUDA when the model is there (benchmarks/device.py)
 
         def attribution_objective(T):
             f = T(LAYER)
@@ -248,6 +249,8 @@ class LucentCase:
 
             def timed_step(closure=None):
                 out = step(closure)
+                if params[0].is_cuda:  # CUDA runs asynchronously: stamp the work done, not queued
+                    torch.cuda.synchronize()
                 stamps.append((time.perf_counter(), common.cpu_seconds()))
                 return out
 
@@ -268,9 +271,10 @@ class LucentCase:
 class OursCase:
     CHUNK = 2
 
-    def __init__(self, model, r_plus, batch: int, steps: int, perturbation: str, engine: str):
+    def __init__(self, model, r_plus, batch: int, steps: int, perturbation: str, engine: str,
+                 image_size: int | None = None):
         self.model, self.r_plus = model, r_plus
-        self.config = RenderConfig(steps=steps, perturbation=perturbation)
+        self.config = RenderConfig(steps=steps, perturbation=perturbation, image_size=image_size)
         self.options = RunOptions(seeds=batch, chunk_size=self.CHUNK, engine=engine, snapshot_steps=())
         self.compile_s = None
 
