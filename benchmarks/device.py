@@ -74,10 +74,10 @@ REWRITE_MODELS = {"efficientnet_lite0": ("depthwise",), "inception_v1": ("max_po
 
 # ---- sizes: the real plan and the dry run's toy one -----------------------------------------------
 class Plan:
-    def __init__(self, dry: bool, models=tuple(MODELS)):
+    def __init__(self, dry: bool, models=tuple(MODELS), many: int | None = None):
         self.dry, self.models = dry, tuple(models)
         self.seeds = (2,) if dry else (1, 8, 25, 100)
-        self.many = 2 if dry else 25  # "25 seeds"
+        self.many = many or (2 if dry else 25)  # "25 seeds"
         self.image_size = 32 if dry else None  # None: the model's own 224
         self.chunk = 2 if dry else 16
         self.chunks = 3  # chunks per timing call (the first is the warm-up)
@@ -87,7 +87,8 @@ class Plan:
         self.full_steps = 4 if dry else 2048
         self.lucent_batches = (1,) if dry else (1, 8, 25)
         self.lucent_steps = 3 if dry else 6
-        self.visual_seeds = 2 if dry else 8  # dry: the full part's seeds and chunks, so its engine is reused
+        # dry: the full part's seeds and chunks, so its engine is reused
+        self.visual_seeds = 2 if dry else min(8, self.many)
         self.visual_steps = 4 if dry else 512
 
     def timing_config(self, **fields) -> RenderConfig:
@@ -373,6 +374,8 @@ def main() -> None:
     ap.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS))
     ap.add_argument("--models", nargs="*", choices=tuple(MODELS), default=list(MODELS),
                     help="the models of the steps, full, kernels and dtype parts (dtype's picture is Lite0's)")
+    ap.add_argument("--many", type=int, default=None,
+                    help="seeds of the kernels, dtype and full parts (default 25; e.g. 1 to run them on a CPU)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no part after this many seconds")
     ap.add_argument("--write-fixture", action="store_true", help=f"regenerate {FIXTURE.name} (CPU only)")
     args = ap.parse_args()
@@ -381,7 +384,7 @@ def main() -> None:
     if args.out is None:
         ap.error("--out is required")
     args.out.mkdir(parents=True, exist_ok=True)
-    plan = Plan(args.dry_run, args.models)
+    plan = Plan(args.dry_run, args.models, args.many)
     info = common.machine_info()
     report = {"dry_run": args.dry_run, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": common.header(info),
               "machine": info, "parts": {}}
