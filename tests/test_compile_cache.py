@@ -69,6 +69,14 @@ def test_the_off_switch(value, tmp_path):
     assert compile_cache.folder({ENV: value, "ATTRVIS_CACHE": str(tmp_path)}) is None
 
 
+def test_the_suite_keeps_its_cache_out_of_the_private_weight_cache():
+    value = os.environ[ENV]  # conftest names it for the subprocesses
+    private = Path(os.environ["ATTRVIS_CACHE"])
+    if value != "0" and private.name.startswith("attrvis-test-cache-"):  # conftest's own, deleted at the end
+        assert Path(value).is_absolute() and not Path(value).is_relative_to(private)
+        assert jax.config.jax_compilation_cache_dir == value
+
+
 def test_the_flag_is_global_and_also_follows_the_command():
     parse = build_parser().parse_args
     assert parse(CLASSIFY).no_compile_cache is False
