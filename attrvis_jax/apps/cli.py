@@ -408,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, help_):
         p = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-        # also after the command; SUPPRESS: an absent flag leaves the global one's value alone
+        # the global flags again, after the command; default SUPPRESS: absent here, the value given
+        # before the command stands (a default of False here overwrote `attrvis --debug run ...`)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         p.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
