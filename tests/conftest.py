@@ -8,7 +8,15 @@ import tempfile
 
 import pytest
 
-# Keep tests away from the user's cache, and make each run start cold like a fresh machine.
+from attrvis_jax.apps import compile_cache
+
+# JAX's compilation cache is the one thing kept across runs: in the user's cache folder (not the
+# private one below), on in this process (every xdist worker imports this file) before anything
+# compiles, and named in the environment so that the tests' CLI subprocesses share it (or, when it
+# is off, stay off). ATTRVIS_COMPILE_CACHE=0 runs the suite without it; a new machine starts empty.
+os.environ[compile_cache.ENV] = str(compile_cache.enable() or "0")
+
+# Keep tests away from the user's weight cache, and make each run start cold like a fresh machine.
 _OWN_CACHE = None if "ATTRVIS_CACHE" in os.environ else tempfile.mkdtemp(prefix="attrvis-test-cache-")
 if _OWN_CACHE:
     os.environ["ATTRVIS_CACHE"] = _OWN_CACHE

@@ -63,6 +63,13 @@ def test_runtime_errors_exit_1_with_one_line(capsys, tmp_path):
     assert code == 1 and err.startswith("attrvis: error:") and err.count("\n") == 1
 
 
+def test_debug_before_or_after_the_command():
+    from attrvis_jax.apps.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert [parse(a).debug for a in (["layers"], ["--debug", "layers"], ["layers", "--debug"])] == [False, True, True]
+
+
 def test_console_script_help_and_bad_flag():
     res = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "classify", "--help"],
                          capture_output=True, text=True)

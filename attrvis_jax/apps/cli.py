@@ -402,13 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run `attrvis COMMAND --help` for a command's options and examples",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile afresh: no persistent compilation cache (on by default, in "
+                             "$ATTRVIS_COMPILE_CACHE or the user cache folder's xla/; "
+                             "ATTRVIS_COMPILE_CACHE=0 turns it off too)")
     parser.add_argument("--version", action="version", version=f"attrvis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, help_):
         p = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        # the global flags again, after the command; default SUPPRESS: absent here, the value given
+        # before the command stands (a default of False here overwrote `attrvis --debug run ...`)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     p = add("demo", "the whole method on a bundled photo, offline, in a few minutes; writes a report")
@@ -505,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from attrvis_jax.apps import compile_cache
+
+    compile_cache.enable(off=args.no_compile_cache)  # before the command compiles anything
     try:
         return args.func(args)
     except (UsageError, UnknownNameError) as e:

@@ -21,6 +21,7 @@ import sys
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,10 @@ def manifest() -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("ATTRVIS_CACHE")
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user cache folder: ATTRVIS_CACHE of `environ` (default: the process environment), else
+    the platform's user cache folder of attrvis_jax."""
+    root = (os.environ if environ is None else environ).get("ATTRVIS_CACHE")
     if root:
         return Path(root)
     import platformdirs
