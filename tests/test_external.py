@@ -347,6 +347,22 @@ def test_the_command_line_runs_a_factory_model_with_its_report(factory, tmp_path
     assert results["layer"] == "mid" and results["target_index"] == 2 and (out / "report.html").exists()
 
 
+def test_a_factory_file_may_define_modules_with_postponed_annotations(tmp_path):
+    """A file whose Flax module has fields under `from __future__ import annotations`: dataclasses
+    look the defining module up in sys.modules while the class is made (a file loaded without
+    registering it failed with "'NoneType' object has no attribute '__dict__'")."""
+    from attrvis_jax import load_model
+
+    source = "from __future__ import annotations\n" + FACTORY.replace(
+        "class Net(nn.Module):\n", "class Net(nn.Module):\n    width: int = 8\n\n").replace(
+        'nn.Conv(8, (3, 3), name="mid")', 'nn.Conv(self.width, (3, 3), name="mid")')
+    assert "width: int = 8" in source and "self.width" in source
+    (tmp_path / "fields.py").write_text(source)
+    model = load_model(f"{tmp_path / 'fields.py'}:make")
+    assert model.labels == ("ant", "bee", "cat", "dog")
+    assert model.features(np.zeros((1, 32, 32, 3), np.float32), "mid").shape == (1, 16, 16, 8)
+
+
 def test_factory_errors_are_one_line(tmp_path):
     from attrvis_jax import load_model
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from pathlib import Path
 
 import jax
@@ -138,9 +139,17 @@ def from_factory(spec: str, *, weights="default", labels=None) -> Model:
             path = Path(target).expanduser()
             if not path.is_file():
                 raise AttrvisError(f"model factory file not found: {path}")
-            module_spec = importlib.util.spec_from_file_location(f"attrvis_factory_{path.stem}", path)
+            name = f"attrvis_factory_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            # Registered before it runs, as `import` does: dataclasses (every Flax module) look
+            # their defining module up in sys.modules while the class is being made.
+            sys.modules[name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
         else:
             module = importlib.import_module(target)
     except AttrvisError:
