@@ -19,9 +19,9 @@ element-wise, so each image's masks follow exactly their own optimization.
 The two stages are independent, so they run as one batch: for the first min(spatial, channel) steps
 the network sees the 2N masked maps at once (one compiled `lax.fori_loop`), then the longer stage
 goes on alone (2049 + 4097 default steps cost 2049 batched + 2048 single steps instead of 6146
-single ones; measured in benchmarks/README.md, section 4). Each stage's objective is written with
-the same ops on the same shapes as `optimize_mask` running it alone; only the network's batch is
-shared. On the CPU measured, the masks come out bit-identical to the stages run alone, at the full
+single ones; measured in benchmarks/README.md, section 4). One compiled loop (`_advance`) runs one
+mask or several: each mask's objective uses the same ops on the same shapes either way, only the
+network's batch is shared. On the CPU measured, the masks come out bit-identical to the stages run alone, at the full
 2049/4097 steps; another XLA program may round differently in principle, and Adam amplifies such
 differences over thousands of steps, so the tests compare at a few steps, to rounding. Loops have
 dynamic bounds: a caller that wants progress runs the same compiled loop over consecutive step
@@ -73,34 +73,19 @@ def mask_objective(net, layer, variables, acts, targets, mask, proximity):
     return jnp.sum(_closeness(acts, masked, proximity) + jnp.abs(target_logits(net, layer, variables, masked, targets)))
 
 
-@functools.partial(jax.jit, static_argnames=("net", "layer"), donate_argnames=("state",))
-def _advance(net, layer, variables, acts, targets, lr, proximity, state, start, stop):
-    """Adam updates `start` … `stop − 1` of one mask; `state` = (logits of the mask, Adam state)."""
-    optimizer = optax.adam(lr)  # β = (0.9, 0.999), ε = 1e-8, as in the code
-
-    def objective(params):
-        return mask_objective(net, layer, variables, acts, targets, jax.nn.sigmoid(params), proximity)
-
-    def step(_, state):
-        params, opt_state = state
-        grads = jax.grad(objective)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    return jax.lax.fori_loop(start, stop, step, state)
-
-
 @functools.partial(jax.jit, static_argnames=("net", "layer"), donate_argnames=("states",))
-def _advance_together(net, layer, variables, acts, targets, lrs, proximity, states, start, stop):
-    """Updates `start` … `stop − 1` of several masks at once (one per entry of `lrs` and `states`):
-    the network runs on the masked maps of all of them as one batch, each mask with its own Adam."""
+def _advance(net, layer, variables, acts, targets, lrs, proximity, states, start, stop):
+    """Adam updates `start` … `stop − 1` of one or more masks (one per entry of `lrs` and `states`,
+    a state = (logits of the mask, Adam state)); with several, the network runs on the masked maps
+    of all of them as one batch, each mask with its own Adam (β = (0.9, 0.999), ε = 1e-8, as in the
+    code)."""
     optimizers = [optax.adam(lr) for lr in lrs]
     stacked_targets = jnp.concatenate([targets] * len(states))
 
     def objective(params):
-        # Each stage's J(m) as `mask_objective` writes it (same ops, same shapes), except that the
-        # network sees all stages' masked maps as one batch: a sum of per-image terms, so each mask
-        # gets exactly its own gradient.
+        # Each mask's J(m) as `mask_objective` writes it (same ops, same shapes), except that the
+        # network sees all masked maps as one batch: a sum of per-image terms, so each mask gets
+        # exactly its own gradient.
         masked = [jax.nn.sigmoid(p) * acts for p in params]
         logits = jnp.split(target_logits(net, layer, variables, jnp.concatenate(masked), stacked_targets), len(params))
         return sum(jnp.sum(_closeness(acts, m, proximity) + jnp.abs(z)) for m, z in zip(masked, logits))
@@ -116,12 +101,22 @@ def _advance_together(net, layer, variables, acts, targets, lrs, proximity, stat
     return jax.lax.fori_loop(start, stop, step, states)
 
 
-def _step_ranges(start: int, stop: int, every: int | None) -> list[tuple[int, int]]:
-    """[start, stop) in ranges of `every` steps (one range when `every` is None); none when empty."""
+def _run(net, layer, variables, acts, targets, lrs, proximity, states, start: int, stop: int,
+         every: int | None, after: Callable[[int], None] | None):
+    """Updates `start` … `stop − 1` of the masks in `states` (see `_advance`), in ranges of `every`
+    steps (one range when None) of the same compiled loop; `after(stop)` once each range is done."""
+    states = tuple(states)
     if stop <= start:
-        return []
+        return states
     bounds = [start, stop] if every is None else [*range(start, stop, max(1, every)), stop]
-    return list(zip(bounds[:-1], bounds[1:]))
+    lrs = tuple(jnp.float32(lr) for lr in lrs)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        states = _advance(net, layer, variables, acts, targets, lrs, jnp.float32(proximity), states,
+                          jnp.int32(lo), jnp.int32(hi))
+        if after is not None:
+            jax.block_until_ready(states)  # report work done, not work queued
+            after(hi)
+    return states
 
 
 def _adam_state(init: jax.Array, lr: float):
@@ -148,14 +143,8 @@ def optimize_mask(
     With `progress`, the loop runs in ranges of `progress_every` steps and `progress(steps_done)` is
     called after each range (same compiled loop, so the result does not depend on the ranges).
     """
-    state = _adam_state(init, lr)
-    lr, proximity = jnp.float32(lr), jnp.float32(proximity)
-    for start, stop in _step_ranges(0, steps, None if progress is None else progress_every):
-        state = _advance(net, layer, variables, acts, targets, lr, proximity, state,
-                         jnp.int32(start), jnp.int32(stop))
-        if progress is not None:
-            jax.block_until_ready(state)  # report work done, not work queued
-            progress(stop)
+    (state,) = _run(net, layer, variables, acts, targets, (lr,), proximity, (_adam_state(init, lr),), 0, steps,
+                    None if progress is None else progress_every, progress)
     return jax.nn.sigmoid(state[0])
 
 
@@ -193,24 +182,17 @@ def output_targeted_baseline(
     steps = (config.spatial_steps, config.channel_steps)
     lrs = (config.spatial_lr, config.channel_lr)
     states = [_adam_state(spatial_init, lrs[0]), _adam_state(channel_init, lrs[1])]
-    proximity = jnp.float32(config.proximity)
     every = None if progress is None else progress_every
 
-    def report(done):
-        if progress is not None:
-            jax.block_until_ready(states)  # report work done, not work queued
-            progress(done, sum(steps))
+    def report(offset, per_step):
+        return None if progress is None else (lambda stop: progress(offset + per_step * stop, sum(steps)))
 
     # Both masks together for the steps they share, then the longer stage alone.
+    args = (net, layer, variables, acts, targets)
     shared = min(steps)
-    for start, stop in _step_ranges(0, shared, every):
-        states = list(_advance_together(net, layer, variables, acts, targets, tuple(map(jnp.float32, lrs)),
-                                        proximity, tuple(states), jnp.int32(start), jnp.int32(stop)))
-        report(2 * stop)
+    states = list(_run(*args, lrs, config.proximity, states, 0, shared, every, report(0, 2)))
     longer = int(steps[1] > steps[0])
-    for start, stop in _step_ranges(shared, steps[longer], every):
-        states[longer] = _advance(net, layer, variables, acts, targets, jnp.float32(lrs[longer]), proximity,
-                                  states[longer], jnp.int32(start), jnp.int32(stop))
-        report(shared + stop)
+    (states[longer],) = _run(*args, (lrs[longer],), config.proximity, (states[longer],), shared, steps[longer],
+                             every, report(shared, 1))
     spatial, channel = (jax.nn.sigmoid(params) for params, _ in states)
     return Baseline(values=jnp.minimum(spatial, channel) * acts, spatial_mask=spatial, channel_mask=channel)
