@@ -152,14 +152,17 @@ class Engine:
         m_full = jnp.mean(m[..., 0], axis=(-2, -1))
         return loss_mod.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
 
+    def _compute_variables(self, variables):
+        """The network's variables in the compute dtype (unchanged for float32, and when already cast)."""
+        dtype = jnp.dtype(self.config.compute_dtype)
+        return jax.tree_util.tree_map(
+            lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
+
     def _features(self, variables, x):
         """The layer's activations of images x (float32), the network run in the compute dtype;
         nothing past the layer runs."""
-        dtype = jnp.dtype(self.config.compute_dtype)
-        if dtype != jnp.float32:
-            variables = jax.tree_util.tree_map(
-                lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
-            x = x.astype(dtype)
+        variables = self._compute_variables(variables)  # a no-op on variables the chunk cast already
+        x = x.astype(self.config.compute_dtype)
         return self.net.apply(variables, x, stop=self.layer).astype(jnp.float32)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
@@ -190,6 +193,7 @@ class Engine:
     def _chunk(self, variables, carry, seed_data, data, t0, t_stop):
         """chunk_size updates t0, t0+1, … as one scan; updates at t ≥ t_stop are skipped (so one
         compiled chunk serves every boundary: snapshots, the last partial chunk)."""
+        variables = self._compute_variables(variables)  # once per chunk, not in every step
 
         def body(carry, i):
             t = t0 + i
