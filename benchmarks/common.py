@@ -199,7 +199,13 @@ def synthetic_r_plus(shape, key: int = 0):
 
 
 def visualize_samples(model, layer: str, r_plus, config, options) -> tuple[float, list[Sample]]:
-    """One `visualize` call (`RenderConfig`, `RunOptions`): (compile seconds, a Sample per chunk
+    """`visualize_timed`'s (compile seconds, samples)."""
+    result, samples = visualize_timed(model, layer, r_plus, config, options)
+    return result.timings["compile_s"], samples
+
+
+def visualize_timed(model, layer: str, r_plus, config, options):
+    """One `visualize` call (`RenderConfig`, `RunOptions`): (its RenderResult, a Sample per chunk
     after the first, divided by the chunk's step count). The progress callback waits for each
     chunk, so the stamps are exact; the first chunk (no stamp before it) is the warm-up. W = R+ as
     given (reference 1: there are no photo activations here)."""
@@ -213,7 +219,7 @@ def visualize_samples(model, layer: str, r_plus, config, options) -> tuple[float
                        progress=lambda done, total: stamps.append((done, time.perf_counter(), cpu_seconds())))
     samples = [Sample(wall=(t1 - t0) / (d1 - d0), cpu=(c1 - c0) / (d1 - d0))
                for (d0, t0, c0), (d1, t1, c1) in zip(stamps, stamps[1:])]
-    return result.timings["compile_s"], samples
+    return result, samples
 
 
 # ---- output --------------------------------------------------------------------------------------

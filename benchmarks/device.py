@@ -202,17 +202,14 @@ def part_parity(plan: Plan) -> dict:
     return {"rows": rows}
 
 
-def step_times(m, layer: str, config: RenderConfig, options: RunOptions) -> dict:
-    r_plus = common.synthetic_r_plus(layer_shape(m, layer, config))
-    compile_s, samples = common.visualize_samples(m, layer, r_plus, config, options)
-    return {"s_per_step": common.median([s["wall"] for s in samples]), "compile_s": compile_s, "n": len(samples)}
-
-
-def layer_shape(m, layer: str, config: RenderConfig) -> tuple:
-    size = config.image_size or m.input_size
-    shape = jax.eval_shape(lambda x: m.apply_features(m.variables, x, layer),
-                           jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)).shape
-    return tuple(shape[1:])
+def step_times(m, layer: str, config: RenderConfig, options: RunOptions, images: bool = False):
+    """s/step, compile seconds and sample count of one render (W = a synthetic R⁺); with `images`,
+    also the rendered pictures (composed), from the same call."""
+    r_plus = common.synthetic_r_plus(m.layer_shapes(config.image_size)[layer])
+    result, samples = common.visualize_timed(m, layer, r_plus, config, options)
+    row = {"s_per_step": common.median([s["wall"] for s in samples]), "compile_s": result.timings["compile_s"],
+           "n": len(samples)}
+    return (row, result.composed) if images else row
 
 
 def part_steps(plan: Plan) -> dict:
@@ -254,7 +251,7 @@ def part_lucent(plan: Plan) -> dict:
         p.requires_grad_(False)
     ours = lucent_ab.our_model_from(default)
     default, lean = default.to(device), lean.to(device)
-    r_plus = common.synthetic_r_plus(layer_shape(ours, lucent_ab.LAYER, plan.timing_config()))
+    r_plus = common.synthetic_r_plus(ours.layer_shapes(plan.image_size)[lucent_ab.LAYER])
     rows = []
     for batch in plan.lucent_batches:
         steps = plan.lucent_steps
@@ -273,12 +270,6 @@ def part_lucent(plan: Plan) -> dict:
     return {"rows": rows, "torch_device": device, "standins": lucent[3]}
 
 
-def final_images(m, layer, config, options):
-    r_plus = common.synthetic_r_plus(layer_shape(m, layer, config))
-    vis = av.visualize(m, (r_plus, 0.15), config, key=jax.random.key(0), layer=layer, options=options, reference=1.0)
-    return vis.composed
-
-
 def part_kernels(plan: Plan) -> dict:
     rows = []
     for name, names in [(n, r) for n, r in REWRITE_MODELS.items() if n in plan.models]:
@@ -287,8 +278,8 @@ def part_kernels(plan: Plan) -> dict:
         plain = None
         for kernels in ("lax", *names, "all"):
             m = model(name, kernels)
-            row = {"model": name, "kernels": kernels, **step_times(m, layer, config, options)}
-            images = final_images(m, layer, config, options)
+            times, images = step_times(m, layer, config, options, images=True)
+            row = {"model": name, "kernels": kernels, **times}
             if plain is None:
                 plain, base = images, row["s_per_step"]
             row["lax_over_this"] = base / row["s_per_step"]

@@ -214,7 +214,7 @@ def cmd_weights(args) -> int:
 def _render_settings(args, preset: configs.Preset):
     """The preset's RenderConfig and RunOptions with the run's flags."""
     fields = dict(steps=_given(args.steps, preset.render.steps), fidelity=args.fidelity,
-                  compute_dtype=args.compute_dtype)
+                  compute_dtype=_given(args.compute_dtype, preset.render.compute_dtype))
     if args.perturbation:
         fields["perturbation"] = args.perturbation
     return preset.render.replace(**fields), preset.run.replace(seeds=_given(args.seeds, preset.run.seeds))
@@ -384,8 +384,8 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default="default",
                    help="default: the authors' code with a scale-free balance, an unbiased area term and "
                         "signed layers handled; code: the released code exactly; paper: the text")
-    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="float32",
-                   help="the network's dtype while rendering (default float32; bfloat16 for accelerators "
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default=None,
+                   help=f"the network's dtype while rendering (default {preset.render.compute_dtype}; bfloat16 for accelerators "
                         "with bfloat16 units: parameters, Adam state and loss stay float32)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of the whole run (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (for scripts)")
