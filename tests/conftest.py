@@ -27,9 +27,27 @@ def pytest_addoption(parser):
                      help="also run the tests marked `extended` (further variants of default tests)")
 
 
+# The files that take longest on a cold run (compiling), longest first: run-tests hands files to its
+# workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first and the
+# many short files fill the gaps at the end. xdist's own reorder (most tests first) left the
+# one-test device benchmark to start last: a cold run then ended on one worker alone for 200 s.
+LONGEST_FIRST = (
+    "test_figures.py", "test_device_benchmark.py", "test_sweep.py", "test_external.py", "test_optimize.py",
+    "test_groups.py", "test_compile_cache.py", "test_pipeline.py", "test_canonical_conv.py",
+    "test_efficientnet_lite.py", "test_render_real.py",
+)
+
+
+def _file_rank(item) -> int:
+    name = os.path.basename(str(item.fspath))
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`extended` tests repeat a default test on another layer or model: skipped unless asked for,
-    to keep the default run (CI) short."""
+    """Longest files first (a stable sort: the order within and among the others stays). Then
+    `extended` tests, which repeat a default test on another layer or model, are skipped unless
+    asked for, to keep the default run (CI) short."""
+    items.sort(key=_file_rank)
     if config.getoption("--extended") or os.environ.get("ATTRVIS_EXTENDED"):
         return
     skip = pytest.mark.skip(reason="extended variant: run with --extended")
