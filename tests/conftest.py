@@ -30,7 +30,7 @@ def pytest_addoption(parser):
 # The files that take longest on a cold run (compiling), longest first: run-tests hands files to its
 # workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first and the
 # many short files fill the gaps at the end. xdist's own reorder (most tests first) left the
-# one-test device benchmark to start last: a cold run then ended on one worker alone for 200 s.
+# one-test device benchmark to start last: a cold run then ended on one worker alone for ~300 s.
 LONGEST_FIRST = (
     "test_figures.py", "test_device_benchmark.py", "test_sweep.py", "test_external.py", "test_optimize.py",
     "test_groups.py", "test_compile_cache.py", "test_pipeline.py", "test_canonical_conv.py",

@@ -34,7 +34,7 @@ def test_device_benchmark_dry_run(tmp_path):
     assert set(parity) == {"inception_v1", "resnet50", "efficientnet_lite0"}
     for row in parity.values():
         assert row["fixture_weights_match"], row
-        assert row["default_vs_fixture_max_rel"] < 1e-3 and row["default_vs_fixture_top5_same"], row
+        assert row["default_vs_fixture_max_rel"] < 1e-3, row  # (not top-5: random weights' near-ties)
         assert "default_vs_cpu_live_max_rel" not in row  # the default device is this CPU: nothing to compare
     assert [r["seeds"] for r in parts["steps"]["rows"]] == [2]
     assert all(r["s_per_step"] > 0 and r["n"] >= 1 for r in parts["steps"]["rows"])
