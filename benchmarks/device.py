@@ -83,20 +83,21 @@ class Plan:
         self.image_size = 64 if dry else None
         self.chunk = 2 if dry else 16
         self.chunks = 3  # chunks per timing call (the first is the warm-up)
+        self.timing_steps = self.chunk * self.chunks
         self.render_chunk = 2 if dry else 64  # whole renders (full, dtype's picture)
         self.full_attribution = (AttributionConfig(spatial_steps=2, channel_steps=3, steps=4, chunk=4)
                                  if dry else AttributionConfig())
         # dry: the whole renders (full, dtype's picture) take the timing renders' size, seeds, chunks
-        # and step count, so they run programs the steps and dtype parts compiled (the dry run shares
-        # the compilation cache): the code paths are all exercised, each program is compiled once
-        self.full_steps = self.chunk * self.chunks if dry else 2048
+        # and step count, so that they can run programs the steps and dtype parts compiled (the dry run
+        # shares the compilation cache; how many programs it saves is not measured)
+        self.full_steps = self.timing_steps if dry else 2048
         self.lucent_batches = (1,) if dry else (1, 8, 25)
         self.lucent_steps = 3 if dry else 6
         self.visual_seeds = self.seeds[0] if dry else min(8, self.many)
         self.visual_steps = self.full_steps if dry else 512
 
     def timing_config(self, **fields) -> RenderConfig:
-        return RenderConfig(steps=self.chunk * self.chunks, image_size=self.image_size, **fields)
+        return RenderConfig(steps=self.timing_steps, image_size=self.image_size, **fields)
 
     def options(self, seeds: int) -> RunOptions:
         return RunOptions(seeds=seeds, chunk_size=self.chunk, snapshot_steps=())
