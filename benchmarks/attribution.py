@@ -4,7 +4,7 @@ error, and memory per chunk size.
 
     python benchmarks/attribution.py [--quick] [--layer blocks.10] [--chunks 8 16 32 64] [--image chelsea]
                                      [--spatial-steps 2049] [--channel-steps 4097] [--rounds 3]
-                                     [--no-rss] [--conv-ab] [--stages-ab] [--json out.json]
+                                     [--no-rss] [--conv-ab] [--stages-ab] [--kernels-ab] [--json out.json]
 
 Compile time is measured apart from run time (a zero-step call compiles the loop). Path times are
 medians over `--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory is
@@ -14,7 +14,8 @@ Also compares the jitted fori_loop engine with a Python loop over a jitted step 
 counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
 (kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
 path loop with the package's canonical-gradient convolution against JAX's (the network built with
-`kernels="all"` / `"depthwise+max_pool"`; chunk 32, interleaved).
+`kernels="all"` / `"depthwise+max_pool"`; chunk 32, interleaved); `--kernels-ab` times the baseline's
+update (one spatial mask, `--loop-steps` updates) with the network built with each `kernels` choice.
 `--quick`: 64 + 64 baseline steps, chunks 8 and 32, one round, no child processes (< 2 minutes).
 """
 
@@ -126,6 +127,40 @@ def stages_ab(model, layer, acts, target, config, rounds: int) -> dict:
     report["attribution_pearson"] = float(np.corrcoef(r_a, r_b)[0, 1])
     report["attribution_rel_l1"] = float(np.abs(r_a - r_b).sum() / np.abs(r_a).sum())
     report["completeness_error"] = {name: float(p.completeness_error[0]) for name, p in paths.items()}
+    return report
+
+
+KERNEL_CHOICES = ("auto", "lax", "conv_gradient", "depthwise", "max_pool", "depthwise+max_pool")
+
+
+def kernels_ab(model, layer, acts, target, steps: int, rounds: int) -> dict:
+    """The baseline's update (one spatial mask, `optimize_mask`'s compiled loop) with the network built
+    with each `kernels` choice (layers.REWRITES), interleaved: ms per step, and how far each choice's
+    mask ends up from "auto"'s after `steps` updates (the same arithmetic up to rounding)."""
+    init = jnp.zeros((*acts.shape[:3], 1))
+    nets = {kernels: model.net.clone(kernels=kernels) for kernels in KERNEL_CHOICES}
+
+    def run(kernels, n):
+        return bl.optimize_mask(nets[kernels], layer, model.variables, acts, target, init, lr=0.009, steps=n,
+                                proximity=16.0)
+
+    compile_s = {kernels: timed(lambda: run(kernels, 1))[1] for kernels in nets}
+    outs = {}
+
+    def case(kernels):
+        def sample():
+            c0 = common.cpu_seconds()
+            outs[kernels], wall = timed(lambda: run(kernels, steps))
+            return [{"wall": wall / steps, "cpu": (common.cpu_seconds() - c0) / steps}]
+        return sample
+
+    load0 = common.loadavg()
+    samples = common.interleave({kernels: case(kernels) for kernels in nets}, rounds)
+    report = {"steps": steps, "rounds": rounds, "load": f"{load0} → {common.loadavg()}"}
+    ref = np.asarray(outs["auto"])
+    for kernels in nets:
+        report[kernels] = {**common.summarize(samples[kernels]), "compile_s": compile_s[kernels],
+                           "max_abs_diff_vs_auto": float(np.max(np.abs(np.asarray(outs[kernels]) - ref)))}
     return report
 
 
@@ -254,6 +289,8 @@ def main() -> None:
                     help="also time the path loop with the canonical-gradient convolution (benchmarks/scan_vs_loop.py)")
     ap.add_argument("--stages-ab", action="store_true",
                     help="also time the baseline's stages one after the other against one batch (interleaved)")
+    ap.add_argument("--kernels-ab", action="store_true",
+                    help="also time the baseline's update with each kernels choice (plain lax and each rewrite)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -289,6 +326,13 @@ def main() -> None:
             + f"; ratio {ab['ratio']:.2f}; max |Δ| {ab['max_abs_diff']}; z_c(b) {ab['z_b']}; "
             f"attributions: Pearson {ab['attribution_pearson']:.4f}, rel. L1 {ab['attribution_rel_l1']:.2e}, "
             f"completeness {ab['completeness_error']}; load {ab['load']}", flush=True)
+
+    if args.kernels_ab:
+        ab = report["kernels_ab"] = kernels_ab(model, args.layer, acts, target, loop_steps or 200, rounds)
+        print(f"baseline update with each kernels choice, {ab['steps']} steps, ms/step (median of {rounds}; "
+              f"max |mask - auto's|): " + "; ".join(
+                  f"{k} {1e3 * ab[k]['wall_s']:.2f} ({ab[k]['max_abs_diff_vs_auto']:.1e})" for k in KERNEL_CHOICES)
+              + f"; load {ab['load']}", flush=True)
 
     if loop_steps:
         def engine(steps):
