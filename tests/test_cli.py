@@ -76,3 +76,14 @@ def test_console_script_help_and_bad_flag():
     assert res.returncode == 0 and "examples:" in res.stdout
     res = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "classify"], capture_output=True, text=True)
     assert res.returncode == 2 and "required" in res.stderr
+
+
+def test_run_target_top1_means_the_top_class_and_other_specs_are_classes(lite0):
+    # `attrvis run/figures --target`: the sweeps' "top1" (the image's top class) is accepted too.
+    from attrvis_jax.apps.cli import _target_index
+    from attrvis_jax.errors import AttrvisError
+
+    assert _target_index(lite0, None) is None and _target_index(lite0, "top1") is None
+    assert _target_index(lite0, "tabby") == 281 and _target_index(lite0, "282") == 282
+    with pytest.raises(AttrvisError):
+        _target_index(lite0, "top-1")

@@ -230,13 +230,21 @@ def _attribution_config(args, preset: configs.Preset):
     return preset.attribution.replace(**fields)
 
 
+def _target_index(model, spec: str | None) -> int | None:
+    """`--target`: a class name or index, or None / "top1" for the image's top class (the library's
+    rule, `attribution.resolve_targets`, which runs the network for it later)."""
+    from attrvis_jax.attribution.api import TOP_CLASS
+
+    return None if spec is None or spec == TOP_CLASS else model.class_index(spec)
+
+
 def _run(args, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
     from attrvis_jax.errors import AttrvisError
     from attrvis_jax.apps.pipeline import run
 
     try:  # unknown or out-of-range class and layer names are usage errors
         model.resolve_layer(args.layer) if args.layer else None
-        target = model.class_index(args.target) if args.target is not None else None
+        target = _target_index(model, args.target)
     except AttrvisError as e:
         raise UsageError(str(e)) from None
     results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
@@ -341,7 +349,7 @@ def cmd_figures(args) -> int:
     check_output_folder(Path(args.out), owns=lambda name: False, what="figures")  # a file, or unwritable
     model = _load(args)
     try:  # unknown or out-of-range class and layer names are usage errors
-        target = model.class_index(args.target) if args.target is not None else None
+        target = _target_index(model, args.target)
         layer = model.resolve_layer(args.layer) if args.layer else None
     except AttrvisError as e:
         raise UsageError(str(e)) from None
@@ -365,7 +373,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="replace the earlier run in --out: its files (seedNN.png, results.json, ...) are "
                         "removed just before the new ones are written, so the folder never mixes two runs")
     p.add_argument("--layer", default=None, help="layer name (default: the model's default layer)")
-    p.add_argument("--target", default=None, help="class name or index (default: the top class)")
+    p.add_argument("--target", default=None, help="class name or index, or top1 (the default: the image's top class)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help=f"optimization steps (default: {preset.render.steps})")
     p.add_argument("--seeds", type=positive_int, default=None,
@@ -484,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image", default="chelsea", help="image file or bundled photo (default chelsea)")
     p.add_argument("--layer", default=None, help="main layer (default: the model's default layer)")
-    p.add_argument("--target", default=None, help="class name or index (default: the top class)")
+    p.add_argument("--target", default=None, help="class name or index, or top1 (the default: the image's top class)")
     p.add_argument("--schedule", choices=configs.FIGURE_SCHEDULES, default="reduced",
                    help=f"reduced: short CPU schedule (default); paper: {paper_run.seeds} seeds x {paper.steps} steps")
     p.add_argument("--seeds", type=positive_int, default=None, help="override the schedule's seeds")
