@@ -92,6 +92,31 @@ def test_comparison_maps_are_normalized_nonnegative_objectives():
     assert np.count_nonzero(maps["class"].sum(axis=(0, 1))) <= 2
 
 
+def test_comparison_column_d_is_the_method_without_its_mask():
+    # (d) "ours without mask" optimizes what visualize does for the attribution with perturbation
+    # "none": sign(a - b)·R+ by default (a signed layer here), R+ itself under the code's fidelity.
+    from attrvis_jax.errors import AttrvisError
+    from attrvis_jax.render import objectives
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 5, 8)).astype(np.float32)
+    b = (0.5 * a + 0.3 * rng.normal(size=a.shape)).astype(np.float32)
+    r = np.abs(rng.normal(size=a.shape)).astype(np.float32)
+    attr = {"positive": r, "beta": 0.2, "activations": a, "baseline": b, "layer": "blocks.14"}
+    maps = F.comparison_maps(a, rng.normal(size=8), 2, share=0.7)
+    abc = np.concatenate([maps["all"][None], maps["factors"], maps["class"][None]])
+    for fidelity, d in (("default", np.sign(a - b) * r), ("code", r)):
+        config = F.RenderConfig(perturbation="none", fidelity=fidelity)
+        obj = F.comparison_objective(maps, attr, config)
+        assert obj.groups == 5 and obj.layer == "blocks.14" and obj.grouped  # (a), (b) x 2, (c), (d)
+        np.testing.assert_array_equal(obj.weights[:4], abc)
+        np.testing.assert_array_equal(obj.weights[4], d)
+        np.testing.assert_array_equal(obj.weights[4], objectives.attribution_objective(attr, config).weights[0])
+    assert (np.sign(a - b) < 0).any()  # the default and the code's (d) do differ here
+    with pytest.raises(AttrvisError, match="without a mask"):
+        F.comparison_objective(maps, attr, F.RenderConfig())
+
+
 def test_grid_geometry():
     cells = [np.full((20, 20, 3), v, np.float32) for v in np.linspace(0, 1, 5)]
     image, layout = F.grid_figure(cells, [f"c{i}" for i in range(5)], columns=3, title=["a title"])

@@ -40,7 +40,9 @@ from __future__ import annotations
 from attrvis_jax.apps.figures.analysis import (
     amplitude_spectrum, comparison_maps, nmf, radial_profile, select_class_neurons, spectral_slope,
 )
-from attrvis_jax.apps.figures.comparison import compute_comparison, draw_comparison, fig_comparison
+from attrvis_jax.apps.figures.comparison import (
+    comparison_objective, compute_comparison, draw_comparison, fig_comparison,
+)
 from attrvis_jax.apps.figures.context import FORWARD_BATCH, FigureContext, forward, head, layer_label, render_record
 from attrvis_jax.apps.figures.groups import VIEWS, compute_groups, draw_groups, fig_groups, make_views
 from attrvis_jax.apps.figures.layers import compute_layers, draw_layers, fig_layers, stage_layers
@@ -57,7 +59,8 @@ __all__ = [
     "AttributionConfig", "CAPTION_H", "CELL_PAD", "CHAR_W", "FIGURES", "FORWARD_BATCH", "FigureContext",
     "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
     "SPECTRA_FIGSIZE", "Schedule", "TITLE_LINE", "TITLE_PAD", "VIEWS", "amplitude_spectrum", "blank",
-    "comparison_maps", "compute_comparison", "compute_groups", "compute_layers", "compute_perturbations",
+    "comparison_maps", "comparison_objective", "compute_comparison", "compute_groups", "compute_layers",
+    "compute_perturbations",
     "compute_spectra", "draw_comparison", "draw_groups", "draw_layers", "draw_perturbations", "draw_spectra",
     "fig_comparison", "fig_groups", "fig_layers", "fig_perturbations", "fig_spectra", "forward",
     "get_schedule", "grid_figure", "grid_size", "head", "heat_cell", "layer_label", "make_views", "nmf",

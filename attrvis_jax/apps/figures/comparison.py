@@ -16,6 +16,21 @@ from attrvis_jax.errors import AttrvisError
 from attrvis_jax.metrics import directed_attribution, pearson_rows, target_rank
 
 
+def comparison_objective(maps: dict, attribution, config):
+    """The grouped no-mask objective of columns (a)–(d): (a), (b) × n and (c) are the feature maps
+    `comparison_maps` made; (d) is what `visualize` optimizes for the attribution under `config`
+    (perturbation "none"): by default sign(a − b)·R⁺, R⁺ itself under fidelity="code". So (d) is
+    "ours without the mask" under the same rules as (e), and the same render the perturbation
+    figure's "none" column would make alone."""
+    from attrvis_jax.render import objectives
+
+    if config.has_mask:
+        raise AttrvisError(f"columns (a)-(d) are rendered without a mask, not with {config.perturbation!r}")
+    ours = objectives.attribution_objective(attribution, config)
+    stack = np.concatenate([maps["all"][None], maps["factors"], maps["class"][None], ours.weights])
+    return objectives.feature_maps(stack, ours.layer)
+
+
 def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     """Render the five columns with one schedule, one key and one set of transforms.
 
@@ -27,7 +42,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     target ((b): the head applied to the summed activations). All columns also get PCC with R⁺.
     """
     from attrvis_jax.attribution import attribute
-    from attrvis_jax.render import objectives, visualize
+    from attrvis_jax.render import visualize
 
     model, layer, s = ctx.model, ctx.layer, ctx.schedule
     attr = ctx.attribution()
@@ -38,13 +53,12 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     if maps["selected"].size == 0:
         raise AttrvisError(f"no channel of {layer} has a positive gradient x activation for {ctx.target_name!r}")
     n = s.nmf_factors
-    r_stack = np.concatenate([maps["all"][None], maps["factors"], maps["class"][None],
-                              np.asarray(attr.positive, np.float32)[None]])
-    groups = r_stack.shape[0]
     config = s.render_config("none")
+    objective = comparison_objective(maps, attr, config)
+    groups = objective.groups
     t0 = time.perf_counter()
-    # (a)-(d) are feature objectives: no mask terms, one group each, one grouped batch
-    nomask = visualize(model, objectives.feature_maps(r_stack, layer), config, key=ctx.render_key,
+    # (a)-(d): no mask terms, one group each, one grouped batch
+    nomask = visualize(model, objective, config, layer=layer, key=ctx.render_key,
                        options=s.run_options, progress=ctx.bar("render (a)-(d) no mask"))
     ctx._add_time("render", t0)
     if not ctx.has_render("none"):
