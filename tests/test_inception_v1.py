@@ -102,6 +102,31 @@ def test_lrn_constants_match_torch_formula():
     np.testing.assert_allclose(ours, torch_form, rtol=1e-5)
 
 
+@pytest.mark.parametrize("beta", [0.5, 0.75])
+def test_lrn_value_and_gradient_against_the_power_form(beta):
+    """β = 0.5 takes the rsqrt path, other β the power: both must be x / (k + α·Σx²)^β, and the
+    gradient JAX derives from either must match float64 finite differences of that formula."""
+    from attrvis_jax.models.layers import local_response_norm
+
+    x = np.random.default_rng(1).normal(0, 30, (1, 2, 2, 12)).astype(np.float64)
+    params = dict(depth_radius=2, bias=1.0, alpha=1e-3, beta=beta)
+
+    def reference(v):
+        sq = np.pad(v**2, ((0, 0), (0, 0), (0, 0), (2, 2)))
+        summed = np.stack([sq[..., c : c + 5].sum(-1) for c in range(v.shape[-1])], -1)
+        return v / (1.0 + 1e-3 * summed) ** beta
+
+    np.testing.assert_allclose(local_response_norm(jnp.asarray(x, jnp.float32), **params), reference(x), rtol=2e-6)
+    w = np.random.default_rng(2).normal(size=x.shape)
+    grad = jax.grad(lambda v: jnp.sum(local_response_norm(v, **params) * w))(jnp.asarray(x, jnp.float32))
+    eps, numeric = 1e-4, np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[idx] = eps
+        numeric[idx] = np.sum((reference(x + d) - reference(x - d)) * w) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+
+
 def test_preprocess_is_the_authors_stretch(arch):
     p = arch.spec.preprocess
     assert (p.size, p.mode, p.resample, p.clip) == (224, "stretch", "bicubic", False)

@@ -148,6 +148,22 @@ def test_pyramid_composition_and_mask_gradient_through_the_interpolation(xm):
     assert float(g) == pytest.approx(4 * 4 * 3 * 5 * 0.1, rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["constant", "blur", "fractal", "pyramid"])
+def test_the_mask_gradient_needs_no_reduction_or_dot_over_channels(name, xm):
+    """M (…, 1) meets the image's 3 channels (and the pyramid's 6 levels) only through
+    `repeat_channels` and elementwise sums: its gradient must not be a `reduce` over a small minor
+    axis nor a `dot` of tiny matrices, which XLA:CPU runs 5–20× slower (benchmarks/README.md,
+    "Small ops on XLA:CPU"). The blur pyramid's own blurs are matrix products (dots), so for blur
+    only reductions are checked."""
+    x, m = xm
+    fn = PERTURBATIONS[name]
+    pullback = lambda x, m, cot: jax.vjp(lambda x, m: fn(x, m, KEY), x, m)[1](cot)
+    text = jax.jit(pullback).lower(x, m, x).as_text()
+    assert "stablehlo.reduce" not in text
+    if name != "blur":
+        assert "dot_general" not in text
+
+
 def test_make_perturbation_follows_the_config(xm):
     x, m = xm
     configs = [RenderConfig(perturbation=n) for n in ("constant", "gaussian", "blur", "fractal", "pyramid")]

@@ -35,6 +35,28 @@ def test_color_matrix_is_lucids_normalized_correlation_sqrt():
     np.testing.assert_allclose(param.decorrelate(rgb), rgb @ param.COLOR_MATRIX.T, rtol=1e-6)
 
 
+def test_decorrelate_is_the_matrix_product_in_value_and_gradient():
+    """decorrelate is written as scaled planes (no `dot`); it must still be rgb @ Cnᵀ, with Cn as
+    the adjoint in the backward pass."""
+    rng = np.random.default_rng(1)
+    rgb = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    cot = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(param.decorrelate(jnp.asarray(rgb)), rgb @ param.COLOR_MATRIX.T, rtol=1e-5, atol=1e-6)
+    _, pull = jax.vjp(param.decorrelate, jnp.asarray(rgb))
+    np.testing.assert_allclose(pull(jnp.asarray(cot))[0], cot @ param.COLOR_MATRIX, rtol=1e-5, atol=1e-6)
+
+
+def test_repeat_channels_is_a_broadcast_whose_gradient_sums_the_channels():
+    m = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 4, 4, 1)), jnp.float32)
+    wide = param.repeat_channels(m, 3)
+    assert wide.shape == (2, 4, 4, 3)
+    np.testing.assert_array_equal(wide, jnp.broadcast_to(m, (2, 4, 4, 3)))
+    assert param.repeat_channels(wide, 3) is wide  # already wide: unchanged
+    cot = jnp.asarray(np.random.default_rng(3).normal(size=(2, 4, 4, 3)), jnp.float32)
+    _, pull = jax.vjp(lambda m: param.repeat_channels(m, 3), m)
+    np.testing.assert_allclose(pull(cot)[0], jnp.sum(cot, axis=-1, keepdims=True), rtol=1e-6)
+
+
 def test_spectrum_to_image_inverts_a_scaled_rfft():
     rng = np.random.default_rng(0)
     img = rng.normal(size=(2, 12, 10, 4)).astype(np.float32)  # (B, H, W, C)

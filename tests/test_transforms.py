@@ -172,3 +172,13 @@ def test_visibility_profile_and_the_unbiased_area_term():
         else:
             assert plain > 1.04 * mask.mean()
     assert np.all(T.visibility(T.NO_TRANSFORMS, n) == 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 224])
+def test_reflect_index_in_jax_matches_numpy_far_outside_the_image(n):
+    """The traced reflection (what the sampler uses) agrees with numpy's for every index, negative
+    ones and many periods away included, and always lands on the image."""
+    i = np.concatenate([np.arange(-3 * n - 5, 3 * n + 5), np.arange(-(2**22), 2**22, 9973)]).astype(np.int32)
+    got = np.asarray(jax.jit(lambda v: T.reflect_index(v, n))(jnp.asarray(i)))
+    np.testing.assert_array_equal(got, T.reflect_index(i, n))
+    assert got.min() >= 0 and got.max() <= n - 1

@@ -307,6 +307,9 @@ def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: f
 
     out = x / (bias + alpha * sum_{|d| <= depth_radius} x[..., c + d]^2) ** beta
     (TF's alpha multiplies the plain sum, unlike torch's LocalResponseNorm which divides by size.)
+    β = 0.5 (InceptionV1's) is computed as x · rsqrt(·): XLA does not rewrite `pow(·, 0.5)`, and on
+    XLA:CPU the power and its derivative (another power) were InceptionV1's largest elementwise ops
+    in the render step (benchmarks/README.md, "Small ops on XLA:CPU"); the values agree to an ulp.
     """
     sq = jnp.square(x)
     window = 2 * depth_radius + 1
@@ -314,7 +317,10 @@ def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: f
         sq, 0.0, jax.lax.add, (1, 1, 1, window), (1, 1, 1, 1),
         ((0, 0), (0, 0), (0, 0), (depth_radius, depth_radius)),
     )
-    return x / jnp.power(bias + alpha * summed, beta)
+    scale = bias + alpha * summed
+    if beta == 0.5:
+        return x * jax.lax.rsqrt(scale)
+    return x / jnp.power(scale, beta)
 
 
 def relu6(x):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attrvis_jax.render.param import decorrelate, normal, spectrum_to_image
+from attrvis_jax.render.param import decorrelate, normal, repeat_channels, spectrum_to_image
 
 PYRAMID_LEVELS = 6
 PYRAMID_SD = tuple(float(v) for v in np.linspace(0.15, 0.2, PYRAMID_LEVELS)[::-1])
@@ -63,24 +63,26 @@ def noise_pyramid(
     return jnp.stack(out, axis=len(batch_shape))
 
 
-def level_weights(mask: jax.Array, levels: int, index_scale: float) -> jax.Array:
-    """Interpolation weights over pyramid levels, (*mask.shape, levels).
+def select_levels(pyramid: jax.Array, mask: jax.Array, index_scale: float) -> jax.Array:
+    """The background N(M) per pixel: pyramid (..., L, H, W, 3), mask (..., H, W, 1) → (..., H, W, 3).
 
-    u = index_scale·M, k = ⌊u⌋, t = u − k: level k gets 1 − t and level k + 1 gets t. A level index
-    past the last level gets weight 0 — the zero fill of the code's out-of-range GPU gather (u = 7M on
-    6 levels: fading to black for M ≥ 5/7, black for M ≥ 6/7). Written as explicit one-hot weights,
-    so nothing depends on how an indexing primitive treats out-of-range indices (JAX would clamp).
-    The gradient reaches M through t.
+    u = index_scale·M, k = ⌊u⌋, t = u − k: level k gets weight 1 − t and level k + 1 gets t. A level
+    index past the last level gets weight 0 — the zero fill of the code's out-of-range GPU gather
+    (u = 7M on 6 levels: fading to black for M ≥ 5/7, black for M ≥ 6/7). Written as explicit
+    one-hot weights, so nothing depends on how an indexing primitive treats out-of-range indices
+    (JAX would clamp). The gradient reaches M through t.
+
+    Elementwise, one level at a time, with M repeated over the colour channels first: the weights
+    never broadcast against a channel or level axis, so the gradient to M is a sum of planes, not
+    a reduction over a small minor axis or a batch of tiny `dot`s (both several times slower on
+    XLA:CPU; benchmarks/README.md, "Small ops on XLA:CPU").
     """
-    u = index_scale * mask
+    u = index_scale * repeat_channels(mask, pyramid.shape[-1])
     k = jax.lax.stop_gradient(jnp.floor(u))
     t = u - k
-    d = jnp.arange(levels, dtype=mask.dtype)
-    k = k[..., None]
-    return jnp.where(d == k, 1.0 - t[..., None], 0.0) + jnp.where(d == k + 1, t[..., None], 0.0)
-
-
-def select_levels(pyramid: jax.Array, mask: jax.Array, index_scale: float) -> jax.Array:
-    """The background N(M) per pixel: pyramid (..., L, H, W, 3), mask (..., H, W, 1) → (..., H, W, 3)."""
-    weights = level_weights(mask[..., 0], pyramid.shape[-4], index_scale)  # (..., H, W, L)
-    return jnp.einsum("...hwl,...lhwc->...hwc", weights, pyramid)
+    out = None
+    for d in range(pyramid.shape[-4]):
+        weight = jnp.where(k == d, 1.0 - t, 0.0) + jnp.where(k + 1 == d, t, 0.0)
+        term = weight * pyramid[..., d, :, :, :]
+        out = term if out is None else out + term
+    return out

@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.config import CODE_GRAY
-from attrvis_jax.render.param import normal
+from attrvis_jax.render.param import normal, repeat_channels
 from attrvis_jax.render.transforms import reflect_index
 from attrvis_jax.render.noise import (
-    FRACTAL_DECAY, FRACTAL_SD, PYRAMID_LEVELS, fractal_noise, level_weights, noise_pyramid, select_levels,
+    FRACTAL_DECAY, FRACTAL_SD, PYRAMID_LEVELS, fractal_noise, noise_pyramid, select_levels,
 )
 
 Perturbation = Callable[..., jax.Array]
@@ -34,7 +34,8 @@ BLUR_SIGMAS = (10.0, 8.0, 6.0, 4.0, 2.0)  # levels 0..4; level 5 is X itself
 
 
 def compose(x: jax.Array, m: jax.Array, background: jax.Array | float) -> jax.Array:
-    """(1 − M)·background + M·X."""
+    """(1 − M)·background + M·X; M (…, 1) is repeated over X's channels (`repeat_channels`)."""
+    m = repeat_channels(m, x.shape[-1])
     return (1.0 - m) * background + m * x
 
 
@@ -119,9 +120,7 @@ def blur_levels(x: jax.Array, kernel: str = "symmetric", sigmas: tuple[float, ..
 
 def blur(x, m, key=None, *, kernel: str = "symmetric", sigmas: tuple[float, ...] = BLUR_SIGMAS):
     """The code's BlurImage: the blur pyramid of X interpolated at u = 5·M (M = 0: σ = 10; M = 1: X)."""
-    levels = blur_levels(x, kernel, sigmas)
-    weights = level_weights(m[..., 0], levels.shape[-4], float(len(sigmas)))
-    return jnp.einsum("...hwl,...lhwc->...hwc", weights, levels)
+    return select_levels(blur_levels(x, kernel, sigmas), m, float(len(sigmas)))
 
 
 def none(x, m=None, key=None):
