@@ -1,8 +1,8 @@
 """Small ops the render step pays for on XLA:CPU: the per-pixel ops on 3 colour channels and 6
-pyramid levels and InceptionV1's LRN, in the forms the library used
+pyramid levels, InceptionV1's LRN and Lite0's ReLU6, in the forms the library used
 before (broadcast, `dot`/`einsum`, `pow`) against the forms it uses now
 (`param.repeat_channels`, `param.decorrelate`'s planes, `noise.select_levels`,
-`layers.local_response_norm`'s rsqrt), forward + backward where the
+`layers.local_response_norm`'s rsqrt, `layers.relu6`'s derivative), forward + backward where the
 render differentiates them.
 
     python benchmarks/small_ops.py [--batches 1 8] [--rounds 5] [--size 224] [--json out.json]
@@ -17,7 +17,8 @@ Whole step (`--step-models`, none to skip): the render engine's scan chunk (4 st
 weights, synthetic R⁺, the default RenderConfig, each model's default layer) compiled twice in this
 process, once with every "before" form patched into the modules that call it (`before_forms`) and
 once as the library is, then timed interleaved, 2 calls a sample per round: one process, so both
-see the same machine.
+see the same machine. The attribution's baseline update (both masks, 100 Adam steps a call,
+EfficientNet-Lite0's real weights at `--baseline-layer`, chelsea) is compared the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attrvis_jax.models import inception_v1, layers  # noqa: E402
+from attrvis_jax.models import efficientnet_lite, inception_v1, layers  # noqa: E402
 from attrvis_jax.render import noise, param, perturb, transforms  # noqa: E402
 
 CALLS = 20
@@ -55,6 +56,10 @@ def select_levels_einsum(pyramid, mask, index_scale):
     return jnp.einsum("...hwl,...lhwc->...hwc", weights, pyramid)
 
 
+def relu6_clip(x):
+    return jnp.clip(x, 0.0, 6.0)
+
+
 def lrn_power(x, depth_radius, bias, alpha, beta):
     summed = jax.lax.reduce_window(jnp.square(x), 0.0, jax.lax.add, (1, 1, 1, 2 * depth_radius + 1), (1, 1, 1, 1),
                                    ((0, 0), (0, 0), (0, 0), (depth_radius, depth_radius)))
@@ -67,7 +72,7 @@ def before_forms():
     into every module that looks the name up when traced."""
     patches = [(param, "decorrelate", decorrelate_dot), (noise, "decorrelate", decorrelate_dot),
                (perturb, "compose", compose_broadcast), (perturb, "select_levels", select_levels_einsum),
-               (inception_v1, "local_response_norm", lrn_power)]
+               (inception_v1, "local_response_norm", lrn_power), (efficientnet_lite, "relu6", relu6_clip)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     for module, name, fn in patches:
         setattr(module, name, fn)
@@ -99,6 +104,35 @@ def step_case(model, seeds: int, chunk: int = 4):
 
     once()
     return lambda: [common.timed(once, per=chunk) for _ in range(2)]
+
+
+def baseline_case(model, layer: str, steps: int = 100):
+    """A sample function for the output-targeted baseline's update of both masks together (the
+    first 2049 steps of the default attribution), s/step, on `layer`'s activations of chelsea."""
+    import attrvis_jax as av
+    from attrvis_jax.attribution import baseline as bl
+
+    x = model.load_image(av.sample_image("chelsea"))[None]
+    acts = model.features(x, layer)
+    target = jnp.argmax(model.logits(x), axis=1).astype(jnp.int32)
+    n, h, w, k = acts.shape
+    lrs = (jnp.float32(0.1), jnp.float32(0.1))
+
+    def states():
+        keys = jax.random.split(jax.random.key(0))
+        return (bl._adam_state(jax.random.normal(keys[0], (n, h, w, 1)), 0.1),
+                bl._adam_state(jax.random.normal(keys[1], (n, 1, 1, k)), 0.1))
+
+    jax.clear_caches()  # `_advance` is jitted: trace it anew (patched or not)
+    exe = bl._advance.lower(model.net, layer, model.variables, acts, target, lrs, jnp.float32(1.0), states(),
+                            jnp.int32(0), jnp.int32(steps)).compile()
+
+    def once():
+        jax.block_until_ready(exe(model.variables, acts, target, lrs, jnp.float32(1.0), states(), jnp.int32(0),
+                                  jnp.int32(steps)))
+
+    once()
+    return lambda: [common.timed(once, per=steps)]
 
 
 # ---- cases --------------------------------------------------------------------------------------
@@ -148,6 +182,7 @@ def main() -> None:
     ap.add_argument("--step-models", nargs="*", default=["inception_v1", "efficientnet_lite0"])
     ap.add_argument("--step-seeds", nargs="*", type=int, default=[1, 8])
     ap.add_argument("--step-rounds", type=int, default=6)
+    ap.add_argument("--baseline-layer", default="blocks.10", help="Lite0 layer of the baseline-update A/B ('' to skip)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     info = common.machine_info()
@@ -182,6 +217,21 @@ def main() -> None:
                               f"{b['wall_s'] / a['wall_s']:.2f}", f"{b['cpu_s'] / a['cpu_s']:.2f}"])
             report.setdefault("steps", []).append({"model": name, "seeds": seeds, "before": b, "after": a})
             print(step_rows[-1], flush=True)
+    if args.baseline_layer:
+        from attrvis_jax import load_model
+
+        model = load_model("efficientnet_lite0")  # real weights: the attribution runs on them
+        with before_forms():
+            before = baseline_case(model, args.baseline_layer)
+        after = baseline_case(model, args.baseline_layer)
+        got = common.interleave({"before": before, "after": after}, args.step_rounds)
+        b, a = common.summarize(got["before"]), common.summarize(got["after"])
+        step_rows.append([f"efficientnet_lite0 baseline update, both masks ({args.baseline_layer})", 1,
+                          f"{b['wall_s']:.4f} ({b['cpu_s']:.4f})", f"{a['wall_s']:.4f} ({a['cpu_s']:.4f})",
+                          f"{b['wall_s'] / a['wall_s']:.2f}", f"{b['cpu_s'] / a['cpu_s']:.2f}"])
+        report.setdefault("steps", []).append({"model": "efficientnet_lite0 baseline", "layer": args.baseline_layer,
+                                               "before": b, "after": a})
+        print(step_rows[-1], flush=True)
     info["load_end"] = common.loadavg()
     print(f"\nload average: start {info['load_start']}, end {info['load_end']}\n")
     print(common.markdown_table(["batch", "op", "before ms", "after ms", "before ÷ after", "max |Δ|"], rows))

@@ -41,3 +41,16 @@ def test_max_pool_matches_reduce_window(size, kernel, stride, padding, ceil_mode
     d_ours = jax.vjp(lambda x: max_pool(x, kernel, stride, padding, ceil_mode), x)[1](g)[0]
     d_ref = jax.vjp(lambda x: _reference(x, kernel, stride, pads), x)[1](g)[0]
     np.testing.assert_allclose(d_ours, d_ref, rtol=0, atol=1e-6)
+
+
+def test_relu6_value_and_torchs_derivative():
+    """relu6 is clip(x, 0, 6); its derivative is torch's hardtanh one: 1 strictly inside (0, 6), 0 at
+    the bounds and outside (jnp.clip's would give ½ at exactly 0 and 6)."""
+    from attrvis_jax.models.layers import relu6
+
+    x = jnp.array([-3.0, -0.0, 0.0, 1e-7, 2.5, 6.0 - 1e-6, 6.0, 7.5], jnp.float32)
+    np.testing.assert_array_equal(relu6(x), jnp.clip(x, 0.0, 6.0))
+    grads = jax.vmap(jax.grad(relu6))(x)
+    np.testing.assert_array_equal(grads, [0, 0, 0, 1, 1, 1, 0, 0])
+    _, tangent = jax.jvp(relu6, (x,), (jnp.full_like(x, 3.0),))
+    np.testing.assert_array_equal(tangent, 3.0 * grads)

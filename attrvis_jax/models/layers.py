@@ -323,8 +323,22 @@ def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: f
     return x / jnp.power(scale, beta)
 
 
+@jax.custom_jvp
 def relu6(x):
+    """min(max(x, 0), 6), with torch's derivative: 1 strictly inside (0, 6), else 0.
+
+    `jnp.clip`'s own derivative splits ties at the bounds (½ where x is exactly 0 or 6: compares,
+    selects and a divide per element); XLA:CPU recomputes that inside the depthwise layers' backward
+    fusions once per tap, where it was the costliest elementwise work of Lite0's head
+    (benchmarks/README.md, "Small ops on XLA:CPU").
+    """
     return jnp.clip(x, 0.0, 6.0)
+
+
+@relu6.defjvp
+def _relu6_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return relu6(x), jnp.where((x > 0.0) & (x < 6.0), t, jnp.zeros_like(t))
 
 
 def global_avg_pool(x):
