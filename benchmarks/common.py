@@ -268,6 +268,33 @@ def engine_state(model, layer: str, r_plus, config, options, key: int = 0):
     return eng, model.variables, carry, seed_data, data
 
 
+def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None):
+    """The render engine's compiled scan chunk for `model` (random R⁺ of `layer`'s shape, default:
+    the model's default layer; the default RenderConfig; `chunk` steps a call), built on a fresh
+    engine so its programs are traced now (what a caller patched in is what runs). Returns
+    (once, compile_s, layer): `once()` runs one chunk, feeds the donated carry back and waits."""
+    import jax
+    import jax.numpy as jnp
+
+    from attrvis_jax.config import RenderConfig, RunOptions
+    from attrvis_jax.render import optimize
+
+    layer = model.resolve_layer(layer)
+    optimize._engine.cache_clear()
+    eng, variables, carry, seed_data, data = engine_state(
+        model, layer, synthetic_r_plus(model.layer_shapes()[layer]), RenderConfig(steps=2048),
+        RunOptions(seeds=seeds, chunk_size=chunk, snapshot_steps=()))
+    args = [variables, carry, seed_data, data, jnp.int32(0), jnp.int32(chunk)]
+    exe, compile_s = eng.compiled("chunk", *args)
+
+    def once():
+        out = exe(*args)
+        args[1] = out[0]  # the carry is donated: feed it back
+        jax.block_until_ready(out)
+
+    return once, compile_s, layer
+
+
 def mem_available_mib() -> float:
     try:
         with open("/proc/meminfo") as f:

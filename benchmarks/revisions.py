@@ -30,24 +30,9 @@ ROOT = HERE.parent
 
 
 def child(model_name: str, seeds: int, chunks: int, chunk_size: int) -> dict:
-    import jax
-
     from attrvis_jax import load_model
-    from attrvis_jax.config import RenderConfig, RunOptions
 
-    model = load_model(model_name, weights="random")
-    layer = model.resolve_layer(None)
-    r_plus = common.synthetic_r_plus(model.layer_shapes()[layer])
-    config, options = RenderConfig(steps=2048), RunOptions(seeds=seeds, chunk_size=chunk_size, snapshot_steps=())
-    eng, variables, carry, seed_data, data = common.engine_state(model, layer, r_plus, config, options)
-    args = [variables, carry, seed_data, data, jax.numpy.int32(0), jax.numpy.int32(chunk_size)]
-    exe, compile_s = eng.compiled("chunk", *args)
-
-    def once():
-        out = exe(*args)
-        args[1] = out[0]  # the carry is donated: feed it back
-        jax.block_until_ready(out)
-
+    once, compile_s, layer = common.chunk_runner(load_model(model_name, weights="random"), seeds, chunk_size)
     once()
     samples = [common.timed(once, per=chunk_size) for _ in range(chunks)]
     return {"model": model_name, "layer": layer, "seeds": seeds, "compile_s": compile_s,

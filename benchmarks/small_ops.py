@@ -86,22 +86,7 @@ def before_forms():
 def step_case(model, seeds: int, chunk: int = 4):
     """A sample function for the engine's compiled scan chunk (s/step), as the library is now or,
     compiled under `before_forms`, as it was."""
-    from attrvis_jax.config import RenderConfig, RunOptions
-    from attrvis_jax.render import optimize
-
-    layer = model.resolve_layer(None)
-    r_plus = common.synthetic_r_plus(model.layer_shapes()[layer])
-    optimize._engine.cache_clear()  # a fresh engine: its programs are traced (and patched) anew
-    eng, variables, carry, seed_data, data = common.engine_state(
-        model, layer, r_plus, RenderConfig(steps=2048), RunOptions(seeds=seeds, chunk_size=chunk, snapshot_steps=()))
-    args = [variables, carry, seed_data, data, jnp.int32(0), jnp.int32(chunk)]
-    exe, _ = eng.compiled("chunk", *args)
-
-    def once():
-        out = exe(*args)
-        args[1] = out[0]  # the carry is donated: feed it back
-        jax.block_until_ready(out)
-
+    once, _, _ = common.chunk_runner(model, seeds, chunk)
     once()
     return lambda: [common.timed(once, per=chunk) for _ in range(2)]
 
