@@ -30,10 +30,9 @@ import common  # noqa: F401  (threads first)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from attrvis_jax.models import efficientnet_lite, inception_v1, layers  # noqa: E402
-from attrvis_jax.render import noise, param, perturb, transforms  # noqa: E402
+from attrvis_jax.render import noise, param, perturb  # noqa: E402
 
 CALLS = 20
 

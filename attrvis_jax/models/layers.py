@@ -338,7 +338,7 @@ def relu6(x):
 @relu6.defjvp
 def _relu6_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    return relu6(x), jnp.where((x > 0.0) & (x < 6.0), t, jnp.zeros_like(t))
+    return jnp.clip(x, 0.0, 6.0), jnp.where((x > 0.0) & (x < 6.0), t, jnp.zeros_like(t))
 
 
 def global_avg_pool(x):
