@@ -61,9 +61,51 @@ def _shown(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field can mean: lo..hi, each end open or closed. Every int and float
+    field of every config has one (`RANGES`; a test checks it), so a value nobody can mean (a
+    negative growth, an lr of 1e9) is refused where it enters instead of giving NaN or saturated
+    pictures later."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+
+    def __contains__(self, value) -> bool:
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.lo_open else '['}{_number(self.lo)}, {_number(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def _number(v) -> str:
+    return f"{v:,}".replace(",", "_") if isinstance(v, int) and abs(v) >= 10_000 else f"{v:g}"
+
+
+# Seeds: JAX (without x64) keys a PRNG with the low 32 bits of the seed only, so 2**32 would give
+# the key of 0 and -1 that of 4294967295; outside this range a seed is refused rather than aliased.
+SEED_MAX = 2**32 - 1
+SEED_RANGE = Range(0, SEED_MAX, why="JAX seeds are 32-bit")
+MANY = 1_000_000  # the most updates, seeds, samples ... any count here can mean (2048 is the paper's)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """`value` as a seed: a whole number in SEED_RANGE, else one AttrvisError naming `name`."""
+    _check(_is_int(value), f"{name} must be a whole number, got {_shown(value)}")
+    _check(value in SEED_RANGE, f"{name} must be in {SEED_RANGE} ({SEED_RANGE.why}), got {value}")
+    return int(value)
+
+
 def _check_types(config, skip: tuple[str, ...] = ()) -> None:
-    """Every field of `config` has its annotated type (None only where the annotation allows it);
-    the error names the field. Ranges are checked by each class's __post_init__."""
+    """Every field of `config` has its annotated type (None only where the annotation allows it)
+    and, if numeric, lies in its `RANGES` entry; the error names the field. Rules that tie fields
+    together are checked by each class's __post_init__."""
+    ranges = RANGES.get(type(config).__name__, {})
     for field in dataclasses.fields(config):
         if field.name in skip or field.type not in _FIELD_TYPES and not field.type.endswith(" | None"):
             continue
@@ -71,6 +113,45 @@ def _check_types(config, skip: tuple[str, ...] = ()) -> None:
         test, what = _FIELD_TYPES[field.type.removesuffix(" | None")]
         _check((value is None and optional) or (value is not None and test(value)),
                f"{field.name} must be {what}{' or None' if optional else ''}, got {_shown(value)}")
+        bounds = ranges.get(field.name)
+        values = value if isinstance(value, (tuple, list)) else () if value is None else (value,)
+        for v in values if bounds is not None else ():
+            if isinstance(v, (int, float)) and v not in bounds:
+                raise AttrvisError(f"{field.name} must be in {bounds}{f' ({bounds.why})' if bounds.why else ''}, "
+                                   f"got {_number(v)}")
+
+
+def _counts(lo: int, *names: str) -> dict:
+    return {name: Range(lo, MANY) for name in names}
+
+
+_UNIT = Range(0, 1)
+_RATE = Range(0, 1, lo_open=True, why="a learning rate above 1 moves the Fourier coefficients far past their scale in one step")
+# field -> Range, per config class (the values each field can mean; see Range).
+RANGES = {
+    "AttributionConfig": {
+        **_counts(0, "spatial_steps", "channel_steps"),
+        **_counts(1, "steps", "chunk", "smoothgrad_samples"),
+        "spatial_lr": _UNIT, "channel_lr": _UNIT,
+        "proximity": Range(0, 1e6),
+        "smoothgrad_noise": Range(0, 10, why="a fraction of the activations' range"),
+        "channel_threshold": Range(0, 1, lo_open=True),
+        "heatmap_percentile": Range(0, 100),
+    },
+    "RenderConfig": {
+        **_counts(1, "steps", "decay_steps"),
+        "lr": _RATE,
+        "lr_decay": Range(0, 1, lo_open=True, why="lr(t) = lr·lr_decay^(t/decay_steps) decays; 1 keeps it constant"),
+        "lambda_growth": Range(1, 10, why="λ(t) = λ0·growth^(t/decay_steps) grows; 1 keeps it constant"),
+        "area_weight": Range(0, 1e4, lo_open=True),
+        "init_sd": Range(0, 1, lo_open=True, why="the initial Fourier coefficients' sd; 0.01 by default, larger saturates"),
+        "decay_power": Range(0, 4), "mask_decay_power": Range(0, 4),
+        "constant": Range(0, 1, why="a gray level"),
+        "image_size": Range(8, 4096),
+    },
+    "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps"),
+    "SweepConfig": {**_counts(1, "seeds", "batch", "limit", "chunk_size"), "key": SEED_RANGE},
+}
 
 
 class _ConfigMethods:
@@ -133,14 +214,6 @@ class AttributionConfig(_ConfigMethods):
         _check_types(self)
         _check(self.fidelity in FIDELITIES, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         _check(self.rule in RIEMANN_RULES, f"rule must be one of {RIEMANN_RULES}, got {self.rule!r}")
-        for name in ("spatial_steps", "channel_steps"):
-            _check(int(getattr(self, name)) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("steps", "chunk", "smoothgrad_samples"):
-            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("spatial_lr", "channel_lr", "proximity", "smoothgrad_noise"):
-            _check(float(getattr(self, name)) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        _check(0 < self.channel_threshold <= 1, f"channel_threshold must be in (0, 1], got {self.channel_threshold}")
-        _check(0 <= self.heatmap_percentile <= 100, f"heatmap_percentile must be in [0, 100], got {self.heatmap_percentile}")
 
 
 
@@ -256,11 +329,6 @@ class RenderConfig(_ConfigMethods):
                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         _check(self.blur_kernel in ("symmetric", "code"),
                f"blur_kernel must be 'symmetric' or 'code', got {self.blur_kernel!r}")
-        _check(int(self.steps) >= 1, f"steps must be >= 1, got {self.steps}")
-        _check(self.decay_steps is None or self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps}")
-        _check(self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
-        for name in ("lr", "lr_decay", "init_sd", "area_weight"):
-            _check(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)}")
 
     # ---- values that follow `fidelity` unless set -------------------------------------------------
     @property
@@ -340,8 +408,6 @@ class RunOptions(_ConfigMethods):
         _check_types(self)
         object.__setattr__(self, "snapshot_steps", tuple(sorted({int(s) for s in self.snapshot_steps})))
         _check(self.engine in RENDER_ENGINES, f"engine must be one of {RENDER_ENGINES}, got {self.engine!r}")
-        for name in ("seeds", "chunk_size"):
-            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))
@@ -407,10 +473,7 @@ class SweepConfig(_ConfigMethods):
         _check(len(set(names)) == len(names), f"perturbations repeat: {list(self.perturbations)}")
         object.__setattr__(self, "perturbations", names)
         _check(len(set(self.layers)) == len(self.layers), f"layers repeat: {list(self.layers)}")
-        for name in ("seeds", "batch"):
-            _check(int(getattr(self, name)) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         RunOptions(chunk_size=self.chunk_size, engine=self.engine)  # checks them
-        _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}")
         if isinstance(self.attribution, dict):
             object.__setattr__(self, "attribution", AttributionConfig.from_dict(self.attribution))
         if isinstance(self.render, dict):

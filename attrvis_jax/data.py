@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from attrvis_jax.errors import ImageError, closest, unknown
+from attrvis_jax.fileio import input_file
 
 # Bundled real photos (scikit-image ships them offline) and their ImageNet classes.
 SAMPLES = {
@@ -61,6 +63,17 @@ def _from_pil(img: Image.Image, label: str) -> np.ndarray:
         raise ImageError(f"cannot decode image {label}: {e}") from None
 
 
+def _one_frame(img: Image.Image, label: str) -> None:
+    """Refuse a file of several pictures (an animated GIF, WebP or PNG, a multi-page TIFF): which
+    one was meant is not ours to guess. MPO is the exception: camera JPEGs carry a preview or a
+    second view after the primary picture, which by the format's definition is frame 0."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":
+        kind = "an animation of {} frames" if img.format not in ("TIFF", "PDF") else "a file of {} pages"
+        raise ImageError(f"{label} is {kind.format(frames)} ({img.format}); attrvis reads one picture: "
+                         "save the one you mean as an image file of its own")
+
+
 def read_image(source) -> np.ndarray:
     """Any image source -> float32 RGB (H, W, 3) in [0, 1] at its own resolution.
 
@@ -74,17 +87,16 @@ def read_image(source) -> np.ndarray:
     if isinstance(source, (bytes, bytearray)):
         label, opener = "(bytes)", lambda: Image.open(io.BytesIO(source))
     else:
-        path = Path(source).expanduser()
+        path = input_file(source, "image file", ImageError)
         label = str(path)
-        if not path.exists():
-            raise ImageError(f"image file not found: {path}")
-        if path.is_dir():
-            raise ImageError(f"{path} is a directory, not an image file")
         opener = lambda: Image.open(path)  # noqa: E731
     try:
         with opener() as img:
+            _one_frame(img, label)
             img.load()  # decode now: truncated files fail here, not later
             return _from_pil(img, label)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image file PIL can read") from None
     except Image.DecompressionBombError as e:  # the header claims more pixels than PIL will decode
@@ -93,11 +105,34 @@ def read_image(source) -> np.ndarray:
         raise ImageError(f"cannot decode image {label} (truncated or corrupt?): {e}") from None
 
 
+# How far outside [0, 1] a float image may lie: a picture given as floats (rounding only), and a
+# network input that a resize without clipping made (InceptionV1's bicubic stretch, `clip=False`:
+# the cubic kernel's 2-D overshoot on a 0/1 pattern is at most 0.281).
+PICTURE_SLACK = 1e-3
+INPUT_SLACK = 0.3
+
+
+def check_unit_range(images, what: str = "the float image", slack: float = PICTURE_SLACK) -> None:
+    """Float images must be finite and lie in [0, 1] (every network here normalizes its input
+    itself), give or take `slack`: images in 0..255 or already normalized (mean/std) would run
+    without a word and mean nothing."""
+    arr = np.asarray(images)
+    if not np.all(np.isfinite(arr)):
+        raise ImageError(f"{what} contains NaN or infinite values")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if lo < -slack or hi > 1 + slack:
+        hint = ("; it looks like 0..255: divide by 255, or pass uint8" if hi > 1.5 and lo >= -slack else
+                "; it looks normalized (mean/std): pass it in [0, 1], the network normalizes it" if lo < 0 else "")
+        raise ImageError(f"{what}: values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+
+
 def _from_array(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
         raise ImageError(f"expected an image array (H, W) or (H, W, 1|3|4), got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.float32)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
@@ -106,10 +141,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         arr = arr.astype(np.float32)
         if not np.all(np.isfinite(arr)):
             raise ImageError("image array contains NaN or infinity")
-        if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
-            raise ImageError(
-                f"float image values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]"
-            )
+        check_unit_range(arr)
         arr = np.clip(arr, 0.0, 1.0)
     else:
         raise ImageError(f"unsupported image dtype {arr.dtype}")
@@ -193,6 +225,43 @@ def read_source(source) -> np.ndarray:
 def load_image(source, pre: Preprocess) -> np.ndarray:
     """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it."""
     return preprocess(read_source(source), pre)
+
+
+def is_array(source) -> bool:
+    return isinstance(source, np.ndarray) or hasattr(source, "__array__") and not isinstance(source, Image.Image)
+
+
+def network_input(source, pre: "Preprocess | CustomPreprocess") -> np.ndarray:
+    """One image as the network's input (size, size, 3) in [0, 1]: a float array already that size
+    is taken as preprocessed (after the range check); anything else, any dtype or size, a path,
+    bytes, a PIL image or a sample name, is read and preprocessed (`load_image`)."""
+    if is_array(source):
+        arr = np.asarray(source)
+        if np.issubdtype(arr.dtype, np.floating) and arr.shape == (pre.size, pre.size, 3):
+            check_unit_range(arr, "the float image (the network's input size, so taken as its input)", INPUT_SLACK)
+            return arr.astype(np.float32)
+    return load_image(source, pre)
+
+
+def network_inputs(images, pre: "Preprocess | CustomPreprocess") -> tuple[np.ndarray, bool]:
+    """(batch (N, size, size, 3) in [0, 1], whether `images` was one image). A batch is an array
+    (N, H, W, C) or a list/tuple of sources; each of its images follows `network_input`'s rule, the
+    same as it would alone (a float batch of another size is resized, never used as it is)."""
+    if isinstance(images, (list, tuple)) and all(map(_is_source, images)):
+        batch = list(images)  # paths, PIL images, arrays: one image each
+    elif is_array(images) and np.ndim(images) == 4 or isinstance(images, (list, tuple)) and np.ndim(images) == 4:
+        batch = list(np.asarray(images))
+    else:
+        return network_input(images, pre)[None], True
+    if not batch:
+        raise ImageError("an empty batch of images")
+    return np.stack([network_input(x, pre) for x in batch]), False
+
+
+def _is_source(item) -> bool:
+    """One image on its own (not a row of numbers): a path, bytes, a PIL image or an array."""
+    return isinstance(item, (str, bytes, bytearray, os.PathLike, Image.Image)) or (
+        is_array(item) and np.ndim(item) >= 2)
 
 
 def _sample_hint(name: str) -> str:

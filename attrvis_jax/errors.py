@@ -21,6 +21,10 @@ class UnknownNameError(AttrvisError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousNameError(UnknownNameError):
+    """A name that several things share (a class name of several classes); the message lists them."""
+
+
 class ImageError(AttrvisError):
     """An image that cannot be read or converted."""
 

@@ -72,6 +72,33 @@ def write_npz(path: Path, meta: dict, arrays: dict) -> Path:
     return path
 
 
+def input_file(path, what: str, error: type | None = None) -> Path:
+    """`path` checked as a regular file to read `what` from: missing, a folder, or anything else
+    that is not a regular file (a FIFO or a terminal would block the read forever, /dev/zero never
+    ends) is one `error` (default AttrvisError) naming it. Symbolic links to regular files are fine."""
+    import stat
+
+    from attrvis_jax.errors import AttrvisError
+
+    error = error or AttrvisError
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path} is a directory, not {_article(what)} {what}")
+    if not stat.S_ISREG(mode):
+        raise error(f"{path} is not a regular file (a pipe, device or socket), so it cannot be {_article(what)} {what}")
+    return path
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
 def read_npz(path: Path, kind: str, version: int) -> tuple[dict, dict]:
     """(meta, arrays) of a `write_npz` file whose meta["format"] is `version`; every failure is one
     AttrvisError naming the file and what it should have been (`kind`, e.g. "attribution")."""
@@ -79,16 +106,16 @@ def read_npz(path: Path, kind: str, version: int) -> tuple[dict, dict]:
 
     from attrvis_jax.errors import AttrvisError
 
-    path = Path(path)
+    path = input_file(path, f"{kind} file")
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             arrays = {name: data[name] for name in data.files if name != "meta"}
-    except FileNotFoundError:
-        raise AttrvisError(f"{kind} file not found: {path}") from None
-    except (OSError, ValueError, KeyError) as e:
-        article = "an" if kind[:1] in "aeiou" else "a"
-        raise AttrvisError(f"{path} is not {article} {kind} file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any failure to decode (BadZipFile, a bad CRC, zlib, EOF) is the file's
+        reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise AttrvisError(f"{path} is not {_article(kind)} {kind} file, or it is damaged ({reason})") from None
+    if not isinstance(meta, dict):
+        raise AttrvisError(f"{path} is not {_article(kind)} {kind} file (its meta record is not a JSON object)")
     if meta.get("format") != version:
         raise AttrvisError(f"{path}: unsupported {kind} file format {meta.get('format')!r}")
     return meta, arrays

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from attrvis_jax.errors import AttrvisError, UnknownNameError, closest
+from attrvis_jax.errors import AmbiguousNameError, AttrvisError, UnknownNameError, closest
+from attrvis_jax.fileio import input_file
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,8 +51,8 @@ def read_label_file(path: Path, num_classes: int, num_names: int | None = None, 
     The file must name every class: `num_classes` lines, or `num_names` where the model's own list
     is shorter than its logits (InceptionV1: 1001 names for 1008 logits; the rest get `unnamed_i`).
     A file of another length is refused: it would shift or drop names silently."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first name
+        text = input_file(path, "label file").read_text(encoding="utf-8-sig")
     except OSError as e:
         raise AttrvisError(f"cannot read label file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -66,27 +67,52 @@ def read_label_file(path: Path, num_classes: int, num_names: int | None = None, 
     return pad_labels(names, num_classes)
 
 
+def _is_imagenet(labels) -> bool:
+    return len(labels) >= 1000 and tuple(labels[:1000]) == imagenet1k()
+
+
+def _described(labels, i: int) -> str:
+    wnid = f" {imagenet1k_wnids()[i]}" if _is_imagenet(labels) else ""
+    return f"[{i}{wnid}] {labels[i]!r}"
+
+
 def generic_labels(num_classes: int) -> tuple[str, ...]:
     return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, model: str = "model") -> int:
-    """Index of a class by index (int or digit string), by name, or by ImageNet WordNet id.
+    """Index of a class by index (an int or a digit string), by name, or by ImageNet WordNet id.
 
-    A name matches a full label or any of its comma-separated synonyms, case-insensitively;
-    an unknown name raises `UnknownNameError` with the closest names.
+    A name matches a class's whole label or one of its comma-separated synonyms, case-insensitively.
+    A whole label wins over synonyms ("cardigan" is the sweater, 474, whose label is "cardigan",
+    not the corgi, 264, "Cardigan, Cardigan Welsh corgi"); a name that is then still several
+    classes' ("crane": the bird, 134, and the machine, 517) is an `AmbiguousNameError` listing
+    them, with their indices and WordNet ids. An unknown name raises `UnknownNameError` with the
+    closest names.
     """
-    if isinstance(name, int) or (isinstance(name, str) and name.strip().lstrip("+-").isdigit()):
+    import numbers
+
+    if isinstance(name, bool) or not isinstance(name, (str, numbers.Integral)):
+        raise UnknownNameError(f"a class is a name or a whole-number index, got {name!r} ({type(name).__name__})")
+    if isinstance(name, numbers.Integral) or name.strip().lstrip("+-").isdigit():
         index = int(name)
         if not 0 <= index < num_classes:
             raise AttrvisError(f"class index {index} out of range for {model} (valid: 0..{num_classes - 1})")
         return index
-    key = str(name).strip().lower()
-    if is_wnid(name) and name.strip() in imagenet1k_wnids():  # a WordNet id: its ImageNet name
+    key = name.strip().lower()
+    wnid = is_wnid(name) and name.strip() in imagenet1k_wnids()
+    if wnid and tuple(labels[:1000]) == imagenet1k():  # a WordNet id names exactly one ImageNet class
+        return imagenet1k_wnids().index(name.strip())
+    if wnid:  # other label lists: the id's ImageNet name
         key = imagenet1k()[imagenet1k_wnids().index(name.strip())].lower()
-    for i, label in enumerate(labels):
-        if label.lower() == key or key in (s.strip().lower() for s in label.split(",")):
-            return i
+    whole = [i for i, label in enumerate(labels) if label.strip().lower() == key]
+    hits = whole or [i for i, label in enumerate(labels) if key in (s.strip().lower() for s in label.split(","))]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise AmbiguousNameError(f"class name {name!r} is ambiguous for {model}: "
+                                 + ", ".join(_described(labels, i) for i in hits)
+                                 + "; pass the index" + (" or the WordNet id" if _is_imagenet(labels) else ""))
     synonyms = sorted({s.strip() for label in labels for s in label.split(",") if s.strip()})
     near = closest(str(name), synonyms)
     msg = f"unknown class {name!r} for {model}"

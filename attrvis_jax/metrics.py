@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax.data import INPUT_SLACK, check_unit_range
+
 
 def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     """Pearson r of two equally shaped arrays, over all elements; 0 if either is constant."""
@@ -119,6 +121,7 @@ def directed_attribution(attribution) -> np.ndarray:
 def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int, r_directed=None) -> VisMetrics:
     """Metrics of visualizations `images` (N, H, W, 3) in [0, 1] against R+, raw R and optionally
     the directed attribution (H, W, K)."""
+    check_unit_range(images, "the visualizations", INPUT_SLACK)
     images = jnp.asarray(images, jnp.float32)
     if images.ndim == 3:
         images = images[None]

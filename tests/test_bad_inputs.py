@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -160,6 +161,29 @@ class Inputs(dict):
         ResultStore(path / "store.sqlite", fingerprint(other)).close()
         (path / "sweep.json").write_text(json.dumps(other.to_dict()))
 
+    # several pictures in one file, files that are not regular, specs with values nobody can mean
+    def _frames(self, path, fmt):
+        frames = [Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)) for i in range(3)]
+        frames[0].save(path, fmt, save_all=True, append_images=frames[1:])
+
+    def make_anim(self, path):
+        self._frames(path, {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}[path.suffix])
+
+    def make_pages(self, path):
+        self._frames(path, "TIFF")
+
+    def make_pipe(self, path):
+        os.mkfifo(path)
+
+    def make_hugekey(self, path):
+        self._spec(path, weights="random", seeds=1, key=2**70)
+
+    def make_manyseeds(self, path):
+        self._spec(path, weights="random", seeds=10**9)
+
+    def make_badgrowth(self, path):
+        self._spec(path, weights="random", seeds=1, render={"lambda_growth": -1.0})
+
 
 def _absent(name):
     return lambda inputs: not (inputs.root / name).exists()
@@ -260,7 +284,8 @@ CASES = [
      None),
     ("sweep-seeds-float", ["sweep", "{seedsfloat_toml}", "--out", "{out}"], 1, "seeds must be a whole number, got 2.7",
      None),
-    ("sweep-seeds-0", ["sweep", "{seedszero_json}", "--out", "{out}"], 1, "seeds must be >= 1, got 0", None),
+    ("sweep-seeds-0", ["sweep", "{seedszero_json}", "--out", "{out}"], 1, "seeds must be in [1, 1_000_000], got 0",
+     None),
     ("sweep-images-number", ["sweep", "{imagesnumber_json}", "--out", "{out}"], 1,
      "images must be a string or a list of strings, got 3", None),
     ("sweep-render-steps", ["sweep", "{renderstepsword_json}", "--out", "{out}"], 1,
@@ -272,6 +297,33 @@ CASES = [
     ("sweep-missing-spec", ["sweep", "{out}.toml", "--out", "{out}"], 1, "cannot read the sweep spec", None),
     ("sweep-other-settings", ["sweep", "{spec_json}", "--out", "{sweepdir}"], 1,
      "holds a sweep with other settings (key differ)", _sweep_json_kept),
+    # -- issue 28: images, class names, seeds and config values (checked where they enter)
+    ("image-animated-gif", ["classify", "{anim_gif}"], 1, "anim.gif is an animation of 3 frames (GIF)", None),
+    ("image-animated-webp", ["run", "{anim_webp}", "--out", "{out}"], 1, "is an animation of 3 frames (WEBP)",
+     _absent("out")),
+    ("image-animated-png", ["classify", "{anim_png}"], 1, "is an animation of 3 frames (PNG)", None),
+    ("image-multipage-tiff", ["classify", "{pages_tif}"], 1, "pages.tif is a file of 3 pages (TIFF)", None),
+    ("image-fifo", ["classify", "{pipe_jpg}"], 1, "pipe.jpg is not a regular file (a pipe, device or socket)", None),
+    ("image-char-device", ["classify", "/dev/zero"], 1, "/dev/zero is not a regular file", None),
+    ("labels-fifo", ["classes", "--labels", "{pipe_txt}"], 1, "pipe.txt is not a regular file", None),
+    ("target-ambiguous", RUN + FAST + ["--target", "crane"], 2,
+     "class name 'crane' is ambiguous for efficientnet_lite0: [134 n02012849] 'crane', [517 n03126707] 'crane'",
+     _absent("out")),
+    ("target-ambiguous-synonym", RUN + FAST + ["--target", "Panther"], 2, "class name 'Panther' is ambiguous",
+     _absent("out")),
+    ("seed-past-32-bits", RUN + ["--seed", str(2**70)], 2,
+     "argument --seed: the seed must be in [0, 4_294_967_295] (JAX seeds are 32-bit)", _absent("out")),
+    ("seed-negative", RUN + ["--seed", "-1"], 2, "argument --seed: the seed must be in [0, 4_294_967_295]", None),
+    ("ablation-seed-past-32-bits", ["ablation", "--seed", str(2**64), "--out", "{out}"], 2,
+     "argument --seed: the seed must be in", _absent("out")),
+    ("figures-seed-word", ["figures", "all", "--seed", "x", "--out", "{out}"], 2,
+     "argument --seed: expected a whole number, got 'x'", None),
+    ("sweep-key-past-32-bits", ["sweep", "{hugekey_json}", "--out", "{out}"], 1,
+     "key must be in [0, 4_294_967_295] (JAX seeds are 32-bit)", _absent("out")),
+    ("sweep-seeds-1e9", ["sweep", "{manyseeds_json}", "--out", "{out}"], 1, "seeds must be in [1, 1_000_000]",
+     _absent("out")),
+    ("sweep-negative-growth", ["sweep", "{badgrowth_json}", "--out", "{out}"], 1,
+     "[render] lambda_growth must be in [1, 10]", _absent("out")),
 ]
 
 

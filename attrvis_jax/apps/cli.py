@@ -88,6 +88,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """An argparse type: a PRNG seed (config.SEED_RANGE; JAX keys take 32 bits)."""
+    from attrvis_jax.config import check_seed
+    from attrvis_jax.errors import AttrvisError
+
+    try:
+        return check_seed(int(text), "the seed")
+    except ValueError as e:  # AttrvisError is one too
+        raise argparse.ArgumentTypeError(str(e) if isinstance(e, AttrvisError) else
+                                         f"expected a whole number, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -395,7 +407,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default=None,
                    help=f"the network's dtype while rendering (default {preset.render.compute_dtype}; bfloat16 for accelerators "
                         "with bfloat16 units: parameters, Adam state and loss stay float32)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the whole run (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed of the whole run (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (for scripts)")
 
 
@@ -481,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path-steps", type=positive_int, default=ablation.attribution.steps)
     p.add_argument("--batch", type=positive_int, default=ablation.batch, help="visualizations per compiled batch")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=ablation.render.fidelity)
-    p.add_argument("--seed", type=int, default=ablation.key)
+    p.add_argument("--seed", type=seed_int, default=ablation.key)
     p.add_argument("--out", required=True, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablation)
@@ -498,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=None, help="override the schedule's seeds")
     p.add_argument("--steps", type=positive_int, default=None, help="override the schedule's render steps")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=None)
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figures)
 

@@ -14,7 +14,9 @@ from attrvis_jax.attribution.methods import ALIASES, METHODS, MethodOutput
 from attrvis_jax.attribution.postprocess import postprocess_batch
 from attrvis_jax.attribution.result import Attribution
 from attrvis_jax.config import AttributionConfig
+from attrvis_jax.data import is_array, network_inputs
 from attrvis_jax.errors import AttrvisError, unknown
+from attrvis_jax.prng import as_key
 
 
 def resolve_method(method: str) -> str:
@@ -23,27 +25,6 @@ def resolve_method(method: str) -> str:
     if name not in METHODS:
         raise unknown("attribution method", method, METHODS, listing=True)
     return name
-
-
-def _images(model, image) -> np.ndarray:
-    """A batch (N, H, W, 3) in [0, 1]: float arrays at the model's size are used as they are,
-    anything else (path, PIL image, uint8 array, other size) goes through `model.load_image`."""
-    if isinstance(image, (np.ndarray, jax.Array)):
-        arr = np.asarray(image)
-        if arr.ndim == 4:
-            return np.stack([_images(model, x)[0] for x in arr]) if arr.dtype == np.uint8 else _checked(arr)
-        size = model.input_size
-        if np.issubdtype(arr.dtype, np.floating) and arr.shape == (size, size, 3):
-            return _checked(arr[None])
-    return model.load_image(image)[None]
-
-
-def _checked(x: np.ndarray) -> np.ndarray:
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise AttrvisError(f"expected images (H, W, 3) or (N, H, W, 3), got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise AttrvisError("the image contains NaN or infinite values")
-    return x.astype(np.float32)
 
 
 TOP_CLASS = "top1"  # a target spec: the image's top class
@@ -55,7 +36,8 @@ def resolve_targets(model, x, target, variables=None) -> np.ndarray:
     the image's top class (the only case that runs the network). The one target rule of the
     library, the CLI, sweeps and figures."""
     n = len(x)
-    specs = [target] * n if target is None or isinstance(target, (str, int, np.integer)) else list(target)
+    one = target is None or isinstance(target, str) or np.ndim(target) == 0  # one spec (class_index checks its type)
+    specs = [target] * n if one else list(np.asarray(target).tolist() if is_array(target) else target)
     if len(specs) != n:
         raise AttrvisError(f"{len(specs)} targets for {n} images")
     top = [spec is None or spec == TOP_CLASS for spec in specs]
@@ -63,7 +45,7 @@ def resolve_targets(model, x, target, variables=None) -> np.ndarray:
         variables = model.variables if variables is None else variables
         logits = np.asarray(_logits(model.net, variables, jnp.asarray(x)))[:, : len(model.labels)]
     return np.array([int(np.argmax(logits[i])) if top[i]
-                     else model.class_index(int(spec) if isinstance(spec, np.integer) else spec)
+                     else model.class_index(spec)
                      for i, spec in enumerate(specs)], np.int32)
 
 
@@ -84,8 +66,10 @@ def attribute(
     """Neuron attributions of `layer` for class `target`, post-processed (channel filter, R⁺, heat
     map, β, λ0).
 
-    image: a preprocessed float image (size, size, 3) or batch (N, size, size, 3) in [0, 1], or a
-        path / PIL image / uint8 array that `model.load_image` preprocesses.
+    image: one image or a batch (an array (N, H, W, C) or a list): a float array (size, size, 3) in
+        [0, 1] is used as it is, anything else (a path, PIL image, uint8/uint16 array, a float array
+        in [0, 1] of another size) is preprocessed the model's way, each image of a batch as it
+        would be alone (`data.network_inputs`). Floats outside [0, 1] are an error.
     target: class index or name (one, or one per image); None: each image's top class.
     method: aumann_shapley (default), integrated_gradients, saliency, grad_x_activation, smoothgrad,
         grad_cam, deeplift_rescale (aliases: as, ig, gradxinput, gradcam, deeplift).
@@ -103,10 +87,9 @@ def attribute(
     layer = model.resolve_layer(layer)
     if layer == "logits":
         raise AttrvisError("attributions need a hidden layer, not the logits; valid: " + ", ".join(model.layers))
-    single = not (isinstance(image, (np.ndarray, jax.Array)) and np.ndim(image) == 4)
-    x = _images(model, image)
+    x, single = network_inputs(image, model.spec.preprocess)
     variables = model.variables if variables is None else variables
-    key = jax.random.key(0) if key is None else key
+    key = as_key(key, batched=None)
 
     acts = _features(model.net, variables, jnp.asarray(x), layer)
     targets = resolve_targets(model, x, target, variables)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from attrvis_jax.config import AttributionConfig
+from attrvis_jax.errors import AttrvisError
 
 Progress = Callable[[int, int], None]
 
@@ -171,7 +172,7 @@ def output_targeted_baseline(
     n, h, w, k = acts.shape
     if jnp.ndim(key) == 1 and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape[0] != n:
-            raise ValueError(f"{key.shape[0]} keys for {n} images")
+            raise AttrvisError(f"{key.shape[0]} keys for {n} images: give one key, or one per image")
         pairs = jax.vmap(jax.random.split)(key)  # (N, 2)
         spatial_init = jax.vmap(lambda k_: jax.random.normal(k_, (h, w, 1)))(pairs[:, 0])
         channel_init = jax.vmap(lambda k_: jax.random.normal(k_, (1, 1, k)))(pairs[:, 1])

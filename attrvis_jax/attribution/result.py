@@ -20,6 +20,11 @@ from attrvis_jax.fileio import read_npz, write_npz
 FORMAT_VERSION = 1
 _ARRAYS = ("values", "positive", "heatmap", "baseline", "activations")
 _SCALARS = ("logit", "logit_baseline", "completeness_error", "beta", "lambda0")
+_REQUIRED = ("values", "positive", "heatmap")  # arrays every file has (baseline, activations: optional)
+_REQUIRED_META = ("model", "layer", "target", "target_name", "method", "input_size", "config")
+_META_KINDS = {"model": str, "layer": str, "target": int, "target_name": str, "method": str, "input_size": int,
+               "config": dict, "logit": (int, float), "beta": (int, float), "lambda0": (int, float),
+               "logit_baseline": (int, float, type(None)), "completeness_error": (int, float, type(None))}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -104,12 +109,36 @@ class Attribution:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Attribution":
+        """Read a `save`d file; a file that is not one, is damaged, or lacks a field or has one
+        of the wrong kind or shape is one AttrvisError naming the file and the field."""
         meta, arrays = read_npz(path, "attribution", FORMAT_VERSION)
-        arrays = {name: arrays[name] for name in _ARRAYS if name in arrays}
+
+        def bad(what: str) -> AttrvisError:
+            return AttrvisError(f"{path} is not a complete attribution file: {what}")
+
+        missing = [n for n in (*_REQUIRED_META, *_SCALARS) if n not in meta] + [n for n in _REQUIRED if n not in arrays]
+        if missing:
+            raise bad(f"it lacks {', '.join(missing)}")
+        for name, kinds in _META_KINDS.items():
+            value = meta[name]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise bad(f"{name} is {value!r}")
+        values = arrays["values"]
+        if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
+            raise bad(f"values must be float (H, W, K), got {values.dtype} {values.shape}")
+        shapes = {"positive": values.shape, "heatmap": values.shape[:2], "baseline": values.shape,
+                  "activations": values.shape}
+        for name, shape in shapes.items():
+            if name in arrays and arrays[name].shape != shape:
+                raise bad(f"{name} has shape {arrays[name].shape}, values {values.shape} want {shape}")
+        try:
+            config = AttributionConfig.from_dict(meta["config"])
+        except (AttrvisError, TypeError) as e:
+            raise bad(f"its config: {e}") from None
         return cls(
-            **arrays,
-            **{name: meta[name] for name in _SCALARS},
-            model=meta["model"], layer=meta["layer"], target=meta["target"],
-            target_name=meta["target_name"], method=meta["method"], input_size=meta["input_size"],
-            config=AttributionConfig.from_dict(meta["config"]),
+            **{name: arrays[name] for name in _ARRAYS if name in arrays},
+            **{name: None if meta[name] is None else float(meta[name]) for name in _SCALARS},
+            model=meta["model"], layer=meta["layer"], target=int(meta["target"]),
+            target_name=meta["target_name"], method=meta["method"], input_size=int(meta["input_size"]),
+            config=config,
         )

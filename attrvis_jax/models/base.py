@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attrvis_jax.data import Preprocess, load_image
+from attrvis_jax.data import INPUT_SLACK, Preprocess, check_unit_range, load_image
 from attrvis_jax.errors import AttrvisError, unknown
 from attrvis_jax.labels import class_index
 
@@ -103,6 +103,11 @@ def _batched(fn):
 
     @functools.wraps(fn)
     def wrapper(self, x, *args, **kwargs):
+        if not isinstance(x, jax.core.Tracer):  # a concrete input: checked (traced ones are the caller's)
+            if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+                raise AttrvisError(f"the network takes float images in [0, 1], got {jnp.result_type(x)}: "
+                                   "read it with model.load_image")
+            check_unit_range(x, "the network input", INPUT_SLACK)
         x = jnp.asarray(x)
         if x.ndim == 3:
             return jax.tree_util.tree_map(lambda y: y[0], fn(self, x[None], *args, **kwargs))

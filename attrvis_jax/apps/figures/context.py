@@ -20,15 +20,14 @@ from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.apps.figures.schedule import Schedule, get_schedule
 from attrvis_jax.attribution.api import resolve_targets
 from attrvis_jax.config import RenderConfig
+from attrvis_jax.prng import as_key
 
 
 def _as_key(key) -> tuple[jax.Array, Any]:
     """(PRNG key, what to record in JSON): an int seed (default 0) or a JAX key."""
-    if key is None:
-        key = 0
-    if isinstance(key, (int, np.integer)):
-        return jax.random.key(int(key)), int(key)
-    return key, "custom"
+    if key is None or isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return as_key(key), int(key or 0)
+    return as_key(key), "custom"
 
 
 class FigureContext:
