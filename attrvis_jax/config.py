@@ -235,6 +235,7 @@ PAPER_GRAY = 0.5
 TRANSFORM_SETS = ("code", "paper", "none")
 RENDER_ENGINES = ("scan", "loop")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+PARAMETERIZATIONS = ("fft", "pixel", "laplacian")
 AREA_WEIGHT = 20.0  # see RenderConfig.balance and benchmarks/README.md, "fidelity"
 MASK_DECAY_POWER = 1.5  # the default mask spectrum (RenderConfig.mask_decay_power)
 
@@ -278,6 +279,12 @@ class RenderConfig(_ConfigMethods):
         jitter 2; paper pad 12, jitter 9, scale .90–1.30, angle −12..12, shear −4..4, jitter 4.
     λ0 and β are taken from the attribution as given (their own fidelity decides them).
 
+    `parameterization`: how the RGB image is parameterized: "fft" (the method's, the default: a
+    Fourier spectrum scaled 1/f^decay_power, one spectrum with the mask), "pixel" (the pixels
+    themselves) or "laplacian" (a sum of 4 pixel grids at scales 1 … 1/8, upsampled); all three
+    with the same colour decorrelation and sigmoid (lucid's `fft_image`, `pixel_image`,
+    `laplacian_pyramid`). A render with a mask keeps it a Fourier spectrum of its own.
+
     `compute_dtype`: the dtype the network runs in during the render ("float32", or "bfloat16" for
     accelerators with bfloat16 matrix units): the image enters the network and the network's
     variables are cast to it, the layer's activations come back as float32; the parameters, the
@@ -308,6 +315,7 @@ class RenderConfig(_ConfigMethods):
     transforms: str | None = None  # None follows fidelity; "code" | "paper" | "none"
     image_size: int | None = None  # None: the model's input size
     compute_dtype: str = "float32"  # the network's dtype in the render: float32 | bfloat16 (see above)
+    parameterization: str = "fft"  # the RGB image's: fft | pixel | laplacian (see above); the mask stays fft
 
     def __post_init__(self):
         _check_types(self)
@@ -327,6 +335,8 @@ class RenderConfig(_ConfigMethods):
                f"transforms must be None or one of {TRANSFORM_SETS}, got {self.transforms!r}")
         _check(self.compute_dtype in COMPUTE_DTYPES,
                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        _check(self.parameterization in PARAMETERIZATIONS,
+               f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
         _check(self.blur_kernel in ("symmetric", "code"),
                f"blur_kernel must be 'symmetric' or 'code', got {self.blur_kernel!r}")
 

@@ -102,20 +102,9 @@ def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, r_direct
                       pcc_directed=pcc[:, 2] if r_directed is not None else pcc[:, 0])
 
 
-def directed_weights(r_plus, activations=None, baseline=None) -> np.ndarray:
-    """sign(a − b)·R⁺: each neuron weighted the way it moved from the baseline b (0 if None) to the
-    photo's activation a; R⁺ itself without activations (as on a post-ReLU layer)."""
-    r = np.asarray(r_plus, np.float32)
-    if activations is None:
-        return r
-    base = 0.0 if baseline is None else np.asarray(baseline, np.float32)
-    return (np.sign(np.asarray(activations, np.float32) - base) * r).astype(np.float32)
-
-
 def directed_attribution(attribution) -> np.ndarray:
-    """`directed_weights` of an `Attribution` (its R⁺, activations and baseline)."""
-    return directed_weights(attribution.positive, getattr(attribution, "activations", None),
-                            getattr(attribution, "baseline", None))
+    """sign(a − b)·R⁺ of an `Attribution` (its `directed` view; the rule lives with the attribution)."""
+    return attribution.directed
 
 
 def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int, r_directed=None) -> VisMetrics:

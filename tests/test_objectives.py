@@ -65,8 +65,7 @@ def test_objectives_add_and_scale_like_lucids(tiny):
     assert np.array_equal((-a).weights, -a.weights)
     with pytest.raises(AttrvisError, match="only feature objectives"):
         objectives.attribution_objective(_attribution(0)) + a
-    with pytest.raises(AttrvisError, match="do not add"):
-        a + objectives.channel(tiny, "conv1", 1)
+    assert (a + objectives.channel(tiny, "conv1", 1)).layers == (LAYER, "conv1")  # two layers: a Sum
 
 
 def test_feature_objective_with_a_mask_is_refused(tiny):

@@ -140,6 +140,17 @@ class PostProcessed(NamedTuple):
     lambda0: jax.Array  # ()
 
 
+def directed_weights(r_plus, activations=None, baseline=None) -> np.ndarray:
+    """sign(a − b)·R⁺: each neuron weighted the way it moved from the baseline b (0 if None) to the
+    photo's activation a; R⁺ itself without activations (as on a post-ReLU layer, where a ≥ b).
+    What the default render excites (`direction="signed"`) and what the directed PCC measures."""
+    r = np.asarray(r_plus, np.float32)
+    if activations is None:
+        return r
+    base = 0.0 if baseline is None else np.asarray(baseline, np.float32)
+    return (np.sign(np.asarray(activations, np.float32) - base) * r).astype(np.float32)
+
+
 def postprocess(values: jax.Array, config: AttributionConfig = AttributionConfig(), size: int = 224) -> PostProcessed:
     """All of §4 for one map R (H, W, K); `size` is the model's input size (the code path's resize)."""
     filtered = channel_filter(values, config.channel_threshold)

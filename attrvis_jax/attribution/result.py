@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attrvis_jax.attribution.postprocess import directed_weights
 from attrvis_jax.config import AttributionConfig
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import read_npz, write_npz
@@ -73,6 +74,12 @@ class Attribution:
             return None
         gap = abs(self.logit - self.logit_baseline)
         return self.completeness_error / gap if gap > 0 else float("inf")
+
+    @property
+    def directed(self) -> np.ndarray:
+        """sign(a − b)·R⁺ (H, W, K): R⁺ signed the way each neuron moved from the baseline to the
+        photo (`postprocess.directed_weights`; R⁺ itself in files without activations)."""
+        return directed_weights(self.positive, self.activations, self.baseline)
 
     def heatmap_image(self, size: int | None = None) -> np.ndarray:
         """The heat map resized bilinearly to the input (size×size)."""

@@ -7,7 +7,8 @@ excites a hidden layer in proportion to its neuron attributions.
 
 Modules: param (FFT RGBA image, color decorrelation), noise (fractal noise, pyramid), perturb (the
 six perturbations), transforms (one fixed-shape affine resampling), loss (the loss, its schedules, Adam),
-objectives (what the kernel optimizes toward: the attribution objective, feature objectives),
+objectives (what the kernel optimizes toward: functions of a network's activations, the
+attribution objective and lucid's feature objectives among them),
 optimize (the kernel: compiled engine, scan loop, vmapped rows, `visualize_rows`), api (`visualize`).
 """
 

@@ -19,7 +19,7 @@ from attrvis_jax.config import RenderConfig, RunOptions, split_options
 from attrvis_jax.devices import gather
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.prng import as_key
-from attrvis_jax.render.objectives import Objective, attribution_objective
+from attrvis_jax.render.objectives import Objective, area_terms, attribution_objective
 from attrvis_jax.render.optimize import Progress, seed_keys, visualize_rows
 
 
@@ -96,8 +96,9 @@ def visualize(
         `layer_shapes` are used). attribution: see `objectives.attribution_objective` — an
         `attribute` result (its `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`,
         `layer`), a list of them (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays
-        override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)` with
-        perturbation "none": a plain feature visualization).
+        override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)`, any sum
+        of objectives, `objectives.from_function(...)`) with perturbation "none": a plain feature
+        visualization.
     config / options / overrides: what it computes (`RenderConfig`), how it runs (`RunOptions`:
         seeds, snapshots, chunking), and fields of either by name (`steps=256, seeds=2`).
     key: PRNG key (default key 0); seed i uses fold_in(key, i). seed_ids: which seeds to run
@@ -130,11 +131,12 @@ def visualize(
         warnings.warn(f"seed(s) {bad} stopped on a non-finite loss or gradient; their images are the last "
                       "finite ones (see RenderResult.finite / stopped_at)", stacklevel=2)
     area = final["masks"].mean(axis=(-2, -1))
-    unbatch = (lambda a: a) if grouped else (lambda a: a[0])
+    unbatch = (lambda a: np.asarray(a)) if grouped else (lambda a: np.asarray(a)[0])
+    beta, lambda0, reference = area_terms(objective)
     return RenderResult(
         images=final["images"], masks=final["masks"], composed=final["composed"],
         loss=gather(out.loss), mask_area=area,
-        beta=unbatch(objective.beta), lambda0=unbatch(objective.lambda0), reference=unbatch(objective.reference),
+        beta=unbatch(beta), lambda0=unbatch(lambda0), reference=unbatch(reference),
         finite=finite, stopped_at=gather(out.stopped_at), loss_history=gather(out.loss_history),
         snapshots=snapshots, config=config, options=options, layer=out.layer, seed_ids=seed_ids, grouped=grouped,
         timings={"compile_s": out.compile_s, "run_s": out.run_s, "steps": config.steps, "seeds": len(seed_ids)},

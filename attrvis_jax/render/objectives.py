@@ -1,52 +1,195 @@
-"""What the render kernel optimizes toward: a linear read-out of one layer, with or without mask terms.
+"""What the render kernel optimizes toward: objectives, pure functions of a network's activations.
 
-Every objective here is a weighting W of the layer's response, L = mean_ij Σ_k f^l(Y)_ijk·W_ijk
-(loss.py turns L into the loss), one W per *group* (G groups render side by side in one seed,
-sharing its transform draws). What differs is where W comes from and whether the mask terms apply:
+An objective, given the activations of the layers it names for a batch of B pictures
+(`{layer: (B, H, W, K)}`, plus `INPUT`: the pictures themselves, (B, H, W, 3) in [0, 1], before the
+random transforms), returns one score per picture, (B,), that the render maximizes. Objectives
+compose with `+`, `-` and a scalar `*`, across layers:
+
+    channel(m, "blocks.10", 3) - 0.5 * channel(m, "blocks.10", 7)     # one layer: stays linear
+    channel(m, "blocks.10", 3) + 0.5 * diversity(m, "blocks.10")      # couples the seeds' pictures
+    channel(m, "blocks.6", 1) + channel(m, "blocks.12", 9)             # two layers, one forward pass
+    from_function(lambda acts: acts["blocks.10"][..., 3].max((1, 2)), layers=["blocks.10"])
+    channel(m, "blocks.10", 3) - 0.05 * total_variation()             # an image penalty
+
+The batch: every picture of a render step, seeds × groups (a list of channels gives one group
+each), in the order seed 0's groups, seed 1's, ... Every score but `diversity`'s and
+`channel_interpolate`'s depends on its own picture alone.
+
+The kernel runs the network once per step, up to the deepest layer any term names, and takes every
+named layer from that pass. A *linear* read-out of one layer, L = mean_ij Σ_k f_ijk·W_ijk (`Linear`:
+the method's attribution objective, channel, neuron, feature maps, a dot-product direction, and
+their sums at one layer), runs on the kernel's fast path (per seed, with the method's mask terms);
+anything else on the general one. Linear objectives, one W per *group*:
 
     attribution_objective(attr, config)   the method: W from R⁺ (signed and balanced per the
                                            config), β and λ0 for the area terms
-    feature_maps(maps, layer)             any non-negative maps (the paper's comparison columns:
-                                           all feature maps, NMF factors, class-targeted neurons)
+    feature_maps(maps, layer)             any maps (the paper's comparison columns)
     channel(model, layer, k)              a plain feature visualization of channel(s) k
     neuron(model, layer, k, y, x)         ... of one neuron (the centre one by default)
+    direction(model, layer, v)            the activation vector's dot product with v everywhere
 
-Feature objectives have no mask terms (β is NaN): render them with perturbation "none". They add
-and scale like lucid's objectives: `channel(m, l, 3) - 0.5 * channel(m, l, 7)`.
+Objectives without mask terms (all but the attribution's; β NaN) render with perturbation "none".
+Each objective is a JAX pytree (its arrays are leaves, the rest static), so one compiled step
+serves every objective of the same structure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from attrvis_jax.attribution.postprocess import code_lambda0
+from attrvis_jax.attribution.postprocess import code_lambda0, directed_weights
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.metrics import directed_weights
+
+__all__ = [
+    "INPUT", "Objective", "Linear", "Sum", "Function", "attribution_objective", "feature_maps", "channel", "neuron",
+    "direction", "neuron_direction", "channel_interpolate", "diversity", "l1", "total_variation", "blur",
+    "from_function", "stack",
+]
+
+INPUT = "input"  # the pseudo-layer of the pictures themselves (B, H, W, 3) in [0, 1], untransformed
 
 
-class Objective(NamedTuple):
-    """Per group (G groups; with `rows`, a leading axis of rows first, one objective per row):
-    the neuron weights W (G, H, W, K), β (G,) and λ0 (G,) of the area terms (β NaN and λ0 0 for an
-    objective without them), the photo's score L(photo) (G,) the relative balance divided W by
-    (NaN where not used), whether the source had groups (results keep the G axis), the layer, and
-    for the attribution objective the config modes it was made under (`modes`: the kernel refuses
-    to render it under others, since W, β and λ0 depend on them)."""
+def _pytree(data: Sequence[str] = (), meta: Sequence[str] = ()):
+    """A frozen dataclass registered as a pytree: `data` fields are leaves, `meta` fields static."""
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+    return wrap
 
-    weights: np.ndarray
-    beta: np.ndarray
-    lambda0: np.ndarray
-    reference: np.ndarray
+
+class Objective:
+    """The base of every objective: `objective(acts)` maps {layer: (B, H, W, K)} to scores (B,).
+
+    layers: the layers it reads (`INPUT` for the pictures); groups: pictures per seed (G);
+    has_mask_terms: whether it carries the method's area terms (β, λ0), which only the attribution
+    objective does. Compose with +, - and a scalar *; `-obj` negates."""
+
+    __array_ufunc__ = None  # numpy scalars defer to __rmul__ (np.float32(2) * objective)
+    # Every objective also has `grouped` (whether results keep a group axis) and `rows` (stacked one
+    # per row, `stack`): fields of `Linear`, class attributes of `_Plain` and properties elsewhere
+    # (not defined here: a dataclass would take an inherited value as its field's default).
+
+    @property
+    def has_mask_terms(self) -> bool:
+        return False
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def groups(self) -> int:
+        return 1
+
+    def __call__(self, acts: Mapping[str, jax.Array]) -> jax.Array:
+        raise NotImplementedError
+
+    def linear(self) -> "Linear | None":
+        """This objective as one linear read-out of one layer, or None (the kernel's fast path)."""
+        return None
+
+    # -- composition --
+    def __add__(self, other):
+        return _sum([(1.0, self), (1.0, other)]) if isinstance(other, Objective) else NotImplemented
+
+    def __sub__(self, other):
+        return _sum([(1.0, self), (-1.0, other)]) if isinstance(other, Objective) else NotImplemented
+
+    def __mul__(self, factor):
+        if not isinstance(factor, numbers.Real) or isinstance(factor, bool):
+            return NotImplemented
+        return _sum([(float(factor), self)])
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+
+def _groups(terms) -> int:
+    counts = {t.groups for t in terms} - {1}
+    if len(counts) > 1:
+        raise AttrvisError(f"objectives of {sorted(counts)} groups do not combine: give each the same channels list")
+    return counts.pop() if counts else 1
+
+
+def _sum(weighted: Sequence[tuple[float, Objective]]) -> Objective:
+    """Σ c·term, flattened; terms that are linear at one layer fold into one `Linear` (the fast path)."""
+    flat = []
+    for c, term in weighted:
+        if term.has_mask_terms:
+            raise AttrvisError("only feature objectives (no mask terms) add and scale: the attribution "
+                               "objective's area terms do not")
+        if isinstance(term, Sum):
+            flat += [(c * ci, ti) for ci, ti in zip(term.coefficients, term.terms)]
+        else:
+            flat.append((c, term))
+    _groups([t for _, t in flat])
+    linear = [(c, t.linear()) for c, t in flat]
+    if all(l is not None for _, l in linear) and len({(l.layer, l.weights.shape[1:]) for _, l in linear}) == 1:
+        widest = max((l for _, l in linear), key=lambda l: l.groups)
+        weights = sum(np.float32(c) * np.broadcast_to(l.weights, widest.weights.shape) for c, l in linear)
+        return widest.replace(weights=np.asarray(weights, np.float32), grouped=any(l.grouped for _, l in linear))
+    return Sum(terms=tuple(t for _, t in flat), coefficients=tuple(c for c, _ in flat))
+
+
+class _Plain(Objective):
+    """An objective of one picture per seed (no groups), never stacked."""
+
+    grouped = False
+    rows = False
+
+
+@_pytree(data=("terms",), meta=("coefficients",))
+class Sum(Objective):
+    """Σ_i c_i·term_i (what +, - and * build when the terms are not one layer's linear read-out)."""
+
+    terms: tuple
+    coefficients: tuple
+
+    @property
+    def layers(self):
+        return tuple(dict.fromkeys(l for t in self.terms for l in t.layers))
+
+    @property
+    def groups(self):
+        return _groups(self.terms)
+
+    @property
+    def grouped(self):
+        return any(t.grouped for t in self.terms)
+
+    rows = False
+
+    def __call__(self, acts):
+        return sum(c * t(acts) for c, t in zip(self.coefficients, self.terms))
+
+
+@_pytree(data=("weights", "beta", "lambda0", "reference"), meta=("grouped", "layer", "rows", "made_for"))
+class Linear(Objective):
+    """L = mean_ij Σ_k f^l_ijk·W_ijk at one layer, per group (G groups; with `rows`, a leading axis
+    of rows first, one objective per row): the neuron weights W (G, H, W, K), β (G,) and λ0 (G,) of
+    the area terms (β NaN and λ0 0 for an objective without them), the photo's score L(photo) (G,)
+    the relative balance divided W by (NaN where not used), whether the source had groups (results
+    keep the G axis), the layer, and for the attribution objective the config modes it was made
+    under (`made_for`: the kernel refuses to render it under others, since W, β and λ0 depend on them)."""
+
+    weights: Any
+    beta: Any
+    lambda0: Any
+    reference: Any
     grouped: bool
     layer: str | None
     rows: bool = False
     made_for: tuple | None = None
-
-    __array_ufunc__ = None  # numpy scalars defer to __rmul__ (np.float32(2) * objective)
 
     @property
     def has_mask_terms(self) -> bool:
@@ -56,43 +199,42 @@ class Objective(NamedTuple):
     def groups(self) -> int:
         return self.weights.shape[1 if self.rows else 0]
 
-    # -- lucid-style arithmetic, for objectives without mask terms --
-    def _combine(self, other, sign: float) -> "Objective":
-        if not isinstance(other, Objective):
-            return NotImplemented
-        if self.has_mask_terms or other.has_mask_terms or self.rows or other.rows:
-            raise AttrvisError("only feature objectives (no mask terms) add: the area terms do not")
-        if self.layer != other.layer or self.weights.shape != other.weights.shape:
-            raise AttrvisError(f"objectives at {self.layer} {self.weights.shape} and {other.layer} "
-                               f"{other.weights.shape} do not add")
-        return self._replace(weights=(self.weights + sign * other.weights).astype(np.float32),
-                             grouped=self.grouped or other.grouped)
+    @property
+    def layers(self):
+        return (self.layer,)
 
-    def __add__(self, other):
-        return self._combine(other, 1.0)
+    def linear(self):
+        return self
 
-    def __sub__(self, other):
-        return self._combine(other, -1.0)
+    def replace(self, **changes) -> "Linear":
+        return dataclasses.replace(self, **changes)
 
-    def __mul__(self, factor):
-        if not isinstance(factor, numbers.Real) or self.has_mask_terms:
-            return NotImplemented
-        return self._replace(weights=(self.weights * np.float32(factor)).astype(np.float32))
-
-    __rmul__ = __mul__
-
-    def __neg__(self):
-        return self * -1.0
+    def __call__(self, acts):
+        """mean_ij Σ_k a·W for B = (seeds × G) pictures: picture b reads group b mod G's W."""
+        if self.rows:
+            raise AttrvisError("a stacked objective (one per row) renders on the fast path only")
+        a = acts[self.layer]
+        w = jnp.asarray(self.weights, a.dtype)
+        w = jnp.tile(w, (a.shape[0] // w.shape[0], 1, 1, 1))
+        return jnp.mean(jnp.sum(a * w, axis=-1), axis=(1, 2))
 
 
-def stack(objectives: Sequence[Objective]) -> Objective:
+def stack(objectives: Sequence[Linear]) -> Linear:
     """One objective per row (a sweep's batch of items): arrays gain a leading row axis."""
     first = objectives[0]
-    if any(o.rows for o in objectives) or len({(o.weights.shape, o.layer, o.grouped, o.made_for)
-                                               for o in objectives}) != 1:
-        raise AttrvisError("stack needs objectives of one layer, shape, grouping and config, not already stacked")
-    return Objective(*(np.stack([getattr(o, f) for o in objectives]) for f in ("weights", "beta", "lambda0", "reference")),
-                     first.grouped, first.layer, rows=True, made_for=first.made_for)
+    if (not all(isinstance(o, Linear) and not o.rows for o in objectives)
+            or len({(o.weights.shape, o.layer, o.grouped, o.made_for) for o in objectives}) != 1):
+        raise AttrvisError("stack needs linear objectives of one layer, shape, grouping and config, not already stacked")
+    return Linear(*(np.stack([getattr(o, f) for o in objectives]) for f in ("weights", "beta", "lambda0", "reference")),
+                  first.grouped, first.layer, rows=True, made_for=first.made_for)
+
+
+def area_terms(objective: Objective) -> tuple:
+    """(β, λ0, L(photo)) per group of an objective: a linear one's own, else NaN, 0, NaN (no mask terms)."""
+    if isinstance(objective, Linear):
+        return objective.beta, objective.lambda0, objective.reference
+    nan = np.full((objective.groups,), np.nan, np.float32)
+    return nan, np.zeros_like(nan), nan.copy()
 
 
 def modes(config: RenderConfig) -> tuple:
@@ -153,7 +295,7 @@ def _per_group(value, groups: int) -> np.ndarray:
 
 
 def attribution_objective(attribution=None, config: RenderConfig | None = None, *, r_plus=None, beta=None,
-                          lambda0=None, activations=None, baseline=None, reference=None) -> Objective:
+                          lambda0=None, activations=None, baseline=None, reference=None) -> Linear:
     """From an attribution to what the kernel optimizes toward (`RenderConfig` decides how).
 
     attribution: anything with attributes (or mapping keys) `positive` or `r_plus` (R⁺, (H, W, K)
@@ -222,12 +364,12 @@ def attribution_objective(attribution=None, config: RenderConfig | None = None, 
         lam = code_lambda0(_per_group(found["lambda0"], groups), totals)
     else:
         lam = np.zeros((groups,), np.float32)  # no mask, no area term
-    return Objective(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer,
+    return Linear(weights.astype(np.float32), b, lam.astype(np.float32), ref, grouped, layer,
                      made_for=modes(config))
 
 
 # ---- feature objectives (no mask terms) ------------------------------------------------------------
-def feature_maps(maps, layer: str | None = None) -> Objective:
+def feature_maps(maps, layer: str | None = None) -> Linear:
     """W = the given maps, (H, W, K) or one per group (G, H, W, K): the response is pushed toward
     them as they are (no sign rule, no balance). For the paper's comparison columns, normalize
     each map first (e.g. to sum 1) so that groups weigh alike."""
@@ -242,7 +384,7 @@ def feature_maps(maps, layer: str | None = None) -> Objective:
         raise AttrvisError("a feature map is all zero: nothing to visualize")
     groups = w.shape[0]
     nan = np.full((groups,), np.nan, np.float32)
-    return Objective(w, nan, np.zeros((groups,), np.float32), nan.copy(), grouped, layer)
+    return Linear(w, nan, np.zeros((groups,), np.float32), nan.copy(), grouped, layer)
 
 
 def _layer_shape(model, layer: str, size: int | None) -> tuple[str, tuple[int, int, int]]:
@@ -250,7 +392,7 @@ def _layer_shape(model, layer: str, size: int | None) -> tuple[str, tuple[int, i
     return layer, tuple(model.layer_shapes(size or model.input_size)[layer])
 
 
-def channel(model, layer: str, channels: int | Sequence[int], *, size: int | None = None) -> Objective:
+def channel(model, layer: str, channels: int | Sequence[int], *, size: int | None = None) -> Linear:
     """Maximize the mean of channel k over all positions; a list of channels gives one group each
     (a row of feature visualizations per seed). size: the image size the render will use."""
     layer, (h, w, k) = _layer_shape(model, layer, size)
@@ -266,7 +408,7 @@ def channel(model, layer: str, channels: int | Sequence[int], *, size: int | Non
 
 
 def neuron(model, layer: str, k: int, y: int | None = None, x: int | None = None, *,
-           size: int | None = None) -> Objective:
+           size: int | None = None) -> Linear:
     """Maximize one neuron: channel k at position (y, x), the centre by default."""
     layer, (h, w, depth) = _layer_shape(model, layer, size)
     y = h // 2 if y is None else int(y)
@@ -276,3 +418,222 @@ def neuron(model, layer: str, k: int, y: int | None = None, x: int | None = None
     maps = np.zeros((h, w, depth), np.float32)
     maps[y, x, k] = float(h * w)  # L averages over positions: one neuron then counts as itself
     return feature_maps(maps, layer)
+
+
+# ---- any function of the activations -----------------------------------------------------------
+@_pytree(meta=("fn", "names", "name"))
+class Function(_Plain):
+    """A user's function of the named layers' activations, {layer: (B, H, W, K)} -> (B,) (`from_function`)."""
+
+    fn: Callable
+    names: tuple
+    name: str = ""
+
+    @property
+    def layers(self):
+        return self.names
+
+    def __call__(self, acts):
+        out = self.fn({name: acts[name] for name in self.names})
+        if getattr(out, "ndim", None) != 1:
+            raise AttrvisError(f"the objective {self.name or self.fn!r} must return one score per picture, "
+                               f"shape (B,), got {getattr(out, 'shape', type(out).__name__)}")
+        return out
+
+
+def from_function(fn: Callable[[dict], jax.Array], layers: Sequence[str], *, name: str = "") -> Function:
+    """Your own objective: fn({layer: activations (B, H, W, K)}) -> scores (B,) to maximize, a pure
+    jnp function (it is traced into the compiled step; define it once, not in a loop: a new
+    function object compiles anew). `layers` names what it reads: model layers (as the model names
+    them) and/or `INPUT`, the pictures (B, H, W, 3) in [0, 1]. It composes like the built-ins:
+
+        spread = from_function(lambda a: a["blocks.10"].std(axis=(1, 2, 3)), layers=["blocks.10"])
+        visualize(model, channel(model, "blocks.10", 3) + 0.1 * spread, perturbation="none")
+    """
+    if not callable(fn):
+        raise AttrvisError(f"from_function needs a function, got {type(fn).__name__}")
+    if isinstance(layers, str) or not layers or not all(isinstance(l, str) for l in layers):
+        raise AttrvisError(f"layers must be a non-empty list of layer names, got {layers!r}")
+    return Function(fn=fn, names=tuple(dict.fromkeys(layers)), name=name or getattr(fn, "__name__", ""))
+
+
+# ---- directions ----------------------------------------------------------------------------------
+def _vector(model, layer: str, vector, size) -> tuple[str, np.ndarray, tuple]:
+    layer, shape = _layer_shape(model, layer, size)
+    v = np.asarray(vector, np.float32)
+    if v.shape != (shape[-1],) or not np.all(np.isfinite(v)) or not np.any(v):
+        raise AttrvisError(f"a direction at {layer} is a finite, non-zero vector of its {shape[-1]} channels, "
+                           f"got shape {v.shape}")
+    return layer, v, shape
+
+
+@_pytree(data=("vector",), meta=("layer", "position"))
+class Cosine(_Plain):
+    """mean over positions (or at one position) of cos(f_ij, v) (`direction(..., cosine=True)`)."""
+
+    vector: Any
+    layer: str
+    position: tuple | None = None
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def __call__(self, acts):
+        a = acts[self.layer]
+        if self.position is not None:
+            y, x = self.position
+            a = a[:, y : y + 1, x : x + 1]
+        v = jnp.asarray(self.vector, a.dtype)
+        cos = jnp.sum(a * v, axis=-1) / (jnp.sqrt(jnp.sum(a * a, axis=-1) + _TINY) * jnp.linalg.norm(v))
+        return jnp.mean(cos, axis=(1, 2))
+
+
+_TINY = 1e-12  # keeps the norm of an all-zero activation vector differentiable
+
+
+def direction(model, layer: str, vector, *, cosine: bool = False, size: int | None = None) -> Objective:
+    """The activation vector f_ij (K channels) along `vector` (K,) at every position, averaged:
+    dot (default) mean_ij f_ij·v, a linear read-out (the fast path); cosine mean_ij cos(f_ij, v),
+    which cares for the direction only, not for how strongly the layer responds. (lucid's
+    `direction` / `direction_cossim`, captum.optim's `Direction`.)"""
+    layer, v, (h, w, _) = _vector(model, layer, vector, size)
+    if cosine:
+        return Cosine(vector=v, layer=layer)
+    return feature_maps(np.broadcast_to(v, (h, w, v.size)).copy(), layer)
+
+
+def neuron_direction(model, layer: str, vector, y: int | None = None, x: int | None = None, *,
+                     cosine: bool = False, size: int | None = None) -> Objective:
+    """`direction` at one position (y, x), the centre by default: f_yx·v, or cos(f_yx, v)."""
+    layer, v, (h, w, k) = _vector(model, layer, vector, size)
+    y = h // 2 if y is None else int(y)
+    x = w // 2 if x is None else int(x)
+    if not (0 <= y < h and 0 <= x < w):
+        raise AttrvisError(f"position ({y}, {x}) out of range for {layer} of shape {(h, w, k)}")
+    if cosine:
+        return Cosine(vector=v, layer=layer, position=(y, x))
+    maps = np.zeros((h, w, k), np.float32)
+    maps[y, x] = v * float(h * w)  # L averages over positions: the one position counts as itself
+    return feature_maps(maps, layer)
+
+
+# ---- objectives that couple the pictures of a batch ---------------------------------------------------
+@_pytree(data=("first", "second"))
+class Interpolate(Objective):
+    """Picture b of B scores (1 − t_b)·first + t_b·second, t_b = b / (B − 1) (`channel_interpolate`)."""
+
+    first: Objective
+    second: Objective
+
+    @property
+    def layers(self):
+        return tuple(dict.fromkeys(self.first.layers + self.second.layers))
+
+    @property
+    def groups(self):
+        return _groups([self.first, self.second])
+
+    @property
+    def grouped(self):
+        return self.first.grouped or self.second.grouped
+
+    rows = False
+
+    def __call__(self, acts):
+        a, b = self.first(acts), self.second(acts)
+        n = a.shape[0]
+        t = jnp.arange(n, dtype=a.dtype) / max(n - 1, 1)
+        return (1.0 - t) * a + t * b
+
+
+def channel_interpolate(first: Objective, second: Objective) -> Interpolate:
+    """Across the batch, from `first` to `second`: picture b of B maximizes (1 − t)·first + t·second
+    with t = b / (B − 1) (lucid's `channel_interpolate`; render seeds=B, e.g. 5, to see the blend).
+    Couples the pictures: a picture's objective depends on its place in the batch."""
+    for o in (first, second):
+        if not isinstance(o, Objective) or o.has_mask_terms:
+            raise AttrvisError("channel_interpolate takes two feature objectives (no mask terms)")
+    return Interpolate(first=first, second=second)
+
+
+@_pytree(meta=("layer",))
+class Diversity(_Plain):
+    """−mean_{j≠b} cos(Gram_b, Gram_j) for picture b (`diversity`)."""
+
+    layer: str
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def __call__(self, acts):
+        a = acts[self.layer]
+        n = a.shape[0]
+        flat = a.reshape(n, -1, a.shape[-1])
+        gram = jnp.einsum("bpk,bpl->bkl", flat, flat).reshape(n, -1)
+        gram = gram / jnp.sqrt(jnp.sum(gram * gram, axis=-1, keepdims=True) + _TINY)
+        similarity = gram @ gram.T  # (B, B) cosine similarities
+        others = jnp.sum(similarity, axis=1) - jnp.diagonal(similarity)
+        return -others / max(n - 1, 1)
+
+
+def diversity(model, layer: str) -> Diversity:
+    """Push the batch's pictures apart: picture b scores −(mean over the other pictures j of the
+    cosine similarity of their Gram matrices G = Σ_ij f_ij f_ijᵀ at `layer`), the style statistic
+    lucid's `diversity` compares (Olah et al. 2017). Add it to another objective with a weight,
+    e.g. `channel(m, l, 3) + 0.5 * diversity(m, l)`, and render several seeds.
+
+    It couples the pictures: a picture's gradient depends on every other picture of the batch
+    (seeds × groups of one render step), so a seed's picture depends on which seeds run beside it
+    (unlike every other objective here). A batch of one picture scores 0."""
+    return Diversity(layer=model.resolve_layer(layer))
+
+
+# ---- image penalties (subtract them: `objective - 0.05 * total_variation()`) ------------------------
+@_pytree(meta=("kind", "constant"))
+class Penalty(_Plain):
+    """A penalty of the pictures (`INPUT`), per picture: l1, total_variation, blur."""
+
+    kind: str
+    constant: float = 0.0
+
+    @property
+    def layers(self):
+        return (INPUT,)
+
+    def __call__(self, acts):
+        x = acts[INPUT]
+        if self.kind == "l1":
+            return jnp.mean(jnp.abs(x - self.constant), axis=(1, 2, 3))
+        if self.kind == "total_variation":
+            dy = jnp.abs(x[:, 1:] - x[:, :-1])
+            dx = jnp.abs(x[:, :, 1:] - x[:, :, :-1])
+            return jnp.sum(dy, axis=(1, 2, 3)) / dy[0].size + jnp.sum(dx, axis=(1, 2, 3)) / dx[0].size
+        blurred = jax.lax.stop_gradient(box_blur(x))
+        return 0.5 * jnp.mean((x - blurred) ** 2, axis=(1, 2, 3))
+
+
+def box_blur(x: jax.Array) -> jax.Array:
+    """3×3 mean of each channel of (B, H, W, C), edges replicated."""
+    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    return sum(p[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def l1(constant: float = 0.5) -> Penalty:
+    """mean |X − constant| of each picture (lucid's L1, about the gray by default): subtract it to
+    pull the picture toward `constant` where the objective does not need it."""
+    return Penalty(kind="l1", constant=float(constant))
+
+
+def total_variation() -> Penalty:
+    """The mean absolute difference of neighbouring pixels (vertical plus horizontal) of each
+    picture: subtract it to smooth the picture (lucid's total_variation, per pixel)."""
+    return Penalty(kind="total_variation")
+
+
+def blur() -> Penalty:
+    """½·mean (X − sg(blur₃ₓ₃(X)))²: subtract it to pull each picture toward its own blurred copy
+    (lucid's `blur_input_each_step`); the blurred copy is a constant of the step (stop-gradient)."""
+    return Penalty(kind="blur")

@@ -47,8 +47,8 @@ from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
 from attrvis_jax.render import loss as loss_mod
-from attrvis_jax.render.objectives import Objective, modes
-from attrvis_jax.render.param import image_and_mask, init_spectrum, mask_bias
+from attrvis_jax.render.objectives import INPUT, Linear, Objective, area_terms, modes
+from attrvis_jax.render.param import init_params, mask_bias, picture
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
 
@@ -77,12 +77,17 @@ def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
 class Engine:
     """Pure step functions for one (network, layer, config, image size); jitted ones are built once."""
 
-    def __init__(self, net, layer: str, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32):
+    def __init__(self, net, layer: str | None, config: RenderConfig, size: int, rows: bool = False,
+                 chunk_size: int = 32, taps: tuple | None = None):
         # rows=False: every seed optimizes against the same objective `data`; rows=True: `data`
         # has a leading axis like the seeds (one objective per row: a sweep's batch of items).
+        # taps=None: the fast path, a linear read-out W of `layer` per seed (data: weights, beta,
+        # lambda0); taps = ((name, layer), ...): the general path, data["objective"] a function of
+        # those layers' activations (under its own names) for every picture of the step at once,
+        # the network run once up to `layer`, the deepest of them (None: the pictures alone).
         self.net, self.layer, self.config, self.size, self.rows = net, layer, config, size, rows
+        self.taps = taps
         self.chunk_size = chunk_size
-        self.channels = 4 if config.has_mask else 3
         self.perturb = make_perturbation(config)
         self.transform = TRANSFORMS[config.transform_set]
         # The default area term weights the mask by 1/visibility before the transform (transforms.py).
@@ -99,13 +104,11 @@ class Engine:
     def _init_seed(self, seed_key, groups: int):
         c, n = self.config, self.size
         k_init, k_bg = jax.random.fold_in(seed_key, 0), jax.random.fold_in(seed_key, 1)
+        one = lambda k: init_params(k, c.parameterization, n, c.has_mask, c.init_sd)  # noqa: E731
         if c.aligned_groups:  # the code resets the seed per batch item: identical ("aligned") inits
-            spectrum = jnp.broadcast_to(init_spectrum(k_init, self.channels, n, n, c.init_sd),
-                                        (groups, self.channels, n, n // 2 + 1, 2))
+            params = jax.tree_util.tree_map(lambda p: jnp.broadcast_to(p, (groups, *p.shape)), one(k_init))
         else:
-            spectrum = jax.vmap(lambda k: init_spectrum(k, self.channels, n, n, c.init_sd))(
-                jax.random.split(k_init, groups))
-        params = {"spectrum": spectrum}
+            params = jax.vmap(one)(jax.random.split(k_init, groups))
         background = None
         if c.perturbation == "gaussian":
             background = gaussian_background(k_bg, (groups, n, n, 3))
@@ -134,15 +137,15 @@ class Engine:
 
     def _outputs(self, params, data):
         """X (G, H, W, 3) and M (G, H, W) of one seed; `data` is its render data (β sets the mask offset)."""
-        x, m = image_and_mask(params["spectrum"], self.size, self.size, self.config.decay_power,
-                              self._bias(data["beta"]), self.config.mask_spectrum_decay)
+        x, m = picture(params, self.size, self.config.decay_power, self._bias(data["beta"]),
+                       self.config.mask_spectrum_decay)
         return x, m[..., 0]
 
     def seed_loss(self, params, variables, background, step_key, data, t):
         """The loss of one seed at step t (a pure function of its parameters)."""
         c, n = self.config, self.size
         k_transform, k_noise = jax.random.split(step_key)
-        x, m = image_and_mask(params["spectrum"], n, n, c.decay_power, self._bias(data["beta"]), c.mask_spectrum_decay)
+        x, m = picture(params, n, c.decay_power, self._bias(data["beta"]), c.mask_spectrum_decay)
         xc = self.perturb(x, m, k_noise, params.get("background", background))
         seen = m if self.area_weights is None else m * self.area_weights  # what the m_crop term counts
         y = jnp.concatenate([xc, seen], axis=-1) if c.has_mask else xc
@@ -166,10 +169,14 @@ class Engine:
         return self.net.apply(variables, x, stop=self.layer).astype(jnp.float32)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
-        params, opt_state, alive = carry["params"], carry["opt"], carry["alive"]
         step_key = jax.random.fold_in(seed_data["stream"], t)
         (value, _), grads = jax.value_and_grad(self.seed_loss, has_aux=True)(
-            params, variables, seed_data.get("background"), step_key, data, t)
+            carry["params"], variables, seed_data.get("background"), step_key, data, t)
+        return self._update(carry, value, grads, t)
+
+    def _update(self, carry, value, grads, t):
+        """One seed's Adam update from its loss and gradient; a non-finite one stops the seed."""
+        params, opt_state, alive = carry["params"], carry["opt"], carry["alive"]
         updates, new_opt = self.opt.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         finite = jnp.isfinite(value) & jnp.all(jnp.stack(
@@ -187,8 +194,42 @@ class Engine:
 
     # -- all seeds --
     def _all_step(self, variables, carry, seed_data, data, t):
+        if self.taps is not None:
+            return self._joint_step(variables, carry, seed_data, data, t)
         data_axis = 0 if self.rows else None
         return jax.vmap(self._seed_step, in_axes=(None, 0, 0, data_axis, None))(variables, carry, seed_data, data, t)
+
+    # -- the general path: one objective over every picture of the step --
+    def _picture(self, params, seed_data, t):
+        """One seed's pictures X (G, H, W, 3) and what the network sees of them at step t."""
+        c, n = self.config, self.size
+        k_transform, k_noise = jax.random.split(jax.random.fold_in(seed_data["stream"], t))
+        x, m = picture(params, n, c.decay_power, 0.0, c.mask_spectrum_decay)
+        xc = self.perturb(x, m, k_noise, params.get("background", seed_data.get("background")))
+        return x, apply_transform(xc, sample_params(k_transform, self.transform), self.transform)
+
+    def _tapped(self, variables, y):
+        """{name: activations} of the tapped layers for pictures y (B, H, W, 3), from one forward pass."""
+        if self.layer is None:
+            return {}
+        x = y.astype(self.config.compute_dtype)
+        _, acts = self.net.apply(self._compute_variables(variables), x, stop=self.layer,
+                                 collect=tuple(layer for _, layer in self.taps))
+        return {name: acts[layer].astype(jnp.float32) for name, layer in self.taps}
+
+    def _joint_step(self, variables, carry, seed_data, data, t):
+        objective = data["objective"]
+
+        def total(params):
+            x, y = jax.vmap(lambda p, s: self._picture(p, s, t))(params, seed_data)  # (S, G, H, W, 3)
+            s, g = x.shape[:2]
+            acts = self._tapped(variables, y.reshape(s * g, *y.shape[2:]))
+            acts[INPUT] = x.reshape(s * g, *x.shape[2:])
+            per_seed = -jnp.sum(objective(acts).reshape(s, g), axis=1)
+            return jnp.sum(per_seed), per_seed
+
+        (_, values), grads = jax.value_and_grad(total, has_aux=True)(carry["params"])
+        return jax.vmap(self._update, in_axes=(0, 0, 0, None))(carry, values, grads, t)
 
     def _chunk(self, variables, carry, seed_data, data, t0, t_stop):
         """chunk_size updates t0, t0+1, … as one scan; updates at t ≥ t_stop are skipped (so one
@@ -216,15 +257,17 @@ class Engine:
         return exe, time.perf_counter() - t0
 
 
-def engine(net, layer: str, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32) -> Engine:
+def engine(net, layer: str | None, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32,
+           taps: tuple | None = None) -> Engine:
     """The engine for these statics (the seeds' count is a shape: each count compiles once). One
     engine per distinct value, however the arguments are passed."""
-    return _engine(net, layer, config, int(size), bool(rows), int(chunk_size))
+    return _engine(net, layer, config, int(size), bool(rows), int(chunk_size), None if taps is None else tuple(taps))
 
 
 @functools.lru_cache(maxsize=8)
-def _engine(net, layer: str, config: RenderConfig, size: int, rows: bool, chunk_size: int) -> Engine:
-    return Engine(net, layer, config, size, rows, chunk_size)
+def _engine(net, layer: str | None, config: RenderConfig, size: int, rows: bool, chunk_size: int,
+            taps: tuple | None) -> Engine:
+    return Engine(net, layer, config, size, rows, chunk_size, taps)
 
 
 def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, snapshot_steps=(),
@@ -286,33 +329,44 @@ class Rendered(NamedTuple):
 def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
                    mesh=None, variables: Any = None, options: RunOptions | None = None,
                    progress: Progress | None = None) -> Rendered:
-    """Optimize one image (and mask) per row of `keys` toward `objective` at `layer`.
+    """Optimize one image (and mask) per row of `keys` toward `objective`.
 
-    objective: an `objectives.Objective` of G groups, shared by every row, or stacked with one per
-        row (`objectives.stack`, `rows=True`: a sweep's batch of items). Its layer is used when
-        `layer` is None; its weights must have the layer's shape at the render size.
+    objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
+        attribution objective, channel, neuron, ..., and their sums) of G groups runs per row on the
+        fast path, shared by every row or stacked with one per row (`objectives.stack`,
+        `rows=True`: a sweep's batch of items); its layer is used when `layer` is None, and its
+        weights must have the layer's shape at the render size. Any other objective (several
+        layers, `diversity`, `from_function`, penalties) runs on the general path: one function
+        of every picture of the step, the network run once up to the deepest layer it names.
     keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
     mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
         size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
         snapshot steps; its seed count is not used, the keys are the rows).
-    The row's key alone decides its stream, so a row's result does not depend on the others.
+    On the fast path, and on the general path unless the objective couples the pictures
+    (`diversity`, `channel_interpolate`), a row's key alone decides its result.
     """
-    layer = model.resolve_layer(layer or objective.layer) if (layer or objective.layer) else None
-    if layer is None:
-        raise AttrvisError("which layer? pass layer=... (the objective does not name one)")
-    if objective.made_for is not None and objective.made_for != modes(config):
+    if not isinstance(objective, Objective):
+        raise AttrvisError(f"expected an objective (attrvis_jax.objectives), got {type(objective).__name__}")
+    linear = objective.linear()
+    made_for = getattr(objective, "made_for", None)
+    if made_for is not None and made_for != modes(config):
         raise AttrvisError("this objective was made under another render config (mask, balance, direction or "
-                           f"area weight {objective.made_for} vs {modes(config)}): make it with the "
+                           f"area weight {made_for} vs {modes(config)}): make it with the "
                            "config you render with")
     if config.has_mask and not objective.has_mask_terms:
         raise AttrvisError(f"this objective has no mask terms (no beta): render it with perturbation='none', "
                            f"not {config.perturbation!r}")
     size = config.image_size or model.input_size
-    shape = tuple(objective.weights.shape[2 if objective.rows else 1:])
-    expected = tuple(model.layer_shapes(size)[layer])
-    if shape != expected:
-        raise AttrvisError(f"R+ has shape {shape} but {layer} is {expected} for {size}x{size} images: "
-                           "was the attribution computed at another layer or image size?")
+    shapes = model.layer_shapes(size)
+    for part in _linear_parts(objective):
+        part_layer = layer if linear is not None and layer else part.layer
+        if part_layer is None:
+            raise AttrvisError("which layer? pass layer=... (the objective does not name one)")
+        part_layer = model.resolve_layer(part_layer)
+        shape, expected = tuple(part.weights.shape[2 if part.rows else 1:]), tuple(shapes[part_layer])
+        if shape != expected:
+            raise AttrvisError(f"R+ has shape {shape} but {part_layer} is {expected} for {size}x{size} images: "
+                               "was the attribution computed at another layer or image size?")
     rows = int(keys.shape[0])
     if objective.rows and objective.weights.shape[0] != rows:
         raise AttrvisError(f"{objective.weights.shape[0]} objectives for {rows} keys: give one key per row")
@@ -320,10 +374,17 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         raise AttrvisError(f"{rows} rows do not split over {mesh.size} devices: use a multiple of {mesh.size}")
     variables = model.variables if variables is None else variables
     options = options or RunOptions()
-    eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size)
+    beta, lambda0, _ = area_terms(objective)
+    if linear is not None:
+        layer = model.resolve_layer(layer or linear.layer)
+        eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size)
+        data = {"weights": jnp.asarray(linear.weights), "beta": jnp.asarray(beta), "lambda0": jnp.asarray(lambda0)}
+    else:
+        taps = _taps(model, objective)
+        layer = max((l for _, l in taps), key=model.layers.index, default=None)
+        eng = engine(model.net, layer, config, size, False, options.chunk_size, taps)
+        data = {"objective": jax.tree_util.tree_map(jnp.asarray, objective), "beta": jnp.asarray(beta)}
     carry, seed_data = eng.init(keys, objective.groups)
-    data = {"weights": jnp.asarray(objective.weights), "beta": jnp.asarray(objective.beta),
-            "lambda0": jnp.asarray(objective.lambda0)}
     if mesh is not None:
         variables = shard(variables, mesh, batched=False)
         carry, seed_data = shard((carry, seed_data), mesh)
@@ -336,3 +397,19 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     x, m = eng.outputs(carry["params"], data)
     return Rendered(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
                     history, snapshots, compile_s, run_s, layer)
+
+
+def _linear_parts(objective: Objective) -> list:
+    """The `Linear` read-outs inside an objective (to check their shapes against the network)."""
+    return [o for o in jax.tree_util.tree_leaves(objective, is_leaf=lambda o: isinstance(o, Linear))
+            if isinstance(o, Linear)]
+
+
+def _taps(model, objective: Objective) -> tuple:
+    """((name as the objective says it, the model's layer), ...) for the layers it reads, `INPUT` aside."""
+    if INPUT in model.layers:
+        raise AttrvisError(f"{model.name} has a layer named {INPUT!r}, which objectives use for the pictures")
+    names = [name for name in objective.layers if name != INPUT]
+    if any(name is None for name in names):
+        raise AttrvisError("an objective term names no layer: pass the layer to it")
+    return tuple((name, model.resolve_layer(name)) for name in names)

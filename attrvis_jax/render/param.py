@@ -101,11 +101,11 @@ def to_rgb(img: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(decorrelate(img[..., :3]))
 
 
-def to_mask(img: jax.Array, bias=0.0) -> jax.Array:
-    """σ(img[..., 3:4] + bias): the mask M in (0, 1), (..., H, W, 1); bias broadcasts over the
+def to_mask(img: jax.Array, bias=0.0, channel: int = 3) -> jax.Array:
+    """σ(img[..., channel] + bias): the mask M in (0, 1), (..., H, W, 1); bias broadcasts over the
     leading axes (one value per group)."""
     bias = jnp.asarray(bias, img.dtype)
-    return jax.nn.sigmoid(img[..., 3:4] + bias.reshape(bias.shape + (1, 1, 1)))
+    return jax.nn.sigmoid(img[..., channel : channel + 1] + bias.reshape(bias.shape + (1, 1, 1)))
 
 
 def mask_bias(beta) -> jax.Array:
@@ -123,3 +123,51 @@ def image_and_mask(spectrum: jax.Array, height: int, width: int, decay_power: fl
     x = to_rgb(img)
     m = to_mask(img, bias) if img.shape[-1] > 3 else jnp.ones(img.shape[:-1] + (1,), img.dtype)
     return x, m
+
+
+# ---- other parameterizations of the RGB image (RenderConfig.parameterization) --------------------
+# "fft" is the above (the image and the mask one spectrum of 3 + 1 channels). "pixel" and
+# "laplacian" parameterize the RGB image otherwise, as lucid's `pixel_image` / `laplacian_pyramid`
+# do, with the same colour decorrelation and sigmoid; a render with a mask keeps the mask its own
+# 1-channel spectrum (the method's mask is part of the method, not of the image's parameterization).
+LAPLACIAN_LEVELS = 4  # scales 1, 1/2, 1/4, 1/8 (lucid's default n_levels)
+
+
+def init_params(key: jax.Array, parameterization: str, size: int, mask: bool, sd: float = 0.01) -> dict:
+    """One picture's initial parameters: {"spectrum"} for fft (3 or 4 channels), else {"image"} (a
+    pixel array, or the pyramid's levels, N(0, sd²)) and, with a mask, its own 1-channel "spectrum"."""
+    if parameterization == "fft":
+        return {"spectrum": init_spectrum(key, 4 if mask else 3, size, size, sd)}
+    k_image, k_mask = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    if parameterization == "pixel":
+        image = sd * normal(k_image, (size, size, 3))
+    else:
+        image = [sd * normal(jax.random.fold_in(k_image, level), (_level_size(size, level),) * 2 + (3,))
+                 for level in range(LAPLACIAN_LEVELS)]
+    params = {"image": image}
+    if mask:
+        params["spectrum"] = init_spectrum(k_mask, 1, size, size, sd)
+    return params
+
+
+def _level_size(size: int, level: int) -> int:
+    return -(-size // 2**level)
+
+
+def laplacian_image(levels, size: int) -> jax.Array:
+    """Σ_level upsample(level, size) (bilinear): coarse levels move large regions in one step."""
+    return sum(jax.image.resize(level, level.shape[:-3] + (size, size, level.shape[-1]), "bilinear")
+               for level in levels)
+
+
+def picture(params: dict, size: int, decay_power: float = 1.0, bias=0.0, mask_decay_power: float | None = None):
+    """X (..., H, W, 3) and M (..., H, W, 1) from `init_params`' parameters (M all ones without a mask)."""
+    if "image" not in params:
+        return image_and_mask(params["spectrum"], size, size, decay_power, bias, mask_decay_power)
+    image = params["image"]
+    x = to_rgb(laplacian_image(image, size) if isinstance(image, (list, tuple)) else image)
+    if "spectrum" not in params:
+        return x, jnp.ones(x.shape[:-1] + (1,), x.dtype)
+    power = decay_power if mask_decay_power is None else mask_decay_power
+    alpha = spectrum_to_image(params["spectrum"], size, size, power)
+    return x, to_mask(alpha, bias, channel=0)

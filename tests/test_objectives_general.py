@@ -1,0 +1,280 @@
+"""Objectives as functions of activations (render/objectives.py): each built-in's value and gradient
+against a reference written independently in float64 numpy (gradients by central differences), their
+composition across layers, and the kernel's general path (one forward pass for every layer named;
+diversity pushes the seeds' pictures apart). Tiny random network: seconds."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attrvis_jax as av
+from attrvis_jax.errors import AttrvisError
+from attrvis_jax.render import objectives as O
+from attrvis_jax.render.optimize import engine, seed_keys
+from tiny import SIZE, tiny_model
+
+RUN = dict(perturbation="none", steps=24, seeds=4, lr=0.1, snapshot_steps=())
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def _acts(seed=0, b=3):
+    rng = np.random.default_rng(seed)
+    return {"conv1": rng.normal(size=(b, 16, 16, 8)), "conv2": rng.normal(size=(b, 8, 8, 16)),
+            O.INPUT: rng.random((b, 12, 10, 3))}
+
+
+# ---- references in numpy, float64 -----------------------------------------------------------------
+def ref_channel(a, k):
+    return a["conv2"][..., k].mean(axis=(1, 2))
+
+
+def ref_neuron(a, k, y, x):
+    return a["conv2"][:, y, x, k]
+
+
+def ref_direction(a, v, cosine=False, at=None):
+    f = a["conv2"] if at is None else a["conv2"][:, at[0] : at[0] + 1, at[1] : at[1] + 1]
+    out = np.zeros(f.shape[0])
+    for b in range(f.shape[0]):
+        total = 0.0
+        for i in range(f.shape[1]):
+            for j in range(f.shape[2]):
+                d = float(np.dot(f[b, i, j], v))
+                total += d / (np.linalg.norm(f[b, i, j]) * np.linalg.norm(v)) if cosine else d
+        out[b] = total / (f.shape[1] * f.shape[2])
+    return out
+
+
+def ref_diversity(a):
+    f = a["conv2"]
+    grams = []
+    for b in range(f.shape[0]):
+        m = f[b].reshape(-1, f.shape[-1])
+        g = (m.T @ m).ravel()
+        grams.append(g / np.linalg.norm(g))
+    n = len(grams)
+    return np.array([-sum(np.dot(grams[i], grams[j]) for j in range(n) if j != i) / (n - 1) for i in range(n)])
+
+
+def ref_interpolate(a):
+    first, second = ref_channel(a, 1), ref_channel(a, 2)
+    n = len(first)
+    return np.array([(1 - i / (n - 1)) * first[i] + i / (n - 1) * second[i] for i in range(n)])
+
+
+def ref_l1(a, c=0.5):
+    return np.abs(a[O.INPUT] - c).mean(axis=(1, 2, 3))
+
+
+def ref_tv(a):
+    x = a[O.INPUT]
+    out = []
+    for b in range(len(x)):
+        dy = [abs(x[b, i + 1, j, c] - x[b, i, j, c]) for i in range(x.shape[1] - 1) for j in range(x.shape[2])
+              for c in range(3)]
+        dx = [abs(x[b, i, j + 1, c] - x[b, i, j, c]) for i in range(x.shape[1]) for j in range(x.shape[2] - 1)
+              for c in range(3)]
+        out.append(np.mean(dy) + np.mean(dx))
+    return np.array(out)
+
+
+def _blur3(x):
+    h, w = x.shape[1:3]
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    out = np.zeros_like(x)
+    for dy in range(3):
+        for dx in range(3):
+            out += p[:, dy : dy + h, dx : dx + w]
+    return out / 9
+
+
+def ref_blur(a, frozen=None):
+    x = a[O.INPUT]
+    blurred = _blur3(x if frozen is None else frozen)
+    return 0.5 * ((x - blurred) ** 2).mean(axis=(1, 2, 3))
+
+
+V = np.random.default_rng(5).normal(size=16)
+CASES = [
+    ("channel", lambda m: O.channel(m, "conv2", 5), lambda a: ref_channel(a, 5)),
+    ("neuron", lambda m: O.neuron(m, "conv2", 4, 2, 6), lambda a: ref_neuron(a, 4, 2, 6)),
+    ("direction-dot", lambda m: O.direction(m, "conv2", V), lambda a: ref_direction(a, V)),
+    ("direction-cosine", lambda m: O.direction(m, "conv2", V, cosine=True), lambda a: ref_direction(a, V, True)),
+    ("neuron-direction", lambda m: O.neuron_direction(m, "conv2", V, 3, 1), lambda a: ref_direction(a, V, at=(3, 1))),
+    ("neuron-direction-cosine", lambda m: O.neuron_direction(m, "conv2", V, 3, 1, cosine=True),
+     lambda a: ref_direction(a, V, True, at=(3, 1))),
+    ("diversity", lambda m: O.diversity(m, "conv2"), ref_diversity),
+    ("channel-interpolate", lambda m: O.channel_interpolate(O.channel(m, "conv2", 1), O.channel(m, "conv2", 2)),
+     ref_interpolate),
+    ("l1", lambda m: O.l1(), ref_l1),
+    ("total-variation", lambda m: O.total_variation(), ref_tv),
+    ("two-layers", lambda m: O.channel(m, "conv2", 5) - 0.5 * O.channel(m, "conv1", 2),
+     lambda a: ref_channel(a, 5) - 0.5 * a["conv1"][..., 2].mean(axis=(1, 2))),
+    ("from-function", lambda m: O.from_function(lambda a: jnp.max(a["conv2"][..., 3], axis=(1, 2)), ["conv2"]),
+     lambda a: a["conv2"][..., 3].max(axis=(1, 2))),
+]
+
+
+def _value(objective, acts):
+    return np.asarray(objective({k: jnp.asarray(v, jnp.float32) for k, v in acts.items()}), np.float64)
+
+
+@pytest.mark.parametrize("make,ref", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_value_and_gradient_match_a_numpy_reference(tiny, make, ref):
+    objective = make(tiny)
+    acts = _acts()
+    np.testing.assert_allclose(_value(objective, acts), ref(acts), rtol=2e-5, atol=2e-6)
+    # the gradient of Σ_b w_b·score_b (every picture's score counts, coupled ones too) at a few
+    # coordinates of every layer it reads, against float64 central differences of the reference
+    w = np.array([1.0, -0.7, 0.4])
+    grads = jax.grad(lambda a: jnp.sum(jnp.asarray(w, jnp.float32) * objective(a)))(
+        {k: jnp.asarray(v, jnp.float32) for k, v in acts.items()})
+    rng = np.random.default_rng(1)
+    for name in objective.layers:
+        for _ in range(6):
+            idx = tuple(int(rng.integers(s)) for s in acts[name].shape)
+            if name == "conv2" and "neuron" in repr(type(objective)):
+                idx = (idx[0], 3, 1, idx[3])
+            eps = 1e-5
+            up, down = {k: v.copy() for k, v in acts.items()}, {k: v.copy() for k, v in acts.items()}
+            up[name][idx] += eps
+            down[name][idx] -= eps
+            numeric = (w @ ref(up) - w @ ref(down)) / (2 * eps)
+            assert float(grads[name][idx]) == pytest.approx(numeric, rel=2e-3, abs=2e-5), (name, idx)
+
+
+def test_blur_penalty_value_and_its_stopped_gradient():
+    """blur: ½·mean (X − sg(blur(X)))², so its gradient is (X − blur(X)) / N with the blurred copy a
+    constant: the reference differentiates with the blurred copy frozen."""
+    acts = _acts()
+    objective = O.blur()
+    np.testing.assert_allclose(_value(objective, acts), ref_blur(acts), rtol=2e-5, atol=1e-7)
+    x = acts[O.INPUT]
+    grad = jax.grad(lambda a: jnp.sum(objective(a)))({O.INPUT: jnp.asarray(x, jnp.float32)})[O.INPUT]
+    np.testing.assert_allclose(np.asarray(grad), (x - _blur3(x)) / x[0].size, rtol=1e-4, atol=1e-8)
+
+
+def test_composition_rules(tiny):
+    a, b = O.channel(tiny, "conv2", 1), O.channel(tiny, "conv2", 2)
+    mix = a - 0.5 * b
+    assert isinstance(mix, O.Linear) and np.all(mix.weights[..., 2] == -0.5)  # one layer: still linear
+    two = a + O.channel(tiny, "conv1", 1)
+    assert isinstance(two, O.Sum) and two.layers == ("conv2", "conv1")
+    nested = 2 * (two - O.diversity(tiny, "conv2"))
+    assert isinstance(nested, O.Sum) and nested.coefficients == (2.0, 2.0, -2.0)  # flattened
+    wide = O.channel(tiny, "conv2", [1, 2, 3]) + O.channel(tiny, "conv2", 0)
+    assert wide.weights.shape == (3, 8, 8, 16) and np.all(wide.weights[:, ..., 0] == 1)
+    with pytest.raises(AttrvisError, match="do not combine"):
+        O.channel(tiny, "conv2", [1, 2]) + O.diversity(tiny, "conv1") + O.channel(tiny, "conv1", [1, 2, 3])
+    with pytest.raises(AttrvisError, match="only feature objectives"):
+        O.attribution_objective({"r_plus": np.ones((8, 8, 16)), "beta": 0.3, "activations": np.ones((8, 8, 16))}) + a
+    with pytest.raises(AttrvisError, match="one score per picture"):
+        O.from_function(lambda acts: acts["conv2"].mean(), ["conv2"])(_acts())
+    with pytest.raises(AttrvisError, match="non-empty list of layer names"):
+        O.from_function(lambda acts: acts, "conv2")
+    with pytest.raises(AttrvisError, match="non-zero vector of its 16 channels"):
+        O.direction(tiny, "conv2", np.ones(8))
+
+
+def _conv_count(tiny, objective):
+    """Convolutions in the compiled render chunk of `objective` (forward and input gradients)."""
+    from attrvis_jax.render.optimize import _taps
+
+    config = av.RenderConfig(perturbation="none", steps=2)
+    taps = _taps(tiny, objective)
+    eng = engine(tiny.net, max((l for _, l in taps), key=tiny.layers.index), config, SIZE, taps=taps)
+    carry, seed_data = eng.init(seed_keys(jax.random.key(0), [0, 1]), objective.groups)
+    data = {"objective": jax.tree_util.tree_map(jnp.asarray, objective), "beta": jnp.full((1,), jnp.nan)}
+    text = eng.chunk.lower(tiny.variables, carry, seed_data, data, jnp.int32(0), jnp.int32(2)).as_text()
+    return len(re.findall(r"stablehlo\.convolution|\bconvolution\(", text))
+
+
+def test_the_network_runs_once_up_to_the_deepest_layer(tiny):
+    """conv1 and conv2 named together cost what conv2 alone costs: 2 forward convolutions and 2
+    input gradients (two separate passes would be 3 + 3); conv1 alone stops there (1 + 1)."""
+    deep = O.from_function(lambda a: a["conv2"].mean((1, 2, 3)), ["conv2"])
+    both = O.channel(tiny, "conv2", 3) + O.channel(tiny, "conv1", 1)
+    shallow = O.from_function(lambda a: a["conv1"].mean((1, 2, 3)), ["conv1"])
+    assert _conv_count(tiny, deep) == 4
+    assert _conv_count(tiny, both) == 4
+    assert _conv_count(tiny, shallow) == 2
+
+
+def _gram_similarity(tiny, images) -> float:
+    acts = np.asarray(tiny.features(jnp.asarray(images), "conv2"), np.float64).reshape(len(images), -1, 16)
+    g = np.einsum("bpk,bpl->bkl", acts, acts).reshape(len(images), -1)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    s = g @ g.T
+    return float((s.sum() - np.trace(s)) / (len(images) * (len(images) - 1)))
+
+
+def test_diversity_pushes_the_seeds_apart(tiny):
+    plain = av.visualize(tiny, O.channel(tiny, "conv2", 3), **RUN)
+    diverse = av.visualize(tiny, O.channel(tiny, "conv2", 3) + 0.5 * O.diversity(tiny, "conv2"), **RUN)
+    assert diverse.images.shape == (4, SIZE, SIZE, 3) and np.all(np.isfinite(diverse.images))
+    assert min(np.abs(diverse.images[i] - diverse.images[j]).mean() for i in range(4) for j in range(i)) > 1e-3
+    assert _gram_similarity(tiny, diverse.images) < _gram_similarity(tiny, plain.images) - 0.05
+
+
+def test_general_path_equals_the_fast_path_for_a_linear_function(tiny):
+    """A channel written as a function runs on the general path (one joint gradient over the seeds)
+    and optimizes the same loss as the fast path's per-seed one: the same pictures to rounding."""
+    fast = av.visualize(tiny, O.channel(tiny, "conv2", 3), **RUN)
+    general = av.visualize(tiny, O.from_function(lambda a: a["conv2"][..., 3].mean((1, 2)), ["conv2"]), **RUN)
+    np.testing.assert_allclose(general.loss_history[:, 0], fast.loss_history[:, 0], rtol=1e-5, atol=1e-6)
+    assert np.abs(general.images - fast.images).mean() < 2e-3
+    assert np.isnan(general.beta) and general.lambda0 == 0
+
+
+def test_a_two_layer_objective_and_penalties_render(tiny):
+    obj = O.channel(tiny, "conv2", 3) + O.channel(tiny, "conv1", 1) - 0.2 * O.total_variation()
+    smooth = av.visualize(tiny, obj, **RUN)
+    rough = av.visualize(tiny, O.channel(tiny, "conv2", 3) + O.channel(tiny, "conv1", 1), **RUN)
+    tv = lambda x: np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()
+    assert tv(smooth.images) < tv(rough.images)
+    with pytest.raises(AttrvisError, match="no mask terms"):
+        av.visualize(tiny, obj, perturbation="pyramid", steps=2, seeds=1)
+
+
+# ---- parameterizations -----------------------------------------------------------------------------
+def test_pixel_and_laplacian_pictures_against_numpy():
+    """pixel: X = σ(decorrelate(P)) with lucid's colour matrix; laplacian: the levels summed after a
+    bilinear upsampling (a constant level stays that constant; level 0 enters as it is)."""
+    from attrvis_jax.render import param
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(2, 12, 12, 3)).astype(np.float32)
+    x, m = param.picture({"image": jnp.asarray(p)}, 12)
+    want = 1 / (1 + np.exp(-(p.astype(np.float64) @ param.COLOR_MATRIX.T.astype(np.float64))))
+    np.testing.assert_allclose(np.asarray(x), want, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(m) == 1)
+    levels = [jnp.asarray(p[0]), jnp.full((6, 6, 3), 0.25), jnp.full((3, 3, 3), -0.5), jnp.zeros((2, 2, 3))]
+    np.testing.assert_allclose(np.asarray(param.laplacian_image(levels, 12)), p[0] - 0.25, rtol=1e-6, atol=1e-6)
+    init = param.init_params(jax.random.key(0), "laplacian", 12, mask=True)
+    assert [l.shape for l in init["image"]] == [(12, 12, 3), (6, 6, 3), (3, 3, 3), (2, 2, 3)]
+    assert init["spectrum"].shape == (1, 12, 7, 2)  # the mask keeps its own Fourier spectrum
+    x, m = param.picture(init, 12, bias=jnp.asarray(0.0))
+    assert x.shape == (12, 12, 3) and m.shape == (12, 12, 1) and 0.4 < float(m.mean()) < 0.6
+
+
+@pytest.mark.parametrize("parameterization", ["fft", "pixel", "laplacian"])
+def test_each_parameterization_raises_its_channel(tiny, parameterization):
+    obj = O.channel(tiny, "conv2", 9)
+    run = dict(perturbation="none", seeds=2, parameterization=parameterization, snapshot_steps=())
+    start = av.visualize(tiny, obj, steps=1, lr=1e-9, **run)
+    done = av.visualize(tiny, obj, steps=48, lr=0.1, **run)
+    level = lambda r: np.asarray(tiny.features(jnp.asarray(r.images), "conv2")).mean(axis=(1, 2))[:, 9]
+    assert np.all(level(done) > level(start) + 0.05)
+    with_mask = av.visualize(tiny, {"r_plus": np.ones((8, 8, 16), np.float32), "beta": 0.3, "layer": "conv2",
+                                    "activations": np.ones((8, 8, 16), np.float32)},
+                             steps=4, seeds=1, parameterization=parameterization)
+    assert with_mask.masks.shape == (1, SIZE, SIZE) and abs(float(with_mask.mask_area[0]) - 0.3) < 0.05
