@@ -112,7 +112,8 @@ def part_cases(model, layer, r_plus, batch, eng):
     c, n = eng.config, eng.size
     key = jax.random.key(0)
     keys = jax.random.split(key, batch)
-    spectrum = 0.01 * jax.random.normal(key, (batch, 1, eng.channels, n, n // 2 + 1, 2))
+    channels = 4 if c.has_mask else 3  # RGB + mask in one spectrum (the fft parameterization)
+    spectrum = 0.01 * jax.random.normal(key, (batch, 1, channels, n, n // 2 + 1, 2))
     x = jnp.full((batch, 1, n, n, 3), 0.5)
     m = jnp.full((batch, 1, n, n, 1), 0.5)
     y = jnp.full((batch, 1, n, n, 4), 0.5)
