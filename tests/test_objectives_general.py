@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 import attrvis_jax as av
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.models.base import StagedNet
 from attrvis_jax.render import objectives as O
 from attrvis_jax.render.optimize import engine, seed_keys
 from tiny import SIZE, tiny_model
@@ -278,3 +280,47 @@ def test_each_parameterization_raises_its_channel(tiny, parameterization):
                                     "activations": np.ones((8, 8, 16), np.float32)},
                              steps=4, seeds=1, parameterization=parameterization)
     assert with_mask.masks.shape == (1, SIZE, SIZE) and abs(float(with_mask.mask_area[0]) - 0.3) < 0.05
+
+
+# ---- the README's objectives example runs as written ----------------------------------------------------
+class _Blocks(StagedNet):
+    """A tiny stand-in with the layer names the README uses (blocks.6, blocks.10, blocks.12)."""
+
+    def setup(self):
+        self.convs = [nn.Conv(16, (3, 3), (2, 2)) for _ in range(3)]
+        self.fc = nn.Dense(10)
+
+    def normalize(self, x):
+        return x * 2 - 1
+
+    def stages(self):
+        conv = lambda i: (lambda x: nn.relu(self.convs[i](x)))  # noqa: E731
+        return [("blocks.6", conv(0)), ("blocks.10", conv(1)), ("blocks.12", conv(2)),
+                ("logits", lambda x: self.fc(x.mean((1, 2))))]
+
+
+def test_the_readme_objectives_example_runs(monkeypatch):
+    """The README's block, as written, on a stand-in with its layer names and a toy schedule (the
+    names, signatures and compositions it shows must work)."""
+    from pathlib import Path
+
+    from attrvis_jax.data import Preprocess
+    from attrvis_jax.models.base import Model, ModelSpec
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(r"<!-- objectives example -->\s*```python\n(.*?)```", readme, re.S)
+    assert match, "README: the objectives example block is missing"
+    code = match.group(1)
+    assert "steps=256, seeds=4" in code
+    net = _Blocks()
+    variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    model = Model(ModelSpec("blocks", ("blocks.6", "blocks.10", "blocks.12"), 10, Preprocess(size=SIZE)),
+                  net, variables, tuple(str(i) for i in range(10)))
+    rendered = []
+    real = av.visualize
+    monkeypatch.setattr(av, "load_model", lambda name: model)
+    monkeypatch.setattr(av, "visualize", lambda *a, **k: rendered.append(real(*a, **k)))
+    exec(compile(code.replace("steps=256, seeds=4", "steps=3, seeds=3"), "README.md:objectives", "exec"),
+         {"__name__": "readme_example"})
+    assert len(rendered) == 7 and all(r.images.shape == (3, SIZE, SIZE, 3) for r in rendered)
+    assert all(np.all(np.isfinite(r.images)) for r in rendered)
