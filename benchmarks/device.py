@@ -69,6 +69,8 @@ from attrvis_jax.models import layers  # noqa: E402
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "device_logits.npz"
 MODELS = {"inception_v1": "mixed4d", "resnet50": "layer3.5", "efficientnet_lite0": None}
 PARTS = ("devices", "parity", "steps", "full", "lucent", "kernels", "dtype")
+# The peers' packages: a part that needs one that is missing is skipped with a note, not failed.
+OPTIONAL = {"torch": "torch", "lucent": "torch-lucent", "kornia": "kornia", "torchvision": "torchvision"}
 # Which model shows each rewrite: where the layer it replaces occurs.
 REWRITE_MODELS = {"efficientnet_lite0": ("depthwise",), "inception_v1": ("max_pool", "conv_gradient")}
 
@@ -408,6 +410,12 @@ def main() -> None:
         try:
             fn = globals()[f"part_{part}"]
             result = fn(plan, args.out) if part == "dtype" else fn(plan)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in OPTIONAL:
+                raise
+            result = {"skipped": f"skipped: {e.name} is not installed here (the {part} part compares against it; "
+                                 f"pip install {OPTIONAL[e.name.split('.')[0]]})"}
+            print(result["skipped"], flush=True)
         except Exception as e:  # one part's failure must not lose the others' numbers
             result = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
             print(result["traceback"], file=sys.stderr, flush=True)
