@@ -139,7 +139,7 @@ RANGES = {
         "heatmap_percentile": Range(0, 100),
     },
     "RenderConfig": {
-        **_counts(1, "steps", "decay_steps"),
+        **_counts(1, "steps", "decay_steps"), **_counts(0, "relu_redirect_steps"),
         "lr": _RATE,
         "lr_decay": Range(0, 1, lo_open=True, why="lr(t) = lr·lr_decay^(t/decay_steps) decays; 1 keeps it constant"),
         "lambda_growth": Range(1, 10, why="λ(t) = λ0·growth^(t/decay_steps) grows; 1 keeps it constant"),
@@ -285,6 +285,11 @@ class RenderConfig(_ConfigMethods):
     with the same colour decorrelation and sigmoid (lucid's `fft_image`, `pixel_image`,
     `laplacian_pyramid`). A render with a mask keeps it a Fourier spectrum of its own.
 
+    `relu_redirect_steps`: for the first this many updates the network's ReLUs pass gradient on
+    where their own would stop a whole picture (`render.redirect`, lucid's redirected ReLU): a unit
+    that the random start leaves dead (a channel that would stay gray) then gets a way in; 16 is
+    a usual choice for plain feature visualizations, 0 (the default) never.
+
     `compute_dtype`: the dtype the network runs in during the render ("float32", or "bfloat16" for
     accelerators with bfloat16 matrix units): the image enters the network and the network's
     variables are cast to it, the layer's activations come back as float32; the parameters, the
@@ -316,6 +321,7 @@ class RenderConfig(_ConfigMethods):
     image_size: int | None = None  # None: the model's input size
     compute_dtype: str = "float32"  # the network's dtype in the render: float32 | bfloat16 (see above)
     parameterization: str = "fft"  # the RGB image's: fft | pixel | laplacian (see above); the mask stays fft
+    relu_redirect_steps: int = 0  # the first updates run with redirected ReLU gradients (see above); 0: none
 
     def __post_init__(self):
         _check_types(self)

@@ -49,6 +49,7 @@ from attrvis_jax.devices import shard
 from attrvis_jax.render import loss as loss_mod
 from attrvis_jax.render.objectives import INPUT, Linear, Objective, area_terms, modes
 from attrvis_jax.render.param import init_params, mask_bias, picture
+from attrvis_jax.render.redirect import redirected
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
 
@@ -150,7 +151,7 @@ class Engine:
         seen = m if self.area_weights is None else m * self.area_weights  # what the m_crop term counts
         y = jnp.concatenate([xc, seen], axis=-1) if c.has_mask else xc
         y = apply_transform(y, sample_params(k_transform, self.transform), self.transform)
-        acts = self._features(variables, y[..., :3])
+        acts = self._features(variables, y[..., :3], t)
         m_crop = jnp.mean(y[..., 3], axis=(-2, -1)) if c.has_mask else None
         m_full = jnp.mean(m[..., 0], axis=(-2, -1))
         return loss_mod.loss(acts, data["weights"], m_crop, m_full, data["beta"], data["lambda0"], t, c)
@@ -161,12 +162,18 @@ class Engine:
         return jax.tree_util.tree_map(
             lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
 
-    def _features(self, variables, x):
-        """The layer's activations of images x (float32), the network run in the compute dtype;
-        nothing past the layer runs."""
+    def _features(self, variables, x, t=None):
+        """The layer's activations of images x (float32) at step t (None: as after the redirected
+        steps), the network run in the compute dtype; nothing past the layer runs."""
+        return self._network(variables, x, t, lambda v, x: self.net.apply(v, x, stop=self.layer)).astype(jnp.float32)
+
+    def _network(self, variables, x, t, run):
+        """run(variables, x) in the compute dtype, its ReLUs redirected before relu_redirect_steps."""
         variables = self._compute_variables(variables)  # a no-op on variables the chunk cast already
         x = x.astype(self.config.compute_dtype)
-        return self.net.apply(variables, x, stop=self.layer).astype(jnp.float32)
+        if not self.config.relu_redirect_steps or t is None:
+            return run(variables, x)
+        return jax.lax.cond(t < self.config.relu_redirect_steps, redirected(run), run, variables, x)
 
     def _seed_step(self, variables, carry, seed_data, data, t):
         step_key = jax.random.fold_in(seed_data["stream"], t)
@@ -208,13 +215,13 @@ class Engine:
         xc = self.perturb(x, m, k_noise, params.get("background", seed_data.get("background")))
         return x, apply_transform(xc, sample_params(k_transform, self.transform), self.transform)
 
-    def _tapped(self, variables, y):
-        """{name: activations} of the tapped layers for pictures y (B, H, W, 3), from one forward pass."""
+    def _tapped(self, variables, y, t):
+        """{name: activations} of the tapped layers for pictures y (B, H, W, 3) at step t, from one
+        forward pass."""
         if self.layer is None:
             return {}
-        x = y.astype(self.config.compute_dtype)
-        _, acts = self.net.apply(self._compute_variables(variables), x, stop=self.layer,
-                                 collect=tuple(layer for _, layer in self.taps))
+        layers = tuple(layer for _, layer in self.taps)
+        acts = self._network(variables, y, t, lambda v, x: self.net.apply(v, x, stop=self.layer, collect=layers)[1])
         return {name: acts[layer].astype(jnp.float32) for name, layer in self.taps}
 
     def _joint_step(self, variables, carry, seed_data, data, t):
@@ -223,7 +230,7 @@ class Engine:
         def total(params):
             x, y = jax.vmap(lambda p, s: self._picture(p, s, t))(params, seed_data)  # (S, G, H, W, 3)
             s, g = x.shape[:2]
-            acts = self._tapped(variables, y.reshape(s * g, *y.shape[2:]))
+            acts = self._tapped(variables, y.reshape(s * g, *y.shape[2:]), t)
             acts[INPUT] = x.reshape(s * g, *x.shape[2:])
             per_seed = -jnp.sum(objective(acts).reshape(s, g), axis=1)
             return jnp.sum(per_seed), per_seed
