@@ -309,9 +309,13 @@ def _print_table(rows, out: Path) -> None:
 def cmd_sweep(args) -> int:
     from attrvis_jax.apps.sweep import load_spec, run_sweep
     from attrvis_jax.devices import init_distributed
+    from attrvis_jax.errors import AttrvisError
 
     if args.distributed:
-        init_distributed()
+        try:
+            init_distributed()
+        except AttrvisError as e:  # the flag, where no cluster is: how the command was called
+            raise UsageError(str(e)) from None
     config = load_spec(args.spec)
     result = run_sweep(config, Path(args.out), **_sweep_progress(args))
     if not args.quiet:
