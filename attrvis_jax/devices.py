@@ -17,10 +17,35 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "batch"
 
 
+# What jax.distributed.initialize reads the coordinator, process count and id from (or its kwargs).
+CLUSTERS = ("SLURM (srun)", "Open MPI (mpirun)", "Kubernetes", "a Cloud TPU pod",
+            "JAX_COORDINATOR_ADDRESS with num_processes and process_id")
+
+
 def init_distributed(**kwargs) -> None:
     """Join a multi-host run (coordinator, process count and id from the cluster environment or
-    `kwargs`); call before anything else touches JAX. A single process needs nothing."""
-    jax.distributed.initialize(**kwargs)
+    `kwargs`); call before anything else touches JAX. A single process needs nothing. No cluster,
+    or one that cannot be joined, is one AttrvisError."""
+    from attrvis_jax.errors import AttrvisError
+
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lead = "no cluster found" if isinstance(e, ValueError) else "cannot join the cluster"
+        raise AttrvisError(f"--distributed: {lead} (jax.distributed.initialize: {reason}); it looks for "
+                           f"{', '.join(CLUSTERS[:-1])}, or {CLUSTERS[-1]}; on one host, leave --distributed out"
+                           ) from None
+
+
+def agree(ok: bool) -> bool:
+    """Process 0's `ok`, on every process: when process 0 refuses (it alone writes files), the
+    others stop too instead of waiting for it. One process: `ok`."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
 
 
 def device_mesh(devices: Sequence | None = None) -> Mesh:

@@ -70,6 +70,12 @@ def available_bytes() -> int | None:
             stats = {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return host_available_bytes()
+
+
+def host_available_bytes() -> int | None:
+    """Free memory of the host: MemAvailable (/proc/meminfo), else its physical pages; None if
+    nothing tells."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -158,7 +158,8 @@ class Inputs(dict):
         from attrvis_jax.apps.sweep import fingerprint
 
         other = SweepConfig(images=("sample:chelsea",), weights="random", seeds=1, key=7)
-        ResultStore(path / "store.sqlite", fingerprint(other)).close()
+        with ResultStore(path / "store.sqlite", fingerprint(other)) as store:  # an item: results pin settings
+            store.add([_item_row("sample:chelsea|top1|blocks.14|pyramid|0")])
         (path / "sweep.json").write_text(json.dumps(other.to_dict()))
 
     # several pictures in one file, files that are not regular, specs with values nobody can mean
@@ -183,6 +184,134 @@ class Inputs(dict):
 
     def make_badgrowth(self, path):
         self._spec(path, weights="random", seeds=1, render={"lambda_growth": -1.0})
+
+    # -- issue 28: sweeps. TINY: a sweep spec that resolves fast (random weights, one image, blocks.1);
+    # the folders are what an earlier session (or a user) left, `self.kept[name]` their bytes.
+    TINY = dict(weights="random", seeds=1, layers=["blocks.1"], render={"steps": 1},
+                attribution={"spatial_steps": 1, "channel_steps": 1, "steps": 7})
+
+    def _sweep_folder(self, path, store_items=None, **changes):
+        """sweep.json (and, unless store_items is None, a store with that many items) of TINY with
+        `changes`; returns the SweepConfig."""
+        from attrvis_jax.config import SweepConfig
+        from attrvis_jax.apps.store import ResultStore
+        from attrvis_jax.apps.sweep import fingerprint
+
+        config = SweepConfig.from_dict({"images": ["sample:chelsea"], **self.TINY, **changes})
+        path.mkdir(exist_ok=True)
+        (path / "sweep.json").write_text(json.dumps(config.to_dict()))
+        if store_items is not None:
+            with ResultStore(path / "store.sqlite", fingerprint(config)) as store:
+                store.add([_item_row(f"sample:chelsea|top1|blocks.1|pyramid|{i}") for i in range(store_items)])
+        return config
+
+    def _keep(self, path):
+        self.setdefault("kept", {})[path.name] = _contents(path)
+
+    def make_tinyspec(self, path):
+        self._spec(path, **self.TINY)
+
+    def make_millionseeds(self, path):
+        """Every value in range (seeds at most 1_000_000), the plan far beyond any memory: 10 layers x
+        6 perturbations x 1_000_000 seeds."""
+        self._spec(path, **{**self.TINY, "seeds": 1_000_000, "layers": [f"blocks.{i}" for i in range(10)],
+                            "perturbations": ["constant", "gaussian", "blur", "fractal", "pyramid", "none"]})
+
+    def make_badtarget(self, path):
+        self._spec(path, **self.TINY, targets=["tabbby"])
+
+    def make_locked(self, path):
+        """A folder another sweep holds: a lock file flock()ed through its own open file (flock
+        locks belong to an open file, so this process conflicts with itself)."""
+        import fcntl
+        import os
+        import socket
+        import time
+
+        self._sweep_folder(path, store_items=1)
+        fd = os.open(path / "sweep.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode())
+        self.setdefault("held", []).append(fd)
+        self["holder"] = f"pid {os.getpid()} on {socket.gethostname()}, started "
+        self._keep(path)
+
+    def make_garbagestore(self, path):
+        self._sweep_folder(path)
+        (path / "store.sqlite").write_bytes(np.random.default_rng(2).bytes(8192))
+        self._keep(path)
+
+    def make_truncatedstore(self, path):
+        self._sweep_folder(path, store_items=50)
+        data = (path / "store.sqlite").read_bytes()
+        (path / "store.sqlite").write_bytes(data[: len(data) // 2])
+        self._keep(path)
+
+    def _unit_file(self, path):
+        from attrvis_jax.apps.sources import resolve_sources
+        from attrvis_jax.apps.sweep import Unit
+
+        folder = path / "attributions"
+        folder.mkdir(parents=True)
+        return folder / f"{Unit(resolve_sources(['sample:chelsea'])[0], 'top1', 'blocks.1').slug}.npz"
+
+    def make_truncatednpz(self, path):
+        self._sweep_folder(path, store_items=0)
+        npz = self._unit_file(path)
+        np.savez_compressed(npz, values=np.random.default_rng(3).normal(size=(56, 56, 24)))
+        npz.write_bytes(npz.read_bytes()[:5000])
+        self._keep(path)
+
+    def make_copiedin(self, path):
+        """A store of TINY's settings and an attribution of 2 path steps (TINY: 7) copied in."""
+        from attrvis_jax.attribution import Attribution
+        from attrvis_jax.config import AttributionConfig
+
+        config = self._sweep_folder(path, store_items=0)
+        zeros = np.zeros((56, 56, 24), np.float32)
+        Attribution(values=zeros, positive=zeros, heatmap=zeros[..., 0], beta=0.1, lambda0=1.0, logit=1.0,
+                    model="efficientnet_lite0", layer="blocks.1", target=281, target_name="tabby, tabby cat",
+                    method="aumann_shapley", config=config.attribution.replace(steps=2),
+                    input_size=224).save(self._unit_file(path))
+        assert AttributionConfig.from_dict(self.TINY["attribution"]).steps == 7
+        self._keep(path)
+
+    def make_nostore(self, path):
+        """store.sqlite deleted; sweep.json says 2 path steps (TINY: 7); a picture of that run."""
+        self._sweep_folder(path, attribution={**self.TINY["attribution"], "steps": 2})
+        (path / "images" / "unit").mkdir(parents=True)
+        (path / "images" / "unit" / "pyramid_seed00.png").write_bytes(b"png")
+        self._keep(path)
+
+    def make_orphanpictures(self, path):
+        (path / "images" / "unit").mkdir(parents=True)
+        (path / "images" / "unit" / "pyramid_seed00.png").write_bytes(b"png")
+        self._keep(path)
+
+    def make_failedfirst(self, path):
+        """A first session that failed before finishing an item: an empty store and sweep.json of key 7."""
+        self._sweep_folder(path, store_items=0, key=7)
+        self._keep(path)
+
+
+def _item_row(item_id):
+    from attrvis_jax.apps.store import NAMES
+
+    return {**{name: 0 for name in NAMES if name not in ("session", "finished_at")}, "id": item_id}
+
+
+def _contents(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _kept(name):
+    """Nothing in the folder changed, and nothing was added or removed (no lock file left behind)."""
+    return lambda inputs: _contents(inputs.root / name) == inputs["kept"][name]
+
+
+def _in_folder(case_id, folder, fragment):
+    """A row: the TINY spec into the folder `make_<folder>` left, refused (exit 1) with it unchanged."""
+    return case_id, ["sweep", "{tinyspec_json}", "--out", "{" + folder + "}"], 1, fragment, _kept(folder)
 
 
 def _absent(name):
@@ -265,7 +394,7 @@ CASES = [
      "checksum mismatch for good.pth", None),
     ("labels-3-lines", ["classify", "{photo_png}", "--labels", "{labels3_txt}"], 1,
      "has 3 names; efficientnet_lite0 has 1000 classes", None),
-    ("labels-missing", ["classify", "{photo_png}", "--labels", "{out}.txt"], 1, "cannot read label file", None),
+    ("labels-missing", ["classify", "{photo_png}", "--labels", "{out}.txt"], 1, "label file not found", None),
     # -- classes, layers, memory (random weights: nothing heavy loads)
     ("target-negative", RUN + FAST + ["--target", "-1"], 2,
      "class index -1 out of range for efficientnet_lite0 (valid: 0..999)", _absent("out")),
@@ -306,6 +435,8 @@ CASES = [
     ("image-fifo", ["classify", "{pipe_jpg}"], 1, "pipe.jpg is not a regular file (a pipe, device or socket)", None),
     ("image-char-device", ["classify", "/dev/zero"], 1, "/dev/zero is not a regular file", None),
     ("labels-fifo", ["classes", "--labels", "{pipe_txt}"], 1, "pipe.txt is not a regular file", None),
+    ("sweep-spec-fifo", ["sweep", "{pipe_toml}", "--out", "{out}"], 1,
+     "cannot read the sweep spec: " "{pipe_toml} is not a regular file", _absent("out")),
     ("target-ambiguous", RUN + FAST + ["--target", "crane"], 2,
      "class name 'crane' is ambiguous for efficientnet_lite0: [134 n02012849] 'crane', [517 n03126707] 'crane'",
      _absent("out")),
@@ -324,6 +455,29 @@ CASES = [
      _absent("out")),
     ("sweep-negative-growth", ["sweep", "{badgrowth_json}", "--out", "{out}"], 1,
      "[render] lambda_growth must be in [1, 10]", _absent("out")),
+    # -- issue 28: sweeps (a folder is never mixed or lost: `_kept` checks it byte for byte)
+    _in_folder("sweep-folder-in-use", "locked", "{locked} is in use by another sweep ({holder}"),
+    _in_folder("sweep-store-random-bytes", "garbagestore",
+               "{garbagestore}/store.sqlite is damaged or unreadable (DatabaseError: file is not a database): "
+               "move it away and rerun; the sweep redoes the items it recorded"),
+    _in_folder("sweep-store-truncated", "truncatedstore", "{truncatedstore}/store.sqlite is damaged or unreadable"),
+    _in_folder("sweep-attribution-truncated", "truncatednpz", "-662db754.npz is damaged or unreadable ("),
+    _in_folder("sweep-attribution-other-settings", "copiedin",
+               "-662db754.npz was computed with other settings than this sweep's (attribution.steps differ): "
+               "move it away"),
+    _in_folder("sweep-store-gone-other-settings", "nostore",
+               "holds a sweep with other settings (attribution.steps differ; recorded in sweep.json, there is "
+               "no store.sqlite)"),
+    _in_folder("sweep-pictures-of-unknown-settings", "orphanpictures",
+               "holds pictures (images/) but no store.sqlite or sweep.json"),
+    ("sweep-sixty-million-items", ["sweep", "{millionseeds_json}", "--out", "{out}"], 1,
+     "the sweep has 60000000 items (1 image x 1 target x 10 layers x 6 perturbations x 1000000 seeds): "
+     "planning and recording them needs about 360.0 GB of memory, more than the", _absent("out")),
+    ("sweep-refused-leaves-no-folder", ["sweep", "{badtarget_json}", "--out", "{out}/sub"], 2, "closest: 'tabby'",
+     _absent("out")),
+    # a first session that finished no item pins nothing: other settings get as far as the spec check
+    ("sweep-failed-first-session-pins-nothing", ["sweep", "{badtarget_json}", "--out", "{failedfirst}"], 2,
+     "closest: 'tabby'", _kept("failedfirst")),
 ]
 
 
@@ -343,6 +497,8 @@ def test_bad_input(tmp_path, capsys, argv, code, fragment, after):
     assert "Traceback" not in err + out
     if after is not None:
         assert after(inputs), f"{argv}: files lost or left behind"
+    for fd in inputs.get("held", []):
+        os.close(fd)
 
 
 def test_every_case_has_a_distinct_id():

@@ -169,6 +169,11 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lit
                     break
             time.sleep(0.05)
         assert proc.poll() is None, "the sweep ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        # a second sweep into the folder is refused at once, naming the running one
+        t0 = time.perf_counter()
+        with pytest.raises(AttrvisError, match=f"is in use by another sweep \\(pid {proc.pid} on "):
+            run_sweep(config, out, model=lite0)
+        assert time.perf_counter() - t0 < 5
         proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -177,6 +182,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lit
     assert proc.returncode == -signal.SIGKILL
     with sqlite3.connect(db) as con:
         before = dict(con.execute("SELECT id, finished_at FROM items").fetchall())
+    assert (out / "sweep.lock").exists()  # kill -9 left the file, but not the lock: resuming is not refused
     assert 1 <= len(before) < 16
 
     result = run_sweep(config, out, model=lite0)  # resume, on one device this time
@@ -224,9 +230,10 @@ def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys)
     ref_out, _ = reference
     spec = tmp_path / "spec.toml"
     spec.write_text('images = ["sample:chelsea"]\nlayers = ["blocks.1"]\nperturbations = ["pyramid"]\n'
-                    'seeds = 4\nbatch = 4\nkey = 7\nchunk_size = 3\n[render]\nsteps = 3\n'
+                    'seeds = 4\nbatch = 100000\nkey = 7\nchunk_size = 3\n[render]\nsteps = 3\n'
                     '[attribution]\nspatial_steps = 8\nchannel_steps = 8\nsteps = 8\n')
     out = _seeded(tmp_path / "cli", ref_out)
+    # batch 100000: never padded past the 4 items of the group (nor refused for 100000 renders' memory)
     assert main(["sweep", str(spec), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "blocks.1" in printed and "pyramid" in printed and "4 items" in printed
@@ -282,10 +289,11 @@ def test_a_store_from_before_run_options_resumes(tmp_path):
     assert upgrade_fingerprint(old) == now
     bf16 = fingerprint(CONFIG.replace(render=CONFIG.render.replace(compute_dtype="bfloat16")))
     assert upgrade_fingerprint(bf16) == bf16 != now  # a bfloat16 sweep is another sweep
-    ResultStore(tmp_path / "s.sqlite", old).close()
+    with ResultStore(tmp_path / "s.sqlite", old) as store:
+        store.add([_store_row("x")])  # an item: the settings are pinned
     ResultStore(tmp_path / "s.sqlite", now, upgrade=upgrade_fingerprint).close()  # upgraded in place
     ResultStore(tmp_path / "s.sqlite", now).close()  # and from then on it is the new form
-    with pytest.raises(AttrvisError, match="other settings"):
+    with pytest.raises(AttrvisError, match="other settings \\(render.steps differ\\)"):
         other = {**now, "render": {**now["render"], "steps": 99}}
         ResultStore(tmp_path / "s.sqlite", other, upgrade=upgrade_fingerprint)
 
@@ -324,3 +332,166 @@ def test_spec_files_and_plan(tmp_path, lite0):
             for img, v, h in [("a", 0.2, True), ("a", 0.4, True), ("a", 0.6, False), ("b", 0.0, False)]]
     (s,) = summarize(rows)
     assert s["pcc_mean"] == pytest.approx((0.4 + 0.0) / 2) and s["top5_rate"] == 0.5 and s["n"] == 4
+
+
+# ---- issue 28: one sweep per folder, Ctrl-C, the cluster, what results pin ------------------------------
+def _store_row(item_id):
+    from attrvis_jax.apps.store import NAMES
+
+    return {**{name: 0 for name in NAMES if name not in ("session", "finished_at")}, "id": item_id}
+
+
+TINY = CONFIG.replace(images=("sample:chelsea",), weights="random", perturbations=("pyramid",), seeds=1, batch=1,
+                      attribution=AttributionConfig(spatial_steps=1, channel_steps=1, steps=2),
+                      render=RenderConfig(steps=1))
+
+
+def test_a_lock_dies_with_its_holder_and_ablation_takes_it_too(tmp_path):
+    """A folder held by a live process is refused at once, naming it, by sweeps and ablations;
+    once the holder is killed (-9) the folder is free: no stale lock."""
+    from attrvis_jax.apps.ablation import run_ablation
+    from attrvis_jax.apps.sweep import run_sweep
+    from attrvis_jax.apps.sweepdir import FolderLock
+
+    out = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from attrvis_jax.apps.sweepdir import FolderLock\n"
+                               "FolderLock(sys.argv[1]); print('locked', flush=True); time.sleep(600)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        for run in (run_sweep, run_ablation):
+            t0 = time.perf_counter()
+            with pytest.raises(AttrvisError, match=f"in use by another sweep \\(pid {holder.pid} on .*, started "
+                                                   f"20.*; lock file sweep.lock\\): wait for it"):
+                run(TINY, out)
+            assert time.perf_counter() - t0 < 2  # before anything loads
+        assert sorted(p.name for p in out.iterdir()) == ["sweep.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = FolderLock(out)  # the kernel dropped the dead holder's lock
+    lock.release(undo=True)
+    assert list(out.iterdir()) == []  # released: the lock file is gone (the folder was not this lock's)
+
+
+def test_ctrl_c_stops_at_a_safe_point():
+    """Inside `deferred`, the first SIGINT waits for a checkpoint; the second raises at once."""
+    from attrvis_jax.apps import interrupt
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground command
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupt.deferred() as checkpoint:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                reached = True  # not interrupted in between
+                checkpoint.wrap(lambda done, total: None)(1, 2)
+                reached = False
+        assert reached
+        with pytest.raises(KeyboardInterrupt):
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGINT)  # the second one: at once
+                time.sleep(0.05)
+                pytest.fail("a second Ctrl-C must stop at once")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_exits_130_with_the_store_intact(tmp_path):
+    """Ctrl-C while the sweep sets up (model, plan, checks) and while it renders: each time one line,
+    exit 130, a store that passes SQLite's integrity check, every recorded picture on disk, no temp
+    file and no lock left. (An interrupt while Python still imports the package is Python's own.)"""
+    spec = _write_spec(tmp_path / "spec.json", TINY.replace(seeds=6, perturbations=("pyramid", "constant"), batch=2))
+    for moment in ("locked", "stored"):
+        out = tmp_path / moment
+        # the command as a terminal starts it: Ctrl-C raises (a background shell would have it ignored)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import runpy, signal, sys\n"
+             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+             "sys.argv[0] = 'attrvis'\n"
+             "runpy.run_module('attrvis_jax.apps.cli', run_name='__main__')",
+             "sweep", str(spec), "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if moment == "locked" and (out / "sweep.lock").exists():
+                break
+            if moment == "stored" and (out / "store.sqlite").exists():
+                with sqlite3.connect(out / "store.sqlite", timeout=5) as con:
+                    if con.execute("SELECT name FROM sqlite_master WHERE name = 'items'").fetchone() and \
+                            con.execute("SELECT COUNT(*) FROM items").fetchone()[0]:
+                        break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"{moment}: the sweep ended before the interrupt"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (moment, proc.returncode, err[-3000:])
+        assert err == "attrvis: interrupted; rerun the same command to resume\n", (moment, err[-3000:])
+        assert not (out / "sweep.lock").exists()
+        if (out / "store.sqlite").exists():
+            with sqlite3.connect(out / "store.sqlite") as con:
+                assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+                pictures = [r for (r,) in con.execute("SELECT picture FROM items")]
+            assert all((out / p).exists() for p in pictures) and (moment != "stored" or pictures)
+        if out.exists():
+            assert not [p for p in out.rglob("*.tmp")], moment
+
+
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR", "KUBERNETES_", "TPU_", "CLOUD_TPU"))}
+    spec = _write_spec(tmp_path / "spec.json", TINY)
+    proc = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "sweep", str(spec), "--out",
+                           str(tmp_path / "o"), "--distributed"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("attrvis: error: --distributed: no cluster found (jax.distributed.initialize: "
+                                  "coordinator_address should be defined.); it looks for SLURM") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_that_cannot_fit_on_the_disk_is_refused(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from attrvis_jax.apps import sweep
+
+    monkeypatch.setattr(sweep.shutil, "disk_usage", lambda path: SimpleNamespace(free=300_000))
+    with pytest.raises(AttrvisError, match=r"the sweep needs about 1 MB on disk \(1 items to store, 1 x 2 pictures "
+                                           r"of 224x224, 1 attributions\), more than the 0 MB free at .*; free space, "
+                                           r"set save_images = false"):
+        sweep.run_sweep(TINY, tmp_path / "full" / "out")
+    assert not (tmp_path / "full").exists()  # refused: the folders the lock made are gone again
+
+
+def test_results_pin_settings_and_attempts_do_not(tmp_path):
+    """A store or sweep.json pins the settings once the folder holds results: every setting with
+    items or pictures, the attribution's with attributions, none without any (a failed first session)."""
+    from attrvis_jax.apps.store import ResultStore
+    from attrvis_jax.apps.sweep import _check_folder, fingerprint
+
+    other = TINY.replace(key=8, render=RenderConfig(steps=2))
+    with ResultStore(tmp_path / "s.sqlite", fingerprint(other)):
+        pass
+    with ResultStore(tmp_path / "s.sqlite", fingerprint(TINY)) as store:  # empty: pins nothing
+        store.add([_store_row("a")])
+    with pytest.raises(AttrvisError, match="other settings \\(key differ\\)"):
+        ResultStore(tmp_path / "s.sqlite", fingerprint(TINY.replace(key=9)))
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps(other.to_dict()))
+    _check_folder(folder, TINY, None, 0)  # nothing of `other` here
+    (folder / "attributions").mkdir()
+    (folder / "attributions" / "u.npz").write_bytes(b"")
+    with pytest.raises(AttrvisError, match="\\(key differ; recorded in sweep.json"):
+        _check_folder(folder, TINY, None, 0)  # the key made the attributions; render.steps did not
+    _check_folder(folder, other.replace(render=TINY.render), None, 0)
+    (folder / "images").mkdir()
+    (folder / "images" / "p.png").write_bytes(b"")
+    with pytest.raises(AttrvisError, match="\\(render.steps differ; recorded"):
+        _check_folder(folder, other.replace(render=TINY.render), None, 0)
+    with pytest.raises(AttrvisError, match="\\(key, render.steps differ\\)"):
+        _check_folder(folder, TINY, fingerprint(other), 1)  # the store's record comes first

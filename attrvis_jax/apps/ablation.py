@@ -63,9 +63,16 @@ def ablation_config(images: Sequence[str] = _PRESET.images, layers: Sequence[str
 
 
 def run_ablation(config: SweepConfig, out_dir, **sweep_kwargs) -> AblationResult:
-    """Run (or resume) the ablation sweep, then write its table and charts."""
+    """Run (or resume) the ablation sweep, then write its table and charts (while the sweep still
+    holds the folder: two ablations never write one folder at once)."""
     out_dir = Path(out_dir)
-    result = run_sweep(config, out_dir, **sweep_kwargs)
+    tables = {}
+    run_sweep(config, out_dir, finish=lambda result: tables.update(result=_write_tables(config, result, out_dir)),
+              **sweep_kwargs)
+    return tables["result"]
+
+
+def _write_tables(config: SweepConfig, result, out_dir: Path) -> AblationResult:
     order = {p: i for i, p in enumerate(ORDER)}
     layers = list(dict.fromkeys(row["layer"] for row in result.rows))
     table = sorted(result.summary, key=lambda r: (layers.index(r["layer"]), order.get(r["perturbation"], 99)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -321,9 +322,13 @@ def _print_table(rows, out: Path) -> None:
 def cmd_sweep(args) -> int:
     from attrvis_jax.apps.sweep import load_spec, run_sweep
     from attrvis_jax.devices import init_distributed
+    from attrvis_jax.errors import AttrvisError
 
     if args.distributed:
-        init_distributed()
+        try:
+            init_distributed()
+        except AttrvisError as e:  # the flag, where no cluster is: how the command was called
+            raise UsageError(str(e)) from None
     config = load_spec(args.spec)
     result = run_sweep(config, Path(args.out), **_sweep_progress(args))
     if not args.quiet:
@@ -550,7 +555,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = "; rerun the same command to resume" if args.command in ("sweep", "ablation") else ""
         print(f"attrvis: interrupted{hint}", file=sys.stderr)
+        _settle()
+        if argv is None:  # the command itself (not a caller's main([...])): leave now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
+
+
+def _settle() -> None:
+    """After an interrupt: wait for device work still in flight. The command then leaves with
+    os._exit, skipping the interpreter's teardown: an interrupt can stop JAX midway (a callback, a
+    transfer), and tearing XLA's client down under it crashed now and then (exit 139). Results are
+    safe either way: files are written atomically and the store commits per batch."""
+    if "jax" not in sys.modules:
+        return
+    try:
+        import jax
+
+        jax.block_until_ready(jax.live_arrays())
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or an array that failed: leave anyway
+        pass
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ pictures are on disk, so a resumed sweep redoes exactly the batch that was runni
 
 The store also pins the sweep's fingerprint (model, weights, method, key and the stage configs):
 resuming with different settings would mix incomparable results, so it is refused with a clear error.
+Only results pin: a store that holds no item yet takes the settings of whoever opens it next (a
+first session that failed before finishing an item decided nothing). A store that cannot be read
+is one error naming it (sweepdir.reading).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.apps.sweepdir import reading
 
 # Columns of an item row, in order; scripts read these names from results.csv: keep them stable.
 COLUMNS = (
@@ -48,6 +52,7 @@ COLUMNS = (
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 BOOLEAN = ("top5_hit", "finite")
+REDO = "redoes the items it recorded (pictures and attributions in the folder are kept)"
 
 
 class ResultStore:
@@ -57,36 +62,38 @@ class ResultStore:
         # upgrade: maps a fingerprint an older version stored to this version's form
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA synchronous=FULL")
-        with self.db:
-            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS items ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
-        stored = self._meta("fingerprint")
-        wanted = json.dumps(fingerprint, sort_keys=True)
-        if stored is None:
+        fingerprint = plain(fingerprint)
+        with reading(self.path, REDO):
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("PRAGMA synchronous=FULL")
             with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (wanted,))
-        elif stored != wanted and upgrade is not None and json.dumps(upgrade(json.loads(stored)), sort_keys=True) == wanted:
-            with self.db:
-                self.db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (wanted,))
-        elif stored != wanted:
-            old, new = json.loads(stored), fingerprint
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS items ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
+            stored = self._meta("fingerprint")
+            stored = None if stored is None else json.loads(stored)
+            count = self.count()
+        if stored is not None and upgrade is not None:
+            stored = plain(upgrade(stored))
+        if stored is not None and stored != fingerprint and count:
             self.db.close()
-            raise AttrvisError(f"{self.path.parent} holds a sweep with other settings ({', '.join(changed)} "
-                               "differ): its results would not be comparable; use another --out directory")
+            raise other_settings(self.path.parent, differences(stored, fingerprint))
+        with self.db:  # pinned anew when it holds no item yet, or in this version's form
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
         sessions = int(self._meta("sessions") or 0) + 1
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('sessions', ?)", (str(sessions),))
         self.session = sessions
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def _meta(self, key: str):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def done(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT id FROM items")}
+        with reading(self.path, REDO):
+            return {row[0] for row in self.db.execute("SELECT id FROM items")}
 
     def add(self, rows: Iterable[dict]) -> None:
         """Record finished items in one transaction (all of them, or none after a crash)."""
@@ -99,11 +106,12 @@ class ResultStore:
         """Recorded items as dicts (booleans restored): all of them ordered by id, or only `ids`, in
         the order given (a sweep's plan order: layers as listed, then perturbations, seeds)."""
         out = []
-        for values in self.db.execute(f"SELECT {', '.join(NAMES)} FROM items ORDER BY id"):
-            row = dict(zip(NAMES, values))
-            for name in BOOLEAN:
-                row[name] = bool(row[name])
-            out.append(row)
+        with reading(self.path, REDO):
+            for values in self.db.execute(f"SELECT {', '.join(NAMES)} FROM items ORDER BY id"):
+                row = dict(zip(NAMES, values))
+                for name in BOOLEAN:
+                    row[name] = bool(row[name])
+                out.append(row)
         if ids is not None:
             by_id = {row["id"]: row for row in out}
             out = [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
@@ -117,6 +125,47 @@ class ResultStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def peek(path: Path) -> tuple[dict | None, set[str]]:
+    """(the fingerprint a store pins or None, the ids of its items), read without creating or
+    pinning anything; (None, empty) where there is no store."""
+    path = Path(path)
+    if not path.exists():
+        return None, set()
+    with reading(path, REDO):
+        db = sqlite3.connect(path, timeout=60)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            stored = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone() if "meta" in tables else None
+            ids = {row[0] for row in db.execute("SELECT id FROM items")} if "items" in tables else set()
+        finally:
+            db.close()
+        return (None if stored is None else json.loads(stored[0])), ids
+
+
+def plain(settings: dict) -> dict:
+    """Settings as JSON gives them back (tuples become lists, keys sorted): comparable with a stored copy."""
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The settings that differ, by name; one level into tables ("attribution.steps")."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
+            out += differences(a, b, f"{k}.")
+        elif a != b:
+            out.append(prefix + k)
+    return out
+
+
+def other_settings(folder: Path, changed, where: str = "") -> AttrvisError:
+    """The error for a folder whose results were made under other settings (`changed`: their names)."""
+    return AttrvisError(f"{folder} holds a sweep with other settings ({', '.join(changed)} differ{where}): its "
+                        "results would not be comparable; use another --out directory, or rerun with its "
+                        "settings to resume it")
 
 
 def _value(row: dict, name: str, now: float, session: int):

@@ -21,15 +21,24 @@ seed s of `visualize(model, attribution, key=fold_in(u, 1))` — whichever batch
 Multi-host: call `devices.init_distributed()` first in every process (it wraps `jax.distributed.initialize`);
 every process plans the same batches, feeds its own shards (`jax.make_array_from_callback`), and
 process 0 alone writes files and the store, which must live on a filesystem all hosts share.
+
+The folder: one sweep at a time (a lock that dies with its process, sweepdir.py); everything that
+can refuse is checked before the store opens; results pin the settings that made them (items and
+pictures all of them, attributions the attribution's), so a folder never mixes two settings, and a
+session that failed before any result pins nothing. Ctrl-C stops at the next chunk (interrupt.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import math
 import re
+import shutil
+import sqlite3
 import time
 import zlib
 from collections import defaultdict
@@ -42,11 +51,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from attrvis_jax.config import SweepConfig
-from attrvis_jax.devices import device_mesh, gather, shard
+from attrvis_jax.devices import agree, device_mesh, gather, shard
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import check_output_folder, write_json, write_text
+from attrvis_jax.fileio import check_output_folder, input_file, write_json, write_text
 from attrvis_jax.memory import check_render_memory
-from attrvis_jax.apps.store import NAMES, ResultStore
+from attrvis_jax.apps import interrupt
+from attrvis_jax.apps.store import NAMES, ResultStore, differences, other_settings, peek, plain
+from attrvis_jax.apps.sweepdir import FolderLock, reading
 
 Progress = Callable[[int, int], None]
 BATCHED_METHODS = ("aumann_shapley",)  # methods whose key may be one key per image (see baseline.py)
@@ -55,11 +66,13 @@ BATCHED_METHODS = ("aumann_shapley",)  # methods whose key may be one key per im
 # ---- the spec --------------------------------------------------------------------------------------
 def load_spec(path) -> SweepConfig:
     """A SweepConfig from a .json or .toml file (unknown fields are an error, not ignored)."""
-    path = Path(path)
     try:
+        path = input_file(path, "sweep spec")
         text = path.read_text()
     except OSError as e:
         raise AttrvisError(f"cannot read the sweep spec {path}: {e.strerror or e}") from None
+    except AttrvisError as e:
+        raise AttrvisError(f"cannot read the sweep spec: {e}") from None
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -131,11 +144,17 @@ def fingerprint(config: SweepConfig) -> dict:
             "attribution": config.attribution.to_dict(), "render": render}
 
 
+# RenderConfig fields added after sweeps were first stored, with what every earlier sweep ran.
+NEW_RENDER_FIELDS = {"compute_dtype": "float32", "parameterization": "fft", "relu_redirect_steps": 0}
+
+
 def upgrade_fingerprint(stored: dict) -> dict:
     """A fingerprint as this version writes it: stores from before `RunOptions` also pinned
-    render.engine, which never changed a result; stores from before `compute_dtype` ran float32."""
+    render.engine, which never changed a result; the render fields added since take the value
+    those stores ran with (NEW_RENDER_FIELDS)."""
     render = {k: v for k, v in stored.get("render", {}).items() if k != "engine"}
-    render.setdefault("compute_dtype", "float32")
+    for name, value in NEW_RENDER_FIELDS.items():
+        render.setdefault(name, value)
     return {**stored, "render": render}
 
 
@@ -160,8 +179,14 @@ def run_sweep(
     progress: Progress | None = None,
     attribution_progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    finish: Callable[[SweepResult], object] | None = None,
 ) -> SweepResult:
-    """Run (or resume) the sweep into `out_dir`; returns every item's row and the summary table."""
+    """Run (or resume) the sweep into `out_dir`; returns every item's row and the summary table.
+
+    One sweep at a time holds the folder (sweepdir.FolderLock); `finish(result)` runs while it still
+    does (the ablation writes its table then). Everything that can refuse is checked before the
+    store is opened or anything is written: another sweep in the folder, results of other settings
+    in it, the spec against the model, and the plan's size against memory and disk."""
     from attrvis_jax.models import load_model
     from attrvis_jax.apps.sources import resolve_sources
 
@@ -169,58 +194,223 @@ def run_sweep(
     check_output_folder(out_dir, owns=lambda name: False)  # a file, or no place to write: refused now
     writer = jax.process_index() == 0
     log = log or (lambda message: None)
-    records = resolve_sources(list(config.images), limit=config.limit)
-    model = model or load_model(config.model, weights=config.weights)
-    units, items = plan(config, records, model)
-    mesh = mesh or device_mesh()
-    size = config.render.image_size or model.input_size
-    # A batch too big is refused before any work: host CPU devices share one memory, accelerators
-    # hold their own shard each.
-    per_memory = -(-config.batch // mesh.size) * (mesh.size if mesh.devices.flat[0].platform == "cpu" else 1)
-    for layer in dict.fromkeys(unit.layer for unit in units):
-        check_render_memory(model, layer, per_memory, size, what="batch")
-    # Opened only once the spec is known to work (it pins the settings), and before sweep.json is
-    # written: a folder holding a sweep with other settings is refused with nothing changed.
-    store = ResultStore(out_dir / "store.sqlite", fingerprint(config), upgrade=upgrade_fingerprint)
+    lock = _lock(out_dir, writer)
+    opened = False
     try:
-        if writer:
-            write_json(out_dir / "sweep.json", config.to_dict())
-        done = store.done()
+        stored, done = peek(out_dir / "store.sqlite")
+        _check_folder(out_dir, config, stored, len(done))
+        records = resolve_sources(list(config.images), limit=config.limit)
+        model = model or load_model(config.model, weights=config.weights)
+        mesh = mesh or device_mesh()
+        size = config.render.image_size or model.input_size
+        _check_memory(config, len(records))
+        units, items = plan(config, records, model)
+        _check_spec(config, model, records)
         todo = [item for item in items if item.id not in done]
-        log(f"{len(items)} items ({len(units)} attributions x {len(config.perturbations)} perturbations x "
-            f"{config.seeds} seeds); {len(items) - len(todo)} already done; {mesh.size} device(s)")
-        timings = {"attribution_s": 0.0, "render_s": 0.0, "compile_s": 0.0, "devices": mesh.size,
-                   "processes": jax.process_count()}
-        if todo:
-            needed = list(dict.fromkeys(item.unit for item in todo))
-            t0 = time.perf_counter()
-            attributions = _attributions(config, model, needed, out_dir, writer, attribution_progress)
-            timings["attribution_s"] = time.perf_counter() - t0
-            _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings,
-                    progress, len(items) - len(todo), len(items))
-        elif progress is not None:
-            progress(len(items), len(items))
-        rows = store.rows(item.id for item in items)
+        needed = list(dict.fromkeys(item.unit for item in todo))
+        attributions = _saved_attributions(config, model, needed, out_dir)
+        _check_disk(config, model, [unit for unit in needed if unit not in attributions], len(todo), size, out_dir)
+        # A batch never pads past the largest (layer, perturbation) group: one shape, compiled once.
+        width = _round_up(min(config.batch, max(1, len(records) * len(config.targets) * config.seeds)), mesh.size)
+        # A batch too big is refused before any work: host CPU devices share one memory, accelerators
+        # hold their own shard each.
+        per_memory = width // mesh.size * (mesh.size if mesh.devices.flat[0].platform == "cpu" else 1)
+        for layer in dict.fromkeys(unit.layer for unit in units):
+            check_render_memory(model, layer, per_memory, size, what="batch")
+        # Opened only now, when nothing can refuse any more: it pins the settings once it holds an
+        # item (and one that holds none pins nothing: store.py).
+        store = ResultStore(out_dir / "store.sqlite", fingerprint(config), upgrade=upgrade_fingerprint)
+        opened = True
+        try:
+            with _writes(out_dir), interrupt.deferred() as checkpoint:
+                if writer:
+                    write_json(out_dir / "sweep.json", config.to_dict())
+                log(f"{len(items)} items ({len(units)} attributions x {len(config.perturbations)} perturbations x "
+                    f"{config.seeds} seeds); {len(items) - len(todo)} already done; {mesh.size} device(s)")
+                timings = {"attribution_s": 0.0, "render_s": 0.0, "compile_s": 0.0, "devices": mesh.size,
+                           "processes": jax.process_count()}
+                if todo:
+                    t0 = time.perf_counter()
+                    _attributions(config, model, needed, attributions, out_dir, writer,
+                                  checkpoint.wrap(attribution_progress), checkpoint)
+                    timings["attribution_s"] = time.perf_counter() - t0
+                    _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings,
+                            checkpoint.wrap(progress), len(items) - len(todo), len(items), width, checkpoint)
+                elif progress is not None:
+                    progress(len(items), len(items))
+                rows = store.rows(item.id for item in items)
+                summary = summarize(rows)
+                if writer:
+                    _export(out_dir, rows, summary, timings, len(todo))
+        finally:
+            store.close()
+        result = SweepResult(rows=rows, summary=summary, out_dir=out_dir, ran=len(todo), timings=timings)
+        if finish is not None:
+            with _writes(out_dir):
+                finish(result)
+        return result
     finally:
-        store.close()
-    summary = summarize(rows)
+        if lock is not None:
+            lock.release(undo=not opened)
+
+
+def _lock(out_dir: Path, writer: bool) -> FolderLock | None:
+    """The folder's lock, taken by the process that writes (process 0); every process stops when
+    it could not take it."""
+    lock = error = None
     if writer:
-        _export(out_dir, rows, summary, timings, len(todo))
-    return SweepResult(rows=rows, summary=summary, out_dir=out_dir, ran=len(todo), timings=timings)
+        try:
+            lock = FolderLock(out_dir)
+        except AttrvisError as e:
+            error = e
+    if not agree(error is None):
+        raise error or AttrvisError(f"process 0 could not lock {out_dir} (its error says why)")
+    return lock
 
 
-def _attributions(config, model, units, out_dir: Path, writer: bool, progress) -> dict:
-    """unit -> Attribution for `units`: loaded from attributions/ or computed (and saved) now."""
-    from attrvis_jax.attribution import Attribution, attribute
+ATTRIBUTION_SETTINGS = ("model", "weights", "method", "key", "attribution")  # what an attribution depends on
+
+
+def _check_folder(out_dir: Path, config: SweepConfig, stored: dict | None, count: int) -> None:
+    """Refuse a folder holding results made under other settings, whether its store says so or,
+    without one, its sweep.json. Results pin what made them: items and pictures every setting,
+    attributions the attribution's; a folder with none of them (a session that failed early) pins
+    nothing. Attributions are also checked one by one when reused (`_check_reusable`)."""
+    wanted = plain(fingerprint(config))
+    where = ""
+    if stored is not None:
+        recorded = plain(upgrade_fingerprint(stored))
+    else:
+        recorded, where = _spec_settings(out_dir / "sweep.json"), "; recorded in sweep.json, there is no store.sqlite"
+    pictures = _holds(out_dir / "images", "*.png")
+    if recorded is None:
+        if pictures:
+            raise AttrvisError(f"{out_dir} holds pictures (images/) but no store.sqlite or sweep.json that says "
+                               "which settings made them: move images/ away, or use another --out directory")
+        return
+    pinned = wanted if count or pictures else ATTRIBUTION_SETTINGS if _holds(out_dir / "attributions", "*.npz") else ()
+    changed = [name for name in differences(recorded, wanted) if name.split(".")[0] in pinned]
+    if changed:
+        raise other_settings(out_dir, changed, where)
+
+
+def _spec_settings(path: Path) -> dict | None:
+    """The fingerprint of the sweep.json an earlier session wrote (None without one)."""
+    if not path.exists():
+        return None
+    with reading(path, "writes it again"):
+        return plain(fingerprint(SweepConfig.from_dict(json.loads(path.read_text()))))
+
+
+def _holds(folder: Path, pattern: str) -> bool:
+    return folder.is_dir() and next(folder.rglob(pattern), None) is not None
+
+
+def _check_spec(config: SweepConfig, model, records) -> None:
+    """What would otherwise refuse only once the sweep runs: the method, the key, the targets."""
+    from attrvis_jax.attribution.api import resolve_method
+
+    resolve_method(config.method)
+    try:
+        jax.random.key(config.key)
+    except (OverflowError, TypeError, ValueError) as e:
+        raise AttrvisError(f"key {config.key!r} is not a PRNG seed: {e}") from None
+    for target in config.targets:
+        for record in records if target == "label" else records[:1]:
+            _fixed_target(model, target, record)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@contextlib.contextmanager
+def _writes(out_dir: Path):
+    """A write into the folder that fails (a full disk, a folder made read-only): one error; what
+    finished is in the store."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        raise _unwritable(out_dir / "store.sqlite", e) from None
+    except OSError as e:
+        if e.filename is not None and not Path(e.filename).absolute().is_relative_to(out_dir.absolute()):
+            raise
+        raise _unwritable(e.filename or out_dir, e.strerror or e) from None
+
+
+def _unwritable(what, reason) -> AttrvisError:
+    return AttrvisError(f"cannot write {what}: {reason}; every finished item is in the store: fix that and rerun "
+                        "to resume")
+
+
+# ---- how big a sweep may be -----------------------------------------------------------------------
+PLAN_BYTES = 6000  # memory per item: plan, store rows and the results files (measured: 5.8 kB)
+ROW_BYTES = 500  # disk per item in the store
+PICTURE_BYTES_PER_PIXEL = 1.0  # the two PNGs of an item (measured: 1.0 at 224x224)
+ATTRIBUTION_BYTES_PER_VALUE = 6  # an .npz: four float32 arrays of the layer's shape (measured: 5, compressed)
+
+
+def _check_memory(config: SweepConfig, n_images: int) -> None:
+    """Refuse, before planning, a sweep whose plan and results cannot fit in memory, with the numbers."""
+    from attrvis_jax.memory import _gb, host_available_bytes
+
+    factors = ((n_images, "image"), (len(config.targets), "target"), (len(config.layers), "layer"),
+               (len(config.perturbations), "perturbation"), (config.seeds, "seed"))
+    items = math.prod(n for n, _ in factors)
+    available = host_available_bytes()
+    if available is not None and items * PLAN_BYTES > available:
+        shown = " x ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in factors)
+        raise AttrvisError(f"the sweep has {items} items ({shown}): planning and recording them needs about "
+                           f"{_gb(items * PLAN_BYTES)} of memory, more than the {_gb(available)} available; "
+                           "split it into smaller sweeps (fewer seeds or images, or a limit)")
+
+
+def _check_disk(config: SweepConfig, model, compute, todo: int, size: int, out_dir: Path) -> None:
+    """Refuse a sweep whose store rows, pictures (`todo` items) and attributions (`compute` units)
+    cannot fit on the free disk."""
+    from attrvis_jax.memory import _gb
+
+    per_item = ROW_BYTES + (PICTURE_BYTES_PER_PIXEL * size * size if config.save_images else 0)
+    shapes = model.layer_shapes(model.input_size)
+    attributions = sum(math.prod(shapes[unit.layer]) * ATTRIBUTION_BYTES_PER_VALUE for unit in compute)
+    need = int(todo * per_item + attributions)
+    free = shutil.disk_usage(_existing(out_dir)).free
+    if need > free:
+        pictures = f", {todo} x 2 pictures of {size}x{size}" if config.save_images else ""
+        raise AttrvisError(f"the sweep needs about {_gb(need)} on disk ({todo} items to store{pictures}, "
+                           f"{len(compute)} attributions), more than the {_gb(free)} free at {out_dir}; free space, "
+                           "set save_images = false, or split it into smaller sweeps")
+
+
+def _existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _saved_attributions(config, model, units, out_dir: Path) -> dict:
+    """unit -> Attribution for those of `units` saved in attributions/, each checked to be what this
+    sweep would compute (`_check_reusable`)."""
+    from attrvis_jax.attribution import Attribution
+
+    out = {}
+    for unit in units:
+        path = out_dir / "attributions" / f"{unit.slug}.npz"
+        if path.exists():
+            with reading(path, "computes it again"):
+                out[unit] = Attribution.load(path)
+            _check_reusable(path, out[unit], unit, config, model)
+    return out
+
+
+def _attributions(config, model, units, out: dict, out_dir: Path, writer: bool, progress, checkpoint=None) -> None:
+    """Compute (and save) the attributions of `units` that `out` (unit -> Attribution) lacks, into
+    it; `checkpoint` is called between chunks of the path (interrupt.py)."""
+    from attrvis_jax.attribution import attribute
 
     folder = out_dir / "attributions"
-    out, missing = {}, []
-    for unit in units:
-        path = folder / f"{unit.slug}.npz"
-        if path.exists():
-            out[unit] = Attribution.load(path)
-        else:
-            missing.append(unit)
+    missing = [unit for unit in units if unit not in out]
     batch = config.batch if config.method in BATCHED_METHODS else 1
     by_layer = defaultdict(list)
     for unit in missing:
@@ -234,7 +424,7 @@ def _attributions(config, model, units, out_dir: Path, writer: bool, progress) -
             targets = _targets(model, chunk, x)
             keys = jnp.stack([jax.random.fold_in(unit_key(config, u), 0) for u in chunk])
             result = attribute(model, x, layer, targets, config.method, config=config.attribution,
-                               key=keys if batch > 1 else keys[0])
+                               key=keys if batch > 1 else keys[0], progress=checkpoint)
             for unit, attr in zip(chunk, result):
                 out[unit] = attr
                 if writer:
@@ -242,7 +432,6 @@ def _attributions(config, model, units, out_dir: Path, writer: bool, progress) -
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-    return out
 
 
 def _image(model, record, cache: dict) -> np.ndarray:
@@ -252,28 +441,52 @@ def _image(model, record, cache: dict) -> np.ndarray:
 
 
 def _targets(model, units, x) -> list[int]:
-    """Each unit's target spec as a class index: "label" is the source's label, the rest (names,
-    indices, top1) `attribution.resolve_targets` reads."""
+    """Each unit's target as a class index (`attribution.resolve_targets`: top1 runs the network)."""
     from attrvis_jax.attribution.api import resolve_targets
 
-    specs = []
-    for unit in units:
-        if unit.target == "label":
-            if unit.image.label is None:
-                raise AttrvisError(f"target 'label' but {unit.image.id} has no label (only class folders and "
-                                   "tfds datasets have one); name the class instead")
-            specs.append(unit.image.label)
-        else:
-            specs.append(unit.target)
-    return [int(t) for t in resolve_targets(model, x, specs)]
+    return [int(t) for t in resolve_targets(model, x, [_target_spec(unit.target, unit.image) for unit in units])]
 
 
-def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total):
+def _target_spec(target: str, record):
+    """A unit's target spec: "label" is the source's label, the rest as written."""
+    if target != "label":
+        return target
+    if record.label is None:
+        raise AttrvisError(f"target 'label' but {record.id} has no label (only class folders and "
+                           "tfds datasets have one); name the class instead")
+    return record.label
+
+
+def _fixed_target(model, target: str, record) -> int | None:
+    """The class index of a target that does not depend on the network's output (None: top1)."""
+    from attrvis_jax.attribution.api import TOP_CLASS
+
+    spec = _target_spec(target, record)
+    return None if spec == TOP_CLASS else model.class_index(spec)
+
+
+def _check_reusable(path: Path, attr, unit: Unit, config: SweepConfig, model) -> None:
+    """Refuse an attribution in the folder computed under other settings than this sweep's (copied
+    in from elsewhere, or left by a sweep whose record is gone): reusing it would mix results."""
+    from attrvis_jax.attribution.api import resolve_method
+
+    target = _fixed_target(model, unit.target, unit.image)
+    made = plain({"model": attr.model, "layer": attr.layer, "method": attr.method, "input_size": attr.input_size,
+                  "target": attr.target if target is not None else None, "attribution": attr.config.to_dict()})
+    wanted = plain({"model": model.name, "layer": unit.layer, "method": resolve_method(config.method),
+                    "input_size": model.input_size, "target": target, "attribution": config.attribution.to_dict()})
+    changed = differences(made, wanted)
+    if changed:
+        raise AttrvisError(f"{path} was computed with other settings than this sweep's ({', '.join(changed)} "
+                           "differ): move it away (the sweep computes it again) or use another --out directory")
+
+
+def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total, width,
+            checkpoint=None):
     from attrvis_jax.metrics import directed_attribution, evaluate_rows
     from attrvis_jax.render import objectives
     from attrvis_jax.render.optimize import seed_keys, visualize_rows
 
-    width = -(-config.batch // mesh.size) * mesh.size  # a multiple of the device count
     variables = shard(model.variables, mesh, batched=False)
     groups = defaultdict(list)
     empty = []
@@ -300,7 +513,7 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
             stacked = objectives.stack([objectives.attribution_objective(a, render_config) for a in attrs])
             t0 = time.perf_counter()
             out = visualize_rows(model, stacked, render_config, keys, layer=layer, mesh=mesh, variables=variables,
-                                 options=config.run_options)
+                                 options=config.run_options, progress=checkpoint)
             timings["devices_used"] = len(out.loss.sharding.device_set)
             composed = out.composed[:, 0]
             refs = shard((np.stack([a.positive for a in attrs]), np.stack([a.values for a in attrs]),
