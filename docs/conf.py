@@ -69,5 +69,6 @@ html_theme_options = {
     "use_download_button": False,
     "use_fullscreen_button": False,
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # smaller type in the wide tables
 html_last_updated_fmt = None

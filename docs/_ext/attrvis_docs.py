@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "docs" / "_generated"
-HELP_WIDTH = 100  # columns of the --help text on the CLI page (argparse reads $COLUMNS)
+HELP_WIDTH = 80  # columns of the --help text on the CLI page (argparse reads $COLUMNS): the code column's width
 
 
 # ---- small Markdown helpers ------------------------------------------------------------------------
