@@ -3,7 +3,8 @@ warnings as errors: ./build-docs):
 
 - no file of the repository cites a document that is not in it (the design and algorithm notes
   the code once cited lived outside the repository; their content is the site's now);
-- every "docs/PAGE.md, 'Heading'" reference in the repository names a page and a heading that exist;
+- every reference of the form docs/<page>.md, '<heading>' in the repository names a page and a
+  heading that exist;
 - the generated parts list everything they are generated from: every bad input of the tests'
   tables on the errors page, every subcommand on the CLI page.
 """
