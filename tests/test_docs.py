@@ -120,6 +120,15 @@ def test_the_cli_page_shows_every_command(generators):
         assert f"usage: attrvis {name}" in page, name
 
 
+def test_every_name_of_the_face_has_a_docstring():
+    """autodoc documents what has a docstring: a face name without one would be an unlinked entry
+    of the API page's table."""
+    import attrvis_jax
+
+    bare = [name for name in attrvis_jax.__all__ if not (getattr(attrvis_jax, name).__doc__ or "").strip()]
+    assert not bare, bare
+
+
 def test_docstrings_become_restructured_text(generators):
     convert = generators.docstring_to_rst
     got = convert(["Read a `save`d file: *any* |x| ok.", "", "    y = a·x  (a formula)", "",
