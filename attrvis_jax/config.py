@@ -1,8 +1,8 @@
 """Frozen, hashable settings for each stage of the pipeline (usable as `jax.jit` static arguments).
 
-Every constant comes from ALGORITHM.md; where the authors' released code and the paper's text
-disagree, `fidelity="code"` (the default, which reproduces the published figures) picks the code's
-behaviour and `fidelity="paper"` the text's.
+Every constant is explained in docs/method.md; where the authors' released code and the paper's text
+disagree, `fidelity="code"` (the attribution's default) picks the code's behaviour and
+`fidelity="paper"` the text's. The render's default is `fidelity="default"` (docs/defaults.md).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class _ConfigMethods:
 
 @dataclasses.dataclass(frozen=True)
 class AttributionConfig(_ConfigMethods):
-    """The attribution stage: output-targeted baseline (§2), path integral (§3), post-processing (§4).
+    """The attribution stage: baseline, path integral, post-processing (docs/method.md).
 
     Where code and paper differ (`fidelity`):
       - β (area ratio): code = Otsu on the min-max-normalized, resized, uint8, 3×3-blurred channel
@@ -189,24 +189,24 @@ class AttributionConfig(_ConfigMethods):
 
     fidelity: str = "code"
 
-    # Output-targeted baseline (§2): two mask optimizations with Adam, combined by minimum.
+    # Output-targeted baseline (docs/method.md, 'The baseline'): two mask optimizations with Adam, combined by minimum.
     spatial_steps: int = 2049  # the code's range(2048 + 1) updates
     spatial_lr: float = 0.009
     channel_steps: int = 4097
     channel_lr: float = 0.01
     proximity: float = 16.0  # weight of (1/Σ|a|)·Σ|m·a − a| against |z_c(m⊙a)|
 
-    # Path integral (§3): R = (a − b) ⊙ Σ_m w_m ∇z_c(b + α_m (a − b)).
+    # Path integral (docs/method.md, 'The attribution'): R = (a − b) ⊙ Σ_m w_m ∇z_c(b + α_m (a − b)).
     steps: int = 200
     rule: str = "right"  # the code's linspace(1/S, 1, S); also left, midpoint, trapezoid, gauss_legendre
     chunk: int = 32  # path points per batched gradient evaluation: bounds memory (captum's internal_batch_size)
     scale_by_logit: bool = False  # the code multiplies R by z_c(a); we use |z_c(a)| so no sign flip
 
-    # SmoothGrad (a comparison method, §3).
+    # SmoothGrad (a comparison method; docs/method.md, 'The attribution').
     smoothgrad_samples: int = 100
     smoothgrad_noise: float = 0.15  # std as a fraction of max(a) − min(a)
 
-    # Post-processing (§4).
+    # Post-processing (docs/method.md, 'Post-processing').
     channel_threshold: float = 0.95  # τ of the cumsumMax channel filter (the code's mixed4d value)
     heatmap_percentile: float = 65.0  # display heat map: entries below this percentile are zeroed
 
@@ -217,7 +217,7 @@ class AttributionConfig(_ConfigMethods):
 
 
 
-# ---- rendering (ALGORITHM §5–8) ------------------------------------------------------------------
+# ---- rendering (docs/method.md, 'Parameterization' to 'The loss') ----------------------------------
 PERTURBATIONS = ("constant", "gaussian", "blur", "fractal", "pyramid", "none")
 # The authors' names for them (their code's flags, the paper's legends).
 CODE_NAMES = {"constant": "ConstBack", "gaussian": "Normal", "blur": "BlurImage", "fractal": "Noise",
@@ -242,7 +242,7 @@ MASK_DECAY_POWER = 1.5  # the default mask spectrum (RenderConfig.mask_decay_pow
 
 @dataclasses.dataclass(frozen=True)
 class RenderConfig(_ConfigMethods):
-    """The visualization optimizer (§5–8): what a render computes. Frozen and hashable: it is a
+    """The visualization optimizer (docs/method.md): what a render computes. Frozen and hashable: it is a
     static argument of the compiled step, so every field here is a compile-time constant. How a
     render runs (how many seeds, snapshots, chunking, the loop engine) is `RunOptions`: none of
     that changes a seed's result.
@@ -443,7 +443,7 @@ def split_options(config: RenderConfig | None, options: RunOptions | None, overr
     return (config.replace(**algorithm) if algorithm else config), (options.replace(**run) if run else options)
 
 
-# ---- sweeps (DESIGN §5: batched, sharded, resumable) ----------------------------------------------
+# ---- sweeps (docs/sweeps.md: batched, sharded, resumable) -----------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(_ConfigMethods):
     """A sweep: images × targets × layers × perturbations × seeds, each item one visualization.

@@ -1,4 +1,4 @@
-"""Group (decomposed) attribution visualization (ALGORITHM §9).
+"""Group (decomposed) attribution visualization (docs/method.md, 'Channel groups').
 
 Channels that rise and fall together across many images of one class are one "group"; visualizing
 each group's share of a new image's attribution separately shows the parts the network combines.
@@ -167,7 +167,7 @@ def channel_groups(
     seed: int = 0,
     code_units: bool = True,
 ) -> ChannelGroups:
-    """Group a layer's channels by factor analysis of several images' attributions (ALGORITHM §9).
+    """Group a layer's channels by factor analysis of several images' attributions (docs/method.md, 'Channel groups').
 
     attributions: raw R maps (H, W, K) or `Attribution`s (their `.values`), all of one layer and one
         class. Each is channel-filtered with `tau` (a stricter filter than the display's 0.95, so only

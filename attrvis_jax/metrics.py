@@ -1,4 +1,4 @@
-"""The paper's evaluation metrics (§4.2 / ALGORITHM §10), batched over visualizations.
+"""The paper's evaluation metrics (the paper's §4.2; docs/method.md, 'Metrics'), batched over visualizations.
 
 - Visualization correlation: Pearson r between f_l(vis) and an attribution map over all
   H·W·K neurons, one value per visualization.

@@ -10,7 +10,8 @@ Compile time is measured apart from run time (a zero-step call compiles the loop
 medians over `--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory is
 reported two ways per chunk size: XLA's own estimate of the compiled path loop's temporary buffers,
 and the peak resident memory of a fresh child process that runs only the path with that chunk.
-Also compares the jitted fori_loop engine with a Python loop over a jitted step (PERF-NOTES), and
+Also compares the jitted fori_loop engine with a Python loop over a jitted step (as in
+docs/performance.md, 'Before the package'), and
 counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
 (kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
 path loop with the package's canonical-gradient convolution against JAX's (the network built with

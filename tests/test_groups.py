@@ -1,4 +1,4 @@
-"""Group (decomposed) attribution visualization (ALGORITHM §9): the factor-analysis grouping on
+"""Group (decomposed) attribution visualization (docs/method.md, 'Channel groups'): the factor-analysis grouping on
 attributions with a planted channel structure, the 3-or-4 factor rule, the τ = 0.3 filter, splitting
 a new attribution into groups, files, errors, and the grouped rendering on a tiny and a real network.
 
@@ -78,7 +78,8 @@ def as_sets(groups) -> set:
 
 # ---- the reference computation, written independently -----------------------------------------
 def cumsum_max(r: np.ndarray, tau: float) -> np.ndarray:
-    """ALGORITHM §4.1 in numpy: keep the channels strictly before the first cumsum ≥ τ·total."""
+    """docs/method.md, 'The channel filter', in numpy: keep the channels strictly before the
+    first cumsum ≥ τ·total."""
     score = np.abs(r).max(axis=(0, 1)).astype(np.float64)
     order = np.argsort(-score, kind="stable")
     cut = np.searchsorted(np.cumsum(score[order]), tau * score.sum(), side="left")

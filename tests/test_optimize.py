@@ -1,5 +1,6 @@
 """The optimizer loop on a tiny random network: results, determinism, chunking, vmapped seeds,
-engines, groups, the no-mask ablation, non-finite stops and input handling (ALGORITHM §5–8)."""
+engines, groups, the no-mask ablation, non-finite stops and input handling (docs/method.md,
+'Parameterization' to 'The loss')."""
 
 from __future__ import annotations
 

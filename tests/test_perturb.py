@@ -1,4 +1,4 @@
-"""The perturbations and the fractal noise pyramid (ALGORITHM §6)."""
+"""The perturbations and the fractal noise pyramid (docs/method.md, 'Perturbations')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Post-processing of attributions (ALGORITHM §4): channel filter, heat map, Otsu, β, λ0."""
+"""Post-processing of attributions (docs/method.md, 'Post-processing'): channel filter, heat map, Otsu, β, λ0."""
 
 from __future__ import annotations
 

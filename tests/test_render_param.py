@@ -1,4 +1,5 @@
-"""The image parameterization, RenderConfig, and the objective's formulas and schedules (§5, §8)."""
+"""The image parameterization, RenderConfig, and the objective's formulas and schedules
+(docs/method.md, 'Parameterization' and 'The loss')."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """End to end on real weights and a real photo: EfficientNet-Lite0, chelsea (a tabby / tiger cat),
-attributions from `attribute`, then `visualize` (ALGORITHM §10's visualization correlation).
+attributions from `attribute`, then `visualize` (docs/method.md, 'Metrics': the visualization correlation).
 
 Shortened to stay fast on a 2-core CPU (about a minute): 2 seeds × 64 updates instead of 25 × 2048,
 the schedules scaled to the run (λ and lr change every steps/10 updates, as the default's 204 of

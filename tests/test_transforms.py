@@ -1,4 +1,4 @@
-"""Transformation robustness as one fixed-shape resampling (ALGORITHM §7)."""
+"""Transformation robustness as one fixed-shape resampling (docs/method.md, 'Transforms')."""
 
 from __future__ import annotations
 

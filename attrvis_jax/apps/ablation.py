@@ -1,4 +1,5 @@
-"""The paper's perturbation ablation (§4.2, ALGORITHM §10): every perturbation × layer × image × seed.
+"""The paper's perturbation ablation (its §4.2; docs/method.md, 'Metrics'): every perturbation ×
+layer × image × seed.
 
 A sweep (sweep.py) over the six variants, then the paper-style table and bar charts:
 

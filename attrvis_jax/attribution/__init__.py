@@ -1,6 +1,7 @@
-"""Neuron attributions at a hidden layer (ALGORITHM §2–§4): the output-targeted baseline,
-Aumann–Shapley / integrated gradients and the classic gradient methods, and the post-processing
-(channel filter, R⁺, heat map, β by Otsu, λ0) that the visualization consumes.
+"""Neuron attributions at a hidden layer: the output-targeted baseline, Aumann–Shapley /
+integrated gradients and the classic gradient methods, and the post-processing (channel filter, R⁺,
+heat map, β by Otsu, λ0) that the visualization consumes (docs/method.md, 'The baseline' to
+'Post-processing').
 
 `attribute` is the entry point; the methods are also here as functions of explicit arrays. The
 pieces (path rules, histograms, Otsu's threshold, upsampling) live in `baseline`, `methods` and

@@ -1,4 +1,4 @@
-"""The output-targeted baseline (ALGORITHM §2): a hidden-layer baseline that stays close to the
+"""The output-targeted baseline (docs/method.md, 'The baseline'): a hidden-layer baseline that stays close to the
 activations a but drives the target logit to zero.
 
 Two masks are optimized independently, each from its own N(0, 1) init, with Adam on

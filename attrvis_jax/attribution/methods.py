@@ -1,11 +1,12 @@
-"""Attribution methods on a hidden layer (ALGORITHM §3).
+"""Attribution methods on a hidden layer (docs/method.md, 'The attribution').
 
 Every method takes the same arguments — the network, the layer, its variables, a batch of the
 layer's activations a (N, H, W, K), the target classes (N,), a config, a PRNG key and an optional
 progress callback — and returns a `MethodOutput` with values of shape (N, H, W, K): the contribution
 of every neuron of the layer to the target's pre-softmax logit z_c.
 
-- aumann_shapley: R = (a − b) ⊙ ∫₀¹ ∇z_c(b + α(a − b)) dα from the output-targeted baseline b (§2).
+- aumann_shapley: R = (a − b) ⊙ ∫₀¹ ∇z_c(b + α(a − b)) dα from the output-targeted baseline b
+  (docs/method.md, 'The baseline').
 - integrated_gradients: the same integral from the zero baseline.
 - saliency: |∇z_c|.  grad_x_activation: a ⊙ ∇z_c.
 - smoothgrad: the mean gradient at noisy copies of a (not multiplied by a).
@@ -142,7 +143,8 @@ def path_points_total(config: AttributionConfig) -> int:
 # ---- the methods -------------------------------------------------------------------------------
 def aumann_shapley(net, layer, variables, acts, targets, *, config=AttributionConfig(), key=None,
                    progress: Progress | None = None, progress_every: int = 256) -> MethodOutput:
-    """Aumann–Shapley / integrated gradients from the output-targeted baseline (§2, §3).
+    """Aumann–Shapley / integrated gradients from the output-targeted baseline (docs/method.md,
+    'The attribution').
 
     `progress(done, total)` counts baseline optimizer steps, then path points.
     """

@@ -1,4 +1,4 @@
-"""From a raw attribution R (H, W, K) to what the visualization needs (ALGORITHM §4).
+"""From a raw attribution R (H, W, K) to what the visualization needs (docs/method.md, 'Post-processing').
 
     R_f = channel_filter(R, τ)       signed, only the top channels kept   → β (Otsu) and λ0
     R⁺  = max(R_f, 0)                                                     → the objective, the heat map
@@ -118,8 +118,8 @@ def area_ratio(filtered: jax.Array, size: int, fidelity: str = "code") -> jax.Ar
 def lambda0(values: jax.Array, filtered: jax.Array, fidelity: str = "code") -> jax.Array:
     """Initial weight of the mask-area term: code 20·ΣR_f, paper ΣR.
 
-    Clamped positive (ALGORITHM §8): if the sum is ≤ 0, the same scale times ΣR⁺ is used (0 only
-    when R⁺ is all zero).
+    Clamped positive (docs/method.md, 'The area weight λ0'): if the sum is ≤ 0, the same scale
+    times ΣR⁺ is used (0 only when R⁺ is all zero).
     """
     scale, total = (LAMBDA_SCALE_CODE, jnp.sum(filtered)) if fidelity == "code" else (1.0, jnp.sum(values))
     return scale * jnp.where(total > 0, total, jnp.sum(jnp.maximum(filtered, 0.0)))
@@ -152,7 +152,8 @@ def directed_weights(r_plus, activations=None, baseline=None) -> np.ndarray:
 
 
 def postprocess(values: jax.Array, config: AttributionConfig = AttributionConfig(), size: int = 224) -> PostProcessed:
-    """All of §4 for one map R (H, W, K); `size` is the model's input size (the code path's resize)."""
+    """All of docs/method.md, 'Post-processing', for one map R (H, W, K); `size` is the model's
+    input size (the code path's resize)."""
     filtered = channel_filter(values, config.channel_threshold)
     positive = jnp.maximum(filtered, 0.0)
     return PostProcessed(

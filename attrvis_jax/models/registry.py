@@ -32,6 +32,7 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def available_models() -> tuple[str, ...]:
+    """The names `load_model` takes, the default (DEFAULT_MODEL) first."""
     return tuple(MODULES)
 
 

@@ -1,5 +1,5 @@
-"""Rendering (ALGORITHM §5–8): optimize an image and a mask so that the masked, perturbed image
-excites a hidden layer in proportion to its neuron attributions.
+"""Rendering: optimize an image and a mask so that the masked, perturbed image excites a hidden
+layer in proportion to its neuron attributions (docs/method.md, 'Parameterization' to 'The loss').
 
     result = visualize(model, attribution, RenderConfig(perturbation="pyramid"), key=jax.random.key(0))
     result.composed      # (seeds, H, W, 3): 0.55·(1 − M) + X·M

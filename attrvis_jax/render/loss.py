@@ -1,4 +1,4 @@
-"""The loss and its schedules (ALGORITHM §8): what the kernel minimizes for an objective's weights.
+"""The loss and its schedules (docs/method.md, 'The loss'): what the kernel minimizes for an objective's weights.
 
 code, default:   loss_b = −2·L_b + λ_b(t)·[(m_crop,b − β_b)² + (m_full,b − β_b)²],
                  L_b = mean_ij Σ_k f^l(T(Xc))_ijk · W_b,ijk

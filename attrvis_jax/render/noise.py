@@ -1,8 +1,8 @@
-"""Fractal noise and the noise pyramid (ALGORITHM §6).
+"""Fractal noise and the noise pyramid (docs/method.md, 'The noise pyramid').
 
-A fractal noise image is the image parameterization of §5 applied to a *random* spectrum:
-N(0, sd²) coefficients scaled by 1/f^decay, irfft2, ÷4, color-decorrelated, σ. Values lie in (0, 1)
-around 0.5. A larger decay gives smoother noise; a larger sd gives stronger contrast.
+A fractal noise image is the image parameterization (docs/method.md, 'Parameterization') applied
+to a *random* spectrum: N(0, sd²) coefficients scaled by 1/f^decay, irfft2, ÷4, color-decorrelated,
+σ. Values lie in (0, 1) around 0.5. A larger decay gives smoother noise; a larger sd gives stronger contrast.
 
 The pyramid has 6 levels; level 0 (used where M ≈ 0) is the strongest and smoothest, level 5 the
 weakest and finest: sd 0.20 → 0.15 and decay 1.5 → 1.0 (the code's reversed linspaces, equal to the

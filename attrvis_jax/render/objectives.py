@@ -309,7 +309,7 @@ def attribution_objective(attribution=None, config: RenderConfig | None = None, 
     balance "relative" (default): W is divided by the photo's own score L(photo) = mean_ij Σ_k a·W
         (or `reference` when given), so the attribution term is a pure number and λ0 = area_weight;
         it needs `activations` or `reference`. "code": λ0 = the attribution's 20·ΣR_f (`lambda0`,
-        required; non-positive values fall back to 20·ΣR⁺ as ALGORITHM §8 says).
+        required; non-positive values fall back to 20·ΣR⁺ as docs/method.md, 'The area weight λ0', says).
     The no-mask ablation has no area term: it needs neither.
     """
     config = config or RenderConfig()

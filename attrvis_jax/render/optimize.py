@@ -1,4 +1,5 @@
-"""The render kernel (ALGORITHM §5–8): `visualize_rows(model, objective, config, keys)`.
+"""The render kernel: `visualize_rows(model, objective, config, keys)` (docs/method.md,
+'Parameterization' to 'The loss').
 
 One compiled optimizer that `visualize`, the sweep, the ablation and the figures all run. It
 takes an objective (objectives.py: the method's attribution objective with its mask terms, or a

@@ -1,4 +1,4 @@
-"""The image parameterization (ALGORITHM §5): a Fourier spectrum per channel, RGB + mask.
+"""The image parameterization (docs/method.md, 'Parameterization'): a Fourier spectrum per channel, RGB + mask.
 
     img = irfft2(P · scale(f)) / 4            (per channel; P real and imaginary parts)
     X   = σ(img[..., :3] @ Cnᵀ)               (lucid's ImageNet color decorrelation)

@@ -1,4 +1,4 @@
-"""The perturbations (ALGORITHM §6): how the mask M mixes the image X with what is "removed".
+"""The perturbations (docs/method.md, 'Perturbations'): how the mask M mixes the image X with what is "removed".
 
 Each is a pure function `(X, M, key) -> Xc` on X (..., H, W, 3) and M (..., H, W, 1) in [0, 1],
 returning the composed image (..., H, W, 3). Keys are used only by the random ones; a perturbation

@@ -1,4 +1,4 @@
-"""Transformation robustness (ALGORITHM §7) as one fixed-shape resampling, so the step jits once.
+"""Transformation robustness (docs/method.md, 'Transforms') as one fixed-shape resampling, so the step jits once.
 
 The authors' chain (lucid transforms on the 4-channel concat(Xc, M), one random draw per step shared
 by the attribution groups):

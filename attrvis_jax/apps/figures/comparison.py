@@ -37,7 +37,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     (a), (b) (n groups), (c) and (d) all use perturbation "none" and are rendered as ONE grouped
     batch (3 + n groups per seed: shared transform draws and the same initial image per seed), so
     only the objective differs between them; (e) is the pyramid render of the attribution, with the
-    same key. Metrics (ALGORITHM §10): PCC of f_l(vis) with the original feature map a for (a)–(c)
+    same key. Metrics (docs/method.md, 'Metrics'): PCC of f_l(vis) with the original feature map a for (a)–(c)
     ((b): of the activations summed over its groups), with R⁺ for (d)–(e); top-5 consistency of the
     target ((b): the head applied to the summed activations). All columns also get PCC with R⁺.
     """

@@ -82,8 +82,9 @@ def compute_groups(ctx: FigureContext, tau: float = 0.3, min_loading: float | No
                            key=ctx.attr_key, progress=ctx.bar(f"attribution of {len(views) - 1} views"))
         ctx._add_time("attribution", t0)
     # The grouping thresholds (min loading 0.02) were set for the code's attribution scale R·z_c(a)
-    # (ALGORITHM §3, scale_by_logit): group that, each view scaled by its own |z_c|; the scale does not
-    # change which channels are grouped together, only which loadings count as small.
+    # (docs/method.md, 'The attribution': scale_by_logit): group that, each view scaled by its own
+    # |z_c|; the scale does not change which channels are grouped together, only which loadings
+    # count as small.
     scaled = [np.asarray(a.values) * abs(float(a.logit)) for a in [attr, *others]]
     threshold = float(np.finfo(np.float64).tiny) if min_loading is None else float(min_loading)
     grouping = channel_groups(scaled, tau=tau, layer=layer, min_loading=threshold)

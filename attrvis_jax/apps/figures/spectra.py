@@ -23,7 +23,7 @@ SPECTRA_DPI = 100
 
 
 def compute_spectra(x: np.ndarray, key: jax.Array, draws: int = 8, fidelity: str = "code") -> dict:
-    """Log-amplitude spectra of what each perturbation puts where the mask is 0 (ALGORITHM §6).
+    """Log-amplitude spectra of what each perturbation puts where the mask is 0 (docs/method.md, 'Perturbations').
 
     constant: the gray 0.55 (paper 0.5). gaussian: clip(N(0, 1), 0, 1). blur: the photo blurred with
     the pyramid's σ = 10 (M = 0) and σ = 4 levels. fractal: the single fractal noise (sd 0.19, decay
