@@ -151,6 +151,7 @@ RANGES = {
     },
     "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps"),
     "SweepConfig": {**_counts(1, "seeds", "batch", "limit", "chunk_size"), "key": SEED_RANGE},
+    "CatalogConfig": {**_counts(1, "seeds", "batch"), **_counts(0, "channels"), "key": SEED_RANGE},
 }
 
 
@@ -403,6 +404,13 @@ class RenderConfig(_ConfigMethods):
 
 
 
+def scaled_lr(steps: int) -> float:
+    """The paper's lr for a run of `steps` updates: lr·√(2048/steps) of the default RenderConfig,
+    0.02 at 2048 and 0.08 at 128 (the reduced schedule's rule; `configs.reduced` says why)."""
+    paper = RenderConfig()
+    return paper.lr * math.sqrt(paper.steps / steps)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions(_ConfigMethods):
     """How a render runs, apart from what it computes (`RenderConfig`): seed i's result is the same
@@ -526,3 +534,32 @@ class SweepConfig(_ConfigMethods):
                 except AttrvisError as e:  # name the section: steps exist in both
                     raise AttrvisError(f"[{name}] {e}") from None
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+# ---- catalogs of a layer (apps/catalog.py) -------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CatalogConfig(_ConfigMethods):
+    """A catalog of a layer (`apps.catalog`): every channel's plain feature visualization.
+
+    layer; channels (None: all of the layer's); seeds per channel; key; batch: channels per
+    compiled batch (rounded up to a multiple of the device count); render: the RenderConfig, its
+    perturbation "none" (feature visualizations have no mask); by default 256 steps at the paper's
+    lr scaled to them (0.02·√(2048/256), as the figures' presets scale it) with 16 redirected-ReLU
+    steps, so that channels dead on the random start get a picture too."""
+
+    layer: str = "default"
+    channels: tuple[int, ...] | None = None
+    seeds: int = 1
+    key: int = 0
+    batch: int = 8
+    render: RenderConfig = RenderConfig(perturbation="none", steps=256, lr=scaled_lr(256), relu_redirect_steps=16)
+
+    def __post_init__(self):
+        if isinstance(self.channels, list):
+            object.__setattr__(self, "channels", tuple(self.channels))
+        _check_types(self, skip=("render",))
+        _check(self.channels is None or len(self.channels) > 0, "channels must be None (all) or a non-empty list")
+        _check(self.channels is None or len(set(self.channels)) == len(self.channels),
+               f"channels repeat: {self.channels}")
+        _check(isinstance(self.render, RenderConfig) and not self.render.has_mask,
+               "a catalog renders plain feature visualizations: render.perturbation must be 'none'")

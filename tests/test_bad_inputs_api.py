@@ -225,7 +225,7 @@ def test_a_label_file_with_a_byte_order_mark(tmp_path):
 
 
 # ---- configs: every numeric field has its range ------------------------------------------------
-CONFIGS = (cfg.AttributionConfig, cfg.RenderConfig, cfg.RunOptions, cfg.SweepConfig)
+CONFIGS = (cfg.AttributionConfig, cfg.RenderConfig, cfg.RunOptions, cfg.SweepConfig, cfg.CatalogConfig)
 
 
 def _numeric(cls):

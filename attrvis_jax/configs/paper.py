@@ -7,8 +7,7 @@ views of the image and 32 noise draws per spectrum.
 
 from __future__ import annotations
 
-import math
-
+from attrvis_jax import config
 from attrvis_jax.config import AttributionConfig, RenderConfig
 from attrvis_jax.configs.preset import Preset
 
@@ -18,8 +17,4 @@ def get_config() -> Preset:
                   nmf_factors=4, views=8, spectrum_draws=32)
 
 
-def scaled_lr(steps: int) -> float:
-    """The paper's lr for a run of `steps` updates: lr·√(2048/steps), 0.02 at 2048 and 0.08 at 128
-    (the reduced schedule's rule; `configs.reduced` says why)."""
-    render = get_config().render
-    return render.lr * math.sqrt(render.steps / steps)
+scaled_lr = config.scaled_lr  # the paper's lr for a run of `steps` updates
