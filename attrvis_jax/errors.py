@@ -29,6 +29,15 @@ class WeightsError(AttrvisError):
     """A weight file that is missing, unsafe, corrupt, or does not fit the model."""
 
 
+class WriteError(AttrvisError, OSError):
+    """A file or folder that cannot be written (disk full, read-only, no permission, ...); the message
+    names the path and the reason. Also an `OSError` with the original errno, strerror and filename,
+    so code that already handles a failed write (`except OSError`) keeps working."""
+
+    def __str__(self) -> str:  # OSError would otherwise show "[Errno 28] ..." once errno is set
+        return str(self.args[0]) if self.args else ""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to `name` (case-insensitive), best first."""
     choices = list(choices)

@@ -1,4 +1,7 @@
-"""Atomic file output: a crash or Ctrl-C never leaves a half-written result behind."""
+"""Atomic file output: a crash, Ctrl-C or a full disk never leaves a half-written result behind.
+
+Every failed write (a full disk, a read-only place, no permission, ...) is one `WriteError` that
+names the path and the reason."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from attrvis_jax.errors import AttrvisError, WriteError
 
 
 def _read_umask() -> int:
@@ -20,23 +25,65 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def write_error(path, error: OSError) -> WriteError:
+    """The one error of a failed write of `path`: "cannot write PATH: REASON", with error's errno."""
+    reason = error.strerror or str(error)
+    out = WriteError(f"cannot write {path}: {reason}")
+    out.errno, out.strerror, out.filename = error.errno, reason, str(path)
+    return out
+
+
+class _Sink:
+    """The temp file as `atomic_write`'s callback sees it: a failed write to it is a WriteError of the
+    destination, while an OSError of the callback's own source (a download) stays what it was."""
+
+    def __init__(self, f, path: Path):
+        self._f, self._path = f, path
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise write_error(self._path, e) from None
+
+    def flush(self):
+        try:
+            self._f.flush()
+        except OSError as e:
+            raise write_error(self._path, e) from None
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def atomic_write(path: Path, write: Callable) -> None:
-    """Call write(binary file) on a temp file beside `path`, fsync, then rename it into place.
+    """Call write(binary file) on a temp file beside `path`, fsync, then rename it into place; any
+    failure of the file itself is one WriteError naming `path`, and the temp file is removed.
 
     The file gets the permissions `open()` would give it (0666 less the umask), not mkstemp's 0600,
     so results are readable by whoever could read a plainly written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
+    source_error = None
+    try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            try:
+                write(_Sink(f, path))
+            except OSError as e:  # the sink raises WriteError for the file's own: this is the data's source
+                source_error = e
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError) and e is not source_error:
+            raise write_error(path, e) from None
         raise
 
 
@@ -77,8 +124,6 @@ def read_npz(path: Path, kind: str, version: int) -> tuple[dict, dict]:
     AttrvisError naming the file and what it should have been (`kind`, e.g. "attribution")."""
     import numpy as np
 
-    from attrvis_jax.errors import AttrvisError
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -109,8 +154,6 @@ def check_output_folder(path: Path, owns: Callable[[str], bool], overwrite: bool
 
     Refused: a path that is a file (or lies under one), a place nobody can write, and a folder with
     files of an earlier `what` unless `overwrite` (a mix of two runs' files would mislead)."""
-    from attrvis_jax.errors import AttrvisError
-
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise AttrvisError(f"output folder {path} is an existing file, not a folder")
