@@ -110,13 +110,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from attrvis_jax.errors import UnknownNameError
     from attrvis_jax.models import load_model
 
-    try:
-        return load_model(args.model, weights=args.weights, labels=args.labels)
-    except UnknownNameError as e:
-        raise UsageError(str(e)) from None
+    return load_model(args.model, weights=args.weights, labels=args.labels)  # an unknown name: exit 2 (main)
 
 
 def _read_image(source):
@@ -230,27 +226,14 @@ def _attribution_config(args, preset: configs.Preset):
     return preset.attribution.replace(**fields)
 
 
-def _target_index(model, spec: str | None) -> int | None:
-    """`--target`: a class name or index, or None / "top1" for the image's top class (the library's
-    rule, `attribution.resolve_targets`, which runs the network for it later)."""
-    from attrvis_jax.attribution.api import TOP_CLASS
-
-    return None if spec is None or spec == TOP_CLASS else model.class_index(spec)
-
-
 def _run(args, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
-    from attrvis_jax.errors import AttrvisError
     from attrvis_jax.apps.pipeline import run
 
-    try:  # unknown or out-of-range class and layer names are usage errors
-        model.resolve_layer(args.layer) if args.layer else None
-        target = _target_index(model, args.target)
-    except AttrvisError as e:
-        raise UsageError(str(e)) from None
-    results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
+    # --layer and --target go on as given: pipeline.run resolves them, once (an unknown or
+    # out-of-range name is an UnknownNameError: exit 2)
+    results = run(model, image, Path(args.out), layer=args.layer, target=args.target, method=args.method,
                   attribution_config=attr_cfg, render_config=render_cfg, run_options=run_options, seed=args.seed,
-                  quiet=args.quiet,
-                  image_label=image_label, overwrite=args.overwrite)
+                  quiet=args.quiet, image_label=image_label, overwrite=args.overwrite)
     if not args.quiet:
         s = results["summary"]
         print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
@@ -343,18 +326,13 @@ def cmd_figures(args) -> int:
     bad = [n for n in names if n not in FIGURES]
     if bad:
         raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
-    from attrvis_jax.errors import AttrvisError
     from attrvis_jax.fileio import check_output_folder
 
     check_output_folder(Path(args.out), owns=lambda name: False, what="figures")  # a file, or unwritable
     model = _load(args)
-    try:  # unknown or out-of-range class and layer names are usage errors
-        target = _target_index(model, args.target)
-        layer = model.resolve_layer(args.layer) if args.layer else None
-    except AttrvisError as e:
-        raise UsageError(str(e)) from None
+    # --layer and --target go on as given: the figures' context resolves them, once
     summary = run_all(args.model, Path(args.out), model=model, schedule=args.schedule, image=args.image,
-                      layer=layer, target=target, seeds=args.seeds, steps=args.steps, figures=names,
+                      layer=args.layer, target=args.target, seeds=args.seeds, steps=args.steps, figures=names,
                       fidelity=args.fidelity, key=args.seed, quiet=args.quiet,
                       progress=progress_mod.bar("figures", unit="figure", quiet=args.quiet))
     if not args.quiet:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.data import Preprocess, load_image
-from attrvis_jax.errors import AttrvisError, unknown
+from attrvis_jax.errors import AttrvisError, UnknownNameError, unknown
 from attrvis_jax.labels import class_index
 
 Stage = tuple[str, Callable[[jax.Array], jax.Array]]
@@ -147,8 +147,15 @@ class Model:
         return self.resolve_layer(self.spec.default_layer or self.layers[len(self.layers) // 2])
 
     def class_index(self, name: str | int) -> int:
-        """Index of a class given by name (any of its comma-separated synonyms) or by index."""
-        return class_index(self.labels, name, self.spec.num_classes, model=self.name)
+        """Index of a class given by name (any of its comma-separated synonyms) or by index; an
+        unknown name and an index out of range both raise UnknownNameError (a mistake in how a
+        command was called, exit 2, wherever the name is resolved)."""
+        try:
+            return class_index(self.labels, name, self.spec.num_classes, model=self.name)
+        except UnknownNameError:
+            raise
+        except AttrvisError as e:  # labels.class_index: "class index N out of range ..."
+            raise UnknownNameError(str(e)) from None
 
     def class_name(self, index: int) -> str:
         return self.labels[index]
