@@ -334,6 +334,11 @@ CASES = [
     ("out-holds-an-older-run", RUN[:3] + ["{oldrun}"], 1, "holds an earlier run (12 of its files", _unchanged("oldrun")),
     ("demo-out-holds-user-files", ["demo", "--out", "{userfiles}", "--seeds", "1", "--steps", "1", "--quiet"], 1,
      "{userfiles}/input.png is not an earlier run's file", _unchanged("userfiles")),
+    # the layer and class are resolved once, by pipeline.run / the figures' context: exit 2, no folder made
+    ("figures-target-too-big", ["figures", "spectra", "--weights", "random", "--target", "1000", "--out", "{out}"], 2,
+     "class index 1000 out of range", _absent("out")),
+    ("figures-layer-unknown", ["figures", "spectra", "--weights", "random", "--layer", "blocks.99", "--out", "{out}"],
+     2, "unknown layer of efficientnet_lite0 'blocks.99'", _absent("out")),
     ("out-broken-link", RUN[:3] + ["{brokenlink}", "--quiet"] + FAST, 1, "output folder {brokenlink} is a broken link",
      lambda i: Path(i["brokenlink"]).is_symlink() and _no_drafts(i)),
     # an empty path (an unset variable in a script) is refused for every path argument
