@@ -95,7 +95,7 @@ def test_a_full_disk_is_one_write_error_naming_the_file(tmp_path, monkeypatch):
     assert (tmp_path / "a.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def test_failures_outside_the_callback_name_the_file_too(tmp_path, monkeypatch):
+def test_failures_outside_the_callback_name_the_file_too(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(WriteError, match="cannot write .*folder: Is a directory"):
         write_text(tmp_path / "folder", "x")
