@@ -33,19 +33,27 @@ class WeightsError(AttrvisError):
     """A weight file that is missing, unsafe, corrupt, or does not fit the model."""
 
 
+class WriteError(AttrvisError, OSError):
+    """A file or folder that cannot be written (disk full, read-only, no permission, ...); the message
+    names the path and the reason. Also an `OSError` with the original errno, strerror and filename,
+    so code that already handles a failed write (`except OSError`) keeps working."""
+
+    def __str__(self) -> str:  # OSError would otherwise show "[Errno 28] ..." once errno is set
+        return str(self.args[0]) if self.args else ""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to `name` (case-insensitive), best first."""
     choices = list(choices)
+    key = name.strip().lower()
+    if not key:
+        return []
+    # Names that hold it as a word come first ("cat": "tabby cat", "tiger cat"), shortest first: edit
+    # distance alone ranks "crate" and "coast" above them; then the closest by edit distance.
+    words = sorted((c for c in choices if key in c.lower().replace("-", " ").split()), key=len)
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    found = [lowered[h] for h in hits]
-    # Substring matches catch what edit distance misses ("cat" in "tabby cat").
-    for c in choices:
-        if len(found) >= n:
-            break
-        if name.lower() in c.lower() and c not in found:
-            found.append(c)
-    return found
+    hits = [lowered[h] for h in difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.5)]
+    return list(dict.fromkeys(words + hits))[:n]
 
 
 def unknown(kind: str, name: object, choices: Iterable[str], listing: bool = False) -> UnknownNameError:

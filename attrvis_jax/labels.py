@@ -97,9 +97,12 @@ def class_index(labels: tuple[str, ...], name: str | int, num_classes: int, mode
     if isinstance(name, numbers.Integral) or name.strip().lstrip("+-").isdigit():
         index = int(name)
         if not 0 <= index < num_classes:
-            raise AttrvisError(f"class index {index} out of range for {model} (valid: 0..{num_classes - 1})")
+            raise UnknownNameError(f"class index {index} out of range for {model} (valid: 0..{num_classes - 1})")
         return index
     key = name.strip().lower()
+    if not key:
+        raise UnknownNameError(f"an empty class name for {model}: name a class, give its index, or leave it out "
+                               "for the image's top class")
     wnid = is_wnid(name) and name.strip() in imagenet1k_wnids()
     if wnid and tuple(labels[:1000]) == imagenet1k():  # a WordNet id names exactly one ImageNet class
         return imagenet1k_wnids().index(name.strip())

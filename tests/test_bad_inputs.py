@@ -7,11 +7,13 @@ that fail at argument parsing or input checks never load a model, and the rest u
 (milliseconds) or the small fake checkpoints built here. Add a row for every new bad input.
 
 `{stem_ext}` in an argument is the file stem.ext built by `Inputs.make_stem` (below) in the test's temp
-folder; `{out}` is a path there that does not exist.
+folder; `{out}` is a path there that does not exist. A `make_` helper that calls `self.keep(path)`
+records that input byte for byte, and `_unchanged(stem)` then checks that it is exactly as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -24,6 +26,9 @@ import pytest
 from PIL import Image
 
 from attrvis_jax.apps.cli import main
+from attrvis_jax.apps.pipeline import run_files
+from attrvis_jax.fileio import STAGING
+from test_fileio import disk_full_after, snapshot, write_run
 
 
 class Inputs(dict):
@@ -32,6 +37,7 @@ class Inputs(dict):
     def __init__(self, root: Path):
         super().__init__()
         self.root = root
+        self.before = {}  # stem -> snapshot of an input `after` checks byte for byte
 
     def __missing__(self, key: str) -> str:
         stem, _, ext = key.partition("_")  # "photo_png" -> photo.png, made by make_photo
@@ -112,10 +118,9 @@ class Inputs(dict):
         path.write_text("keep me")
 
     def make_earlier(self, path):
-        """The folder of an earlier 3-seed run (only the names matter to the check)."""
-        path.mkdir()
-        for name in ("results.json", "report.html", "input.png", "seed00.png", "seed01.png", "seed02_mask.png"):
-            (path / name).write_text(name)
+        """The folder of an earlier 2-seed run, known by its results.json (which lists its files)."""
+        write_run(path, seeds=(0, 1))
+        self.keep(path)
 
     # sweeps
     def _spec(self, path, **fields):
@@ -293,6 +298,42 @@ class Inputs(dict):
         self._sweep_folder(path, store_items=0, key=7)
         self._keep(path)
 
+    # -- issue 28: output folders and writes
+    def keep(self, path):
+        self.before[path.name] = snapshot(path)
+
+    def make_userfiles(self, path):
+        """The user's own photos, named like a run's files (input.png) or nearly (seed3.png): no run."""
+        path.mkdir()
+        self.make_photo(path / "input.png")
+        (path / "seed3.png").write_bytes((path / "input.png").read_bytes()[::-1])
+        (path / "notes.txt").write_text("mine")
+        self.keep(path)
+
+    def make_runanduser(self, path):
+        """An earlier 1-seed run, and the user's seed01.png beside it (which a 2-seed run writes)."""
+        write_run(path, seeds=(0,))
+        self.make_photo(path / "seed01.png")
+        self.keep(path)
+
+    def make_oldrun(self, path):
+        """An earlier 3-seed run of a version whose results.json did not list its files."""
+        write_run(path, seeds=(0, 1, 2), files=False)
+        self.keep(path)
+
+    def make_otherresults(self, path):
+        """A folder holding a sweep's results.json: not a run's."""
+        path.mkdir()
+        (path / "results.json").write_text(json.dumps({"items": [], "summary": []}))
+        self.keep(path)
+
+    def make_emptydir(self, path):
+        path.mkdir()
+        self.keep(path)
+
+    def make_brokenlink(self, path):
+        path.symlink_to(self.root / "nowhere")
+
 
 def _item_row(item_id):
     from attrvis_jax.apps.store import NAMES
@@ -318,11 +359,17 @@ def _absent(name):
     return lambda inputs: not (inputs.root / name).exists()
 
 
-def _unchanged_earlier(inputs):
-    folder = inputs.root / "earlier"
-    return sorted(p.name for p in folder.iterdir()) == sorted(
-        ["results.json", "report.html", "input.png", "seed00.png", "seed01.png", "seed02_mask.png"]) and all(
-        p.read_text() == p.name for p in folder.iterdir())
+def _no_drafts(inputs):
+    return not any(p.name.startswith(STAGING) for p in inputs.root.rglob("*"))
+
+
+def _cwd_untouched(inputs):
+    return not any((inputs.root / "cwd").iterdir())
+
+
+def _unchanged(stem):
+    """`after`: the input folder `stem` is byte for byte as it was, and no draft of a run is left."""
+    return lambda inputs: snapshot(inputs.root / stem) == inputs.before[stem] and _no_drafts(inputs)
 
 
 def _sweep_json_kept(inputs):
@@ -361,7 +408,7 @@ CASES = [
     ("out-under-a-file", RUN[:3] + ["{afile_txt}/sub"], 1, "is a file", None),
     ("out-unwritable", RUN[:3] + ["/proc/attrvis-test/out"], 1, "cannot write output folder /proc/attrvis-test/out",
      None),
-    ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (6 of its files", _unchanged_earlier),
+    ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (10 of its files", _unchanged("earlier")),
     ("demo-out-is-a-file", ["demo", "--out", "{afile_txt}"], 1, "is an existing file", None),
     ("figures-out-is-a-file", ["figures", "spectra", "--out", "{afile_txt}"], 1, "is an existing file", None),
     ("ablation-out-unwritable", ["ablation", "--out", "/proc/attrvis-test"], 1, "cannot write output folder", None),
@@ -478,12 +525,65 @@ CASES = [
     # a first session that finished no item pins nothing: other settings get as far as the spec check
     ("sweep-failed-first-session-pins-nothing", ["sweep", "{badtarget_json}", "--out", "{failedfirst}"], 2,
      "closest: 'tabby'", _kept("failedfirst")),
+    # -- issue 28: output folders and writes
+    # a run knows an earlier run by its results.json, never by file names; a user's file is never replaced
+    ("out-holds-user-files", RUN[:3] + ["{userfiles}", "--quiet"] + FAST, 1,
+     "{userfiles}/input.png is not an earlier run's file and the run would replace it: move it away",
+     _unchanged("userfiles")),
+    ("out-holds-user-files-overwrite", RUN[:3] + ["{userfiles}", "--quiet", "--overwrite"] + FAST, 1,
+     "{userfiles}/input.png is not an earlier run's file", _unchanged("userfiles")),
+    ("out-run-and-a-user-file", RUN[:3] + ["{runanduser}", "--quiet", "--overwrite"] + FAST + ["--seeds", "2"], 1,
+     "{runanduser}/seed01.png is not an earlier run's file", _unchanged("runanduser")),
+    ("out-holds-other-results-json", RUN[:3] + ["{otherresults}", "--quiet", "--overwrite"] + FAST, 1,
+     "{otherresults}/results.json is not an earlier run's file", _unchanged("otherresults")),
+    ("out-holds-an-older-run", RUN[:3] + ["{oldrun}"], 1, "holds an earlier run (12 of its files", _unchanged("oldrun")),
+    ("demo-out-holds-user-files", ["demo", "--out", "{userfiles}", "--seeds", "1", "--steps", "1", "--quiet"], 1,
+     "{userfiles}/input.png is not an earlier run's file", _unchanged("userfiles")),
+    # the layer and class are resolved once, by pipeline.run / the figures' context: exit 2, no folder made
+    ("figures-target-too-big", ["figures", "spectra", "--weights", "random", "--target", "1000", "--out", "{out}"], 2,
+     "class index 1000 out of range", _absent("out")),
+    ("figures-layer-unknown", ["figures", "spectra", "--weights", "random", "--layer", "blocks.99", "--out", "{out}"],
+     2, "unknown layer of efficientnet_lite0 'blocks.99'", _absent("out")),
+    ("out-broken-link", RUN[:3] + ["{brokenlink}", "--quiet"] + FAST, 1, "output folder {brokenlink} is a broken link",
+     lambda i: Path(i["brokenlink"]).is_symlink() and _no_drafts(i)),
+    # an empty path (an unset variable in a script) is refused for every path argument
+    *[(f"empty-{name}", argv, 2, f"argument {arg}: an empty path (an unset variable?)", _cwd_untouched)
+      for name, arg, argv in [
+          ("run-out", "--out", ["run", "{photo_png}", "--out", ""]),
+          ("run-out-blank", "--out", ["run", "{photo_png}", "--out", "  "]),
+          ("run-image", "image", ["run", "", "--out", "{emptydir}"]),
+          ("run-weights", "--weights", ["run", "{photo_png}", "--weights", "", "--out", "{emptydir}"]),
+          ("run-labels", "--labels", ["run", "{photo_png}", "--labels", " ", "--out", "{emptydir}"]),
+          ("demo-out", "--out", ["demo", "--out", ""]),
+          ("demo-sample", "--sample", ["demo", "--sample", "", "--out", "{emptydir}"]),
+          ("classify-image", "image", ["classify", ""]),
+          ("figures-out", "--out", ["figures", "all", "--out", ""]),
+          ("figures-image", "--image", ["figures", "all", "--image", "", "--out", "{emptydir}"]),
+          ("ablation-out", "--out", ["ablation", "--out", ""]),
+          ("ablation-images", "--images", ["ablation", "--images", "chelsea", "", "--out", "{emptydir}"]),
+          ("ablation-weights", "--weights", ["ablation", "--weights", "", "--out", "{emptydir}"]),
+          ("sweep-spec", "spec", ["sweep", "", "--out", "{emptydir}"]),
+          ("sweep-out", "--out", ["sweep", "{spec_json}", "--out", ""]),
+          ("verify-path", "path", ["weights", "verify", "googlenet", ""]),
+          ("convert-path", "path", ["weights", "convert", "googlenet", "", "--out", "{emptydir}/g.npz"]),
+          ("convert-out", "--out", ["weights", "convert", "googlenet", "--out", ""]),
+      ]],
+    # weights convert: its --out checked before the conversion, the write atomic, every failure one line
+    ("convert-out-is-a-folder", ["weights", "convert", "efficientnet_lite0", "--out", "{emptydir}"], 1,
+     "output file {emptydir} is an existing folder: name the file to write", _unchanged("emptydir")),
+    ("convert-out-under-a-file", ["weights", "convert", "efficientnet_lite0", "--out", "{afile_txt}/w.npz"], 1,
+     "cannot create output file {afile_txt}/w.npz: {afile_txt} is a file",
+     lambda i: Path(i["afile_txt"]).read_text() == "keep me"),
+    ("convert-out-unwritable", ["weights", "convert", "efficientnet_lite0", "--out", "/proc/attrvis-test.npz"], 1,
+     "cannot write output file /proc/attrvis-test.npz: No such file or directory (/proc)", None),
 ]
 
 
 @pytest.mark.parametrize("argv,code,fragment,after", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input(tmp_path, capsys, argv, code, fragment, after):
+def test_bad_input(tmp_path, capsys, monkeypatch, argv, code, fragment, after):
     inputs = Inputs(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # an empty current folder: nothing may land in it
     inputs["out"] = str(tmp_path / "out")
     args = [a.format_map(inputs) for a in argv]
     try:
@@ -512,3 +612,76 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out == f"attrvis {attrvis_jax.__version__}\n"
+
+
+# -- issue 28: a full disk or Ctrl-C while a run writes ----------------------------------------------
+TINY_RUN = FAST + ["--path-steps", "2", "--baseline-steps", "1", "--quiet"]
+WRITES = run_files((0,))  # what a 1-seed run writes, in order
+
+
+def _folder_state(inputs, state):
+    """`--out` of each kind: a fresh path, an earlier run (with --overwrite), the user's other files."""
+    out = inputs.root / "out"
+    if state == "earlier":
+        write_run(out, seeds=(0, 1))
+        (out / "notes.txt").write_text("mine")
+        return out, ["--overwrite"]
+    if state == "userfiles":
+        out.mkdir()
+        inputs.make_photo(out / "holiday.png")
+        (out / "seed3.png").write_text("mine")
+    return out, []
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("state", ["fresh", "earlier", "userfiles"])
+@pytest.mark.parametrize("failure,after", [("full", 0), ("full", 4), ("full", len(WRITES) - 1), ("ctrl-c", 4)],
+                         ids=["full-at-first", "full-mid", "full-at-last", "ctrl-c-mid"])
+def test_a_failed_write_loses_nothing_and_leaves_nothing(tmp_path, capsys, monkeypatch, state, failure, after):
+    """The disk fills (or Ctrl-C comes) after `after` of the run's files: one line naming the file
+    and the reason, the folder exactly as before (an earlier run whole, the user's files too, a fresh
+    one never made) and no draft left; then the same command with room to write succeeds."""
+    inputs = Inputs(tmp_path)
+    out, extra = _folder_state(inputs, state)
+    argv = ["run", inputs["photo_png"], "--out", str(out), *TINY_RUN, *extra]
+    before = _tree(tmp_path)
+    started = disk_full_after(monkeypatch, after, KeyboardInterrupt() if failure == "ctrl-c" else None)
+    code = main(argv)
+    err = capsys.readouterr().err
+    if failure == "full":
+        assert (code, err) == (1, f"attrvis: error: cannot write {out / WRITES[after]}: No space left on device\n")
+    else:
+        assert (code, err) == (130, "attrvis: interrupted\n")
+    assert len(started) == after + 1 and _tree(tmp_path) == before
+    monkeypatch.undo()
+    assert main(argv) == 0, capsys.readouterr().err
+    earlier = {f"out/{name}" for name in run_files((0, 1))}
+    theirs = {name: data for name, data in before.items() if name not in earlier}  # the user's, and the photo
+    after_run = _tree(tmp_path)
+    assert {name: after_run.get(name) for name in theirs} == theirs
+    assert sorted(p.name for p in out.iterdir()) == sorted(WRITES + [n[4:] for n in theirs if n.startswith("out/")])
+    assert json.loads((out / "results.json").read_text())["files"] == WRITES  # the earlier run's seed01: gone
+
+
+def test_any_other_oserror_is_one_line(capsys, monkeypatch):
+    """The CLI's last net: an OSError no check foresaw is one line with the file and the reason."""
+    from attrvis_jax.apps import cli
+
+    def fail(args):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/somewhere/file.npz")
+
+    monkeypatch.setattr(cli, "cmd_classes", fail)
+    assert main(["classes"]) == 1
+    assert capsys.readouterr().err == "attrvis: error: /somewhere/file.npz: Permission denied\n"
+
+
+def test_convert_on_a_full_disk_keeps_the_file_it_would_replace(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "w.npz"
+    out.write_bytes(b"the earlier conversion")
+    disk_full_after(monkeypatch, 0)
+    assert main(["weights", "convert", "efficientnet_lite0", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"attrvis: error: cannot write {out}: No space left on device\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"] and out.read_bytes() == b"the earlier conversion"

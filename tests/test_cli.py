@@ -79,11 +79,18 @@ def test_console_script_help_and_bad_flag():
 
 
 def test_run_target_top1_means_the_top_class_and_other_specs_are_classes(lite0):
-    # `attrvis run/figures --target`: the sweeps' "top1" (the image's top class) is accepted too.
-    from attrvis_jax.apps.cli import _target_index
-    from attrvis_jax.errors import AttrvisError
+    # `attrvis run/figures --target` go on as given to the library's one rule (resolve_targets, which
+    # pipeline.run and the figures' context call once): the sweeps' "top1" (the image's top class)
+    # is accepted too, and an unknown or out-of-range class is an UnknownNameError (exit 2)
+    from attrvis_jax.attribution.api import resolve_targets
+    from attrvis_jax.data import read_source
+    from attrvis_jax.errors import UnknownNameError
 
-    assert _target_index(lite0, None) is None and _target_index(lite0, "top1") is None
-    assert _target_index(lite0, "tabby") == 281 and _target_index(lite0, "282") == 282
-    with pytest.raises(AttrvisError):
-        _target_index(lite0, "top-1")
+    x = lite0.load_image(read_source("chelsea"))[None]
+    top = int(resolve_targets(lite0, x, None)[0])
+    assert int(resolve_targets(lite0, x, "top1")[0]) == top
+    assert int(resolve_targets(lite0, x, "tabby")[0]) == 281 and int(resolve_targets(lite0, x, "282")[0]) == 282
+    with pytest.raises(UnknownNameError, match="closest"):
+        resolve_targets(lite0, x, "top-1")
+    with pytest.raises(UnknownNameError, match="class index 1000 out of range"):
+        resolve_targets(lite0, x, "1000")

@@ -111,25 +111,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def path_arg(text: str) -> str:
+    """An argparse type for every path argument: an empty or blank one (an unset variable in a
+    script) is refused, never taken for the current folder or a default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
+    return text
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from attrvis_jax.models import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL}), or a factory of your own network: 'package.module:function' or 'file.py:function' returning from_flax(...)")
     p.add_argument(
-        "--weights", default="default",
+        "--weights", default="default", type=path_arg,
         help="'default' (the manifest's checkpoint), a .pth/.npz path, or 'random'",
     )
-    p.add_argument("--labels", default=None, help="class-name file, one per line (overrides the model's)")
+    p.add_argument("--labels", default=None, type=path_arg, help="class-name file, one per line (overrides the model's)")
 
 
 def _load(args):
-    from attrvis_jax.errors import UnknownNameError
     from attrvis_jax.models import load_model
 
-    try:
-        return load_model(args.model, weights=args.weights, labels=args.labels)
-    except UnknownNameError as e:
-        raise UsageError(str(e)) from None
+    return load_model(args.model, weights=args.weights, labels=args.labels)  # an unknown name: exit 2 (main)
 
 
 def _read_image(source):
@@ -137,14 +141,6 @@ def _read_image(source):
     from attrvis_jax.data import read_source
 
     return read_source(source)
-
-
-def _check_out(args) -> None:
-    """Refuse an unusable --out before any work (pipeline.run checks again when it writes)."""
-    from attrvis_jax.fileio import check_output_folder
-    from attrvis_jax.apps.pipeline import run_owns
-
-    check_output_folder(Path(args.out), run_owns, args.overwrite)
 
 
 def cmd_classify(args) -> int:
@@ -215,9 +211,11 @@ def cmd_weights(args) -> int:
               f"{report['tensors']} tensors fit {args.name}")
         return 0
     if args.action == "convert":
+        from attrvis_jax.fileio import check_output_file
+
+        out = check_output_file(args.out or f"{args.name}.npz")  # a folder, or no place to write: refused now
         src = Path(args.path) if args.path else store.default_weights_path(args.name)
         variables = store.convert_pth(variables_template(arch), arch.torch_rename, src)
-        out = Path(args.out or f"{args.name}.npz")
         digest = store.save_variables(variables, out)
         print(f"wrote {out} (sha256 {digest}); load it with --weights {out}")
         return 0
@@ -243,34 +241,28 @@ def _attribution_config(args, preset: configs.Preset):
     return preset.attribution.replace(**fields)
 
 
-def _target_index(model, spec: str | None) -> int | None:
-    """`--target`: a class name or index, or None / "top1" for the image's top class (the library's
-    rule, `attribution.resolve_targets`, which runs the network for it later)."""
-    from attrvis_jax.attribution.api import TOP_CLASS
+def _run_folder(args):
+    """--out, checked where it enters (before the image is read or the model loads), once."""
+    from attrvis_jax.apps.pipeline import run_folder
 
-    return None if spec is None or spec == TOP_CLASS else model.class_index(spec)
+    return run_folder(args.out, args.overwrite)
 
 
-def _run(args, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
-    from attrvis_jax.errors import AttrvisError
+def _run(args, folder, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
     from attrvis_jax.apps.pipeline import run
 
-    try:  # unknown or out-of-range class and layer names are usage errors
-        model.resolve_layer(args.layer) if args.layer else None
-        target = _target_index(model, args.target)
-    except AttrvisError as e:
-        raise UsageError(str(e)) from None
-    results = run(model, image, Path(args.out), layer=args.layer, target=target, method=args.method,
+    # --layer and --target go on as given: pipeline.run resolves them, once (an unknown or
+    # out-of-range name is an UnknownNameError: exit 2)
+    results = run(model, image, folder, layer=args.layer, target=args.target, method=args.method,
                   attribution_config=attr_cfg, render_config=render_cfg, run_options=run_options, seed=args.seed,
-                  quiet=args.quiet,
-                  image_label=image_label, overwrite=args.overwrite)
+                  quiet=args.quiet, image_label=image_label)
     if not args.quiet:
         s = results["summary"]
         print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
               f"PCC {s['pcc_directed_mean']:.3f} (with R+: {s['pcc_mean']:.3f}), top-5 {s['top5_rate']:.0%}, "
               f"mask area {np.mean(results['mask_area']):.3f} (β {results['beta']:.3f}), "
               f"{results['timings']['total_s']:.0f} s")
-        print(f"report: {Path(args.out) / 'report.html'}")
+        print(f"report: {folder.path / 'report.html'}")
     return 0
 
 
@@ -279,18 +271,18 @@ def _given(value, default):
 
 
 def cmd_run(args) -> int:
-    _check_out(args)
+    folder = _run_folder(args)
     pixels = _read_image(args.image)
     model = _load(args)
     preset = configs.get("paper")
     (render_cfg, run_options), attr_cfg = _render_settings(args, preset), _attribution_config(args, preset)
-    return _run(args, model, pixels, str(args.image), render_cfg, run_options, attr_cfg)
+    return _run(args, folder, model, pixels, str(args.image), render_cfg, run_options, attr_cfg)
 
 
 def cmd_demo(args) -> int:
     from attrvis_jax import load_model
 
-    _check_out(args)
+    folder = _run_folder(args)
     pixels = _read_image(args.sample)
     preset, paper = configs.get("demo"), configs.get("paper")
     model = load_model(preset.model)
@@ -300,7 +292,7 @@ def cmd_demo(args) -> int:
               f"{run_options.seeds} seeds x {render_cfg.steps} steps (the paper: {paper.run.seeds} x "
               f"{paper.render.steps}; "
               "see `attrvis run`)", flush=True)
-    return _run(args, model, pixels, f"{args.sample} (bundled)", render_cfg, run_options, attr_cfg)
+    return _run(args, folder, model, pixels, f"{args.sample} (bundled)", render_cfg, run_options, attr_cfg)
 
 
 def _sweep_progress(args):
@@ -360,18 +352,13 @@ def cmd_figures(args) -> int:
     bad = [n for n in names if n not in FIGURES]
     if bad:
         raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
-    from attrvis_jax.errors import AttrvisError
     from attrvis_jax.fileio import check_output_folder
 
-    check_output_folder(Path(args.out), owns=lambda name: False, what="figures")  # a file, or unwritable
+    check_output_folder(args.out, what="figures")  # a file, or unwritable
     model = _load(args)
-    try:  # unknown or out-of-range class and layer names are usage errors
-        target = _target_index(model, args.target)
-        layer = model.resolve_layer(args.layer) if args.layer else None
-    except AttrvisError as e:
-        raise UsageError(str(e)) from None
+    # --layer and --target go on as given: the figures' context resolves them, once
     summary = run_all(args.model, Path(args.out), model=model, schedule=args.schedule, image=args.image,
-                      layer=layer, target=target, seeds=args.seeds, steps=args.steps, figures=names,
+                      layer=args.layer, target=args.target, seeds=args.seeds, steps=args.steps, figures=names,
                       fidelity=args.fidelity, key=args.seed, quiet=args.quiet,
                       progress=progress_mod.bar("figures", unit="figure", quiet=args.quiet))
     if not args.quiet:
@@ -383,12 +370,14 @@ def cmd_figures(args) -> int:
 
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     preset = configs.get("demo" if demo else "paper")
-    p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None,
-                   help="output folder, created when the results are ready (a failed run leaves none behind); "
-                        "a folder holding an earlier run is refused unless --overwrite; other files in it stay")
+    p.add_argument("--out", required=not demo, default="attrvis-demo" if demo else None, type=path_arg,
+                   help="output folder; the run is written into a hidden folder and moved there when complete "
+                        "(a failed run leaves nothing behind); a folder holding an earlier run (its results.json) "
+                        "is refused unless --overwrite; other files in it stay, and are never replaced")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the earlier run in --out: its files (seedNN.png, results.json, ...) are "
-                        "removed just before the new ones are written, so the folder never mixes two runs")
+                   help="replace the earlier run in --out: once the new run is complete, its files take the "
+                        "earlier run's place and the earlier run's other files are removed, so the folder never "
+                        "mixes two runs")
     p.add_argument("--layer", default=None, help="layer name (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index, or top1 (the default: the image's top class)")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -444,18 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo", "the whole method on a bundled photo, offline, in a few minutes; writes a report")
-    p.add_argument("--sample", default=configs.get("demo").image, help="bundled photo: chelsea, coffee, rocket, motorcycle")
+    p.add_argument("--sample", default=configs.get("demo").image, type=path_arg, help="bundled photo: chelsea, coffee, rocket, motorcycle")
     _add_run_args(p, demo=True)
     p.set_defaults(func=cmd_demo)
 
     p = add("run", "attribute and visualize one image: PNGs, results.json and report.html in --out")
-    p.add_argument("image", help="image file, or a bundled photo name")
+    p.add_argument("image", type=path_arg, help="image file, or a bundled photo name")
     _add_model_args(p)
     _add_run_args(p)
     p.set_defaults(func=cmd_run)
 
     p = add("classify", "classify an image (a path or a bundled photo: chelsea, coffee, rocket, motorcycle)")
-    p.add_argument("image")
+    p.add_argument("image", type=path_arg)
     _add_model_args(p)
     p.add_argument("--top", type=positive_int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -472,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_classes)
 
     p = add("sweep", "run (or resume) a sweep: images x targets x layers x perturbations x seeds")
-    p.add_argument("spec", help="sweep spec, .toml or .json (fields: see the example below)")
-    p.add_argument("--out", required=True, help="output folder; rerunning resumes where it stopped")
+    p.add_argument("spec", type=path_arg, help="sweep spec, .toml or .json (fields: see the example below)")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder; rerunning resumes where it stopped")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize() first (cluster environment)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
@@ -481,12 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation, paper, paper_run = configs.get("ablation"), configs.get("paper").render, configs.get("paper").run
     p = add("ablation", f"the perturbation ablation ({', '.join(ablation.perturbations)}) with table and bar charts")
-    p.add_argument("--images", nargs="+", default=list(ablation.images),
+    p.add_argument("--images", nargs="+", default=list(ablation.images), type=path_arg,
                    help="image files, folders, bundled photos (chelsea ...) or tfds:NAME:SPLIT@A:B")
     p.add_argument("--targets", nargs="+", default=list(ablation.targets), help="class names/indices, top1 or label")
     p.add_argument("--layers", nargs="+", default=list(ablation.layers), help="layers (default: the model's default)")
     p.add_argument("--model", default=ablation.model)
-    p.add_argument("--weights", default=ablation.weights)
+    p.add_argument("--weights", default=ablation.weights, type=path_arg)
     p.add_argument("--seeds", type=positive_int, default=ablation.seeds)
     p.add_argument("--steps", type=positive_int, default=ablation.render.steps, help=f"render steps (the paper: {paper.steps})")
     p.add_argument("--lr", type=positive_float, default=ablation.render.lr,
@@ -499,15 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=ablation.batch, help="visualizations per compiled batch")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=ablation.render.fidelity)
     p.add_argument("--seed", type=seed_int, default=ablation.key)
-    p.add_argument("--out", required=True, help="output folder; rerunning resumes")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablation)
 
     p = add("figures", "the paper's figures (spectra, comparison, perturbations, layers, groups) as PNG + JSON")
     p.add_argument("names", nargs="+", help="'all' or figure names: spectra comparison perturbations layers groups")
     _add_model_args(p)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--image", default="chelsea", help="image file or bundled photo (default chelsea)")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder")
+    p.add_argument("--image", default="chelsea", type=path_arg, help="image file or bundled photo (default chelsea)")
     p.add_argument("--layer", default=None, help="main layer (default: the model's default layer)")
     p.add_argument("--target", default=None, help="class name or index, or top1 (the default: the image's top class)")
     p.add_argument("--schedule", choices=configs.FIGURE_SCHEDULES, default="reduced",
@@ -522,8 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("weights", "list, verify or convert checkpoints")
     p.add_argument("action", choices=["list", "verify", "convert"])
     p.add_argument("name", nargs="?", help="model name")
-    p.add_argument("path", nargs="?", help="a .pth file (default: the manifest's checkpoint)")
-    p.add_argument("--out", help="output .npz for convert (default: NAME.npz)")
+    p.add_argument("path", nargs="?", type=path_arg, help="a .pth file (default: the manifest's checkpoint)")
+    p.add_argument("--out", type=path_arg, help="output .npz for convert (default: NAME.npz)")
     p.add_argument("--sha256", help="expected sha256 when verifying a file of your own")
     p.set_defaults(func=cmd_weights)
     return parser
@@ -551,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"attrvis: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the last net: fileio raises WriteError (an AttrvisError) for its own writes
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"attrvis: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         hint = "; rerun the same command to resume" if args.command in ("sweep", "ablation") else ""

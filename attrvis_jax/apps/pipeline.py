@@ -3,15 +3,18 @@ report.html. Shared by `attrvis run` and `attrvis demo`.
 
 The results.json keys are a public interface (scripts read them): model, layer, target,
 target_index, beta, lambda0, method, completeness_error, and per-seed lists pcc, top5_hit,
-mask_area, final_loss, plus timings, versions, config and key. Add keys; never rename them.
+mask_area, final_loss, plus timings, versions, config, key and files (every file the run wrote).
+Add keys; never rename them.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import time
 from pathlib import Path
+from typing import Iterable
 
 import jax
 import numpy as np
@@ -23,14 +26,43 @@ from attrvis_jax.fileio import OutputFolder, write_json
 from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, write_report
 
 
-# The files a run writes (and the temp files of an interrupted atomic write of one of them): an
-# earlier run's are replaced only with overwrite=True, and nothing else in the folder is touched.
-RUN_FILE = re.compile(r"\.?(input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_mask)?\.png|attribution\.npz|"
-                      r"results\.json|report\.html)(\.[^.]+\.tmp)?")
+RECORD = "results.json"
+# The names a run's files can have: only these are ever taken from an earlier run's record.
+RUN_FILE = re.compile(r"input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_mask)?\.png|attribution\.npz|"
+                      r"results\.json|report\.html")
 
 
 def run_owns(name: str) -> bool:
     return RUN_FILE.fullmatch(name) is not None
+
+
+def run_files(seeds: Iterable[int]) -> list[str]:
+    """The files a run of these seeds writes, in the order it writes them."""
+    per_seed = [name for s in seeds for name in (f"seed{s:02d}.png", f"seed{s:02d}_mask.png")]
+    return ["input.png", "heatmap.png", "attribution.npz", *per_seed, "contact_sheet.png", RECORD, "report.html"]
+
+
+def earlier_run(folder: Path) -> list[str] | None:
+    """The files the earlier run in `folder` wrote, as its results.json records them (its "files";
+    older versions' from their "seeds"); None if `folder` holds no run's results.json. A name that
+    is not a run's file name is never taken from it."""
+    try:
+        results = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or not {"model", "layer", "target_index", "seeds"} <= results.keys():
+        return None
+    files = results.get("files")
+    if not isinstance(files, list):
+        seeds = results["seeds"] if isinstance(results["seeds"], list) else []
+        files = run_files(s for s in seeds if isinstance(s, int) and not isinstance(s, bool) and s >= 0)
+    return [name for name in files if isinstance(name, str) and run_owns(name)]
+
+
+def run_folder(path, overwrite: bool = False) -> OutputFolder:
+    """The output folder of a run, checked now: a file, an unwritable place, or a folder holding an
+    earlier run (unless `overwrite`) is refused with one AttrvisError."""
+    return OutputFolder(path, earlier_run, overwrite, what="run", record=RECORD)
 
 
 def versions() -> dict:
@@ -49,7 +81,7 @@ def versions() -> dict:
 def run(
     model,
     image,
-    out_dir: Path,
+    out_dir: Path | OutputFolder,
     *,
     layer: str | None = None,
     target=None,
@@ -64,20 +96,24 @@ def run(
 ) -> dict:
     """Run the whole method on one image and write everything into `out_dir`; returns results.
 
-    `out_dir` must not hold another run's files (`run_owns`) unless `overwrite`, which removes them
-    once the new results are computed, just before they are written: a folder never mixes two runs,
-    and a failed run leaves the earlier one intact and no empty folder behind. A render whose memory
-    floor (memory.py) exceeds the free memory is refused before any work."""
-    with OutputFolder(out_dir, run_owns, overwrite) as folder:
-        return _run(model, image, folder, layer=layer, target=target, method=method,
-                    attribution_config=attribution_config, render_config=render_config, run_options=run_options,
-                    seed=seed, quiet=quiet,
-                    image_label=image_label)
+    `out_dir`: a path, or a `run_folder` made where the path entered (which carries its own
+    `overwrite`). The run is written into a hidden folder and moved into place only when complete:
+    a failed, interrupted or disk-full run leaves no folder behind and an earlier run intact. An
+    earlier run (known by its results.json) is replaced only with `overwrite`, then whole; a file
+    that is not an earlier run's is never replaced (the run is refused before any work), and the
+    folder's other files stay. `layer` and `target` are resolved here, once (unknown names raise
+    UnknownNameError). A render whose memory floor (memory.py) exceeds the free memory is refused
+    before any work."""
+    folder = out_dir if isinstance(out_dir, OutputFolder) else run_folder(out_dir, overwrite)
+    return _run(model, image, folder, layer=layer, target=target, method=method,
+                attribution_config=attribution_config, render_config=render_config, run_options=run_options,
+                seed=seed, quiet=quiet, image_label=image_label)
 
 
 def _run(model, image, folder: OutputFolder, *, layer, target, method, attribution_config, render_config,
          run_options, seed, quiet, image_label) -> dict:
     from attrvis_jax.attribution import attribute
+    from attrvis_jax.attribution.api import resolve_targets
     from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
 
@@ -87,9 +123,12 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     attribution_config = attribution_config or AttributionConfig()
     render_config = render_config or RenderConfig()
     run_options = run_options or RunOptions()
+    seed_ids = range(run_options.seeds)
+    folder.expect(run_files(seed_ids))
     layer = model.resolve_layer(layer)
-    x = model.load_image(image)
     check_render_memory(model, layer, run_options.seeds, render_config.image_size or model.input_size)
+    x = model.load_image(image)
+    target = int(resolve_targets(model, x[None], target)[0])  # the library's one rule, run once here
     key = jax.random.PRNGKey(seed)
     attr_key, render_key = jax.random.split(key)
 
@@ -101,7 +140,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
         print(attr.summary(), flush=True)
 
     t0 = time.perf_counter()
-    vis = visualize(model, attr, config=render_config, key=render_key, options=run_options,
+    vis = visualize(model, attr, config=render_config, key=render_key, options=run_options, seed_ids=seed_ids,
                     progress=progress_mod.bar("visualization", quiet=quiet))
     t_render = time.perf_counter() - t0
 
@@ -111,24 +150,14 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     where = mask_measures(vis.masks, attr.heatmap_image(), attr.beta)
     t_metrics = time.perf_counter() - t0
 
-    # Pictures.
-    out_dir = folder.replace()
-    save_png(out_dir / "input.png", x)
-    save_png(out_dir / "heatmap.png", heatmap_overlay(x, attr.heatmap))
-    attr.save(out_dir / "attribution.npz")
     seeds = []
     for i, sid in enumerate(vis.seed_ids):
         name = f"seed{sid:02d}"
-        save_png(out_dir / f"{name}.png", vis.composed[i])
-        save_png(out_dir / f"{name}_mask.png", vis.masks[i])
         seeds.append({"image": f"{name}.png", "mask": f"{name}_mask.png", "pcc": float(metrics.pcc[i]),
                       "pcc_directed": float(metrics.pcc_directed[i]), "target_rank": int(metrics.target_rank[i]),
                       "top5_hit": bool(metrics.top5_hit[i]), "mask_area": float(vis.mask_area[i]),
                       "heatmap_corr": float(where["heatmap_corr"][i]), "border_share": float(where["border_share"][i]),
                       "final_loss": float(vis.loss[i])})
-    captions = [f"{s['image'][:-4]}  r={s['pcc_directed']:.2f}" for s in seeds]
-    save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
-
     beta = float(np.asarray(vis.beta).ravel()[0])
     results = {
         "model": model.name,
@@ -169,12 +198,25 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
         # render config, as it did before they were a class of their own
         "config": {"attribution": attribution_config.to_dict(),
                    "render": {**render_config.to_dict(), **run_options.to_dict()}},
+        # what an overwrite may replace: an earlier run is known by this list, not by file names
+        "files": run_files(vis.seed_ids),
     }
-    results["timings"]["total_s"] = time.perf_counter() - t_start
-    write_json(out_dir / "results.json", results)
-    write_report(out_dir, results, seeds, {"input": "input.png", "heatmap": "heatmap.png",
-                                           "contact_sheet": "contact_sheet.png"})
+
+    with folder.writing() as out_dir:  # a hidden folder, moved into place once every file is in it
+        save_png(out_dir / "input.png", x)
+        save_png(out_dir / "heatmap.png", heatmap_overlay(x, attr.heatmap))
+        attr.save(out_dir / "attribution.npz")
+        for i, s in enumerate(seeds):
+            save_png(out_dir / s["image"], vis.composed[i])
+            save_png(out_dir / s["mask"], vis.masks[i])
+        captions = [f"{s['image'][:-4]}  r={s['pcc_directed']:.2f}" for s in seeds]
+        save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
+        results["timings"]["total_s"] = time.perf_counter() - t_start
+        write_json(out_dir / RECORD, results)
+        write_report(out_dir, results, seeds, {"input": "input.png", "heatmap": "heatmap.png",
+                                               "contact_sheet": "contact_sheet.png"})
     if not all(results["finite"]):
         bad = [s for s, ok in zip(results["seeds"], results["finite"]) if not ok]
-        raise AttrvisError(f"the loss became non-finite for seed(s) {bad}; results for the others are in {out_dir}")
+        raise AttrvisError(f"the loss became non-finite for seed(s) {bad}; results for the others are in "
+                           f"{folder.path}")
     return results

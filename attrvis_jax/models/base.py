@@ -152,7 +152,9 @@ class Model:
         return self.resolve_layer(self.spec.default_layer or self.layers[len(self.layers) // 2])
 
     def class_index(self, name: str | int) -> int:
-        """Index of a class given by name (any of its comma-separated synonyms) or by index."""
+        """Index of a class given by name (any of its comma-separated synonyms) or by index; an
+        unknown name and an index out of range both raise UnknownNameError (a mistake in how a
+        command was called, exit 2, wherever the name is resolved)."""
         return class_index(self.labels, name, self.spec.num_classes, model=self.name)
 
     def class_name(self, index: int) -> str:

@@ -59,10 +59,11 @@ def run_all(
     if bad:
         raise AttrvisError(f"unknown figure(s) {bad}; valid: {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else load_model(model_name)
     sched = get_schedule(schedule, seeds=seeds, steps=steps, fidelity=fidelity)
+    # resolves the image, layer and class: a bad one is refused before the folder is made
     ctx = FigureContext(model, schedule=sched, key=key, image=image, layer=layer, target=target, quiet=quiet)
+    out_dir.mkdir(parents=True, exist_ok=True)
     ctx.log(f"{len(names)} figure(s) into {out_dir}: {ctx.caption_line()}")
     results, timings, files = {}, {}, []
     for i, name in enumerate(names):
