@@ -115,8 +115,9 @@ def _table_rows(tree: ast.Module, name: str) -> list[ast.Tuple]:
     raise LookupError(f"no table {name} in the test file")
 
 
-def _groups(source: str, rows: list[ast.Tuple]) -> list[str]:
-    """Each row's group: the text of the last `# -- ...` comment line above it ("" if none)."""
+def _groups(source: str, rows: list[ast.expr], namespace: dict) -> list[str]:
+    """Each row's group: the text of the last `# -- ...` comment line above it ("" if none). A
+    starred entry (`*[... for ...]`) stands for as many rows as it expands to in `namespace`."""
     lines = source.splitlines()
     out, current, seen = [], "", 0
     for row in rows:
@@ -125,7 +126,11 @@ def _groups(source: str, rows: list[ast.Tuple]) -> list[str]:
             if match:
                 current = match.group(1).strip()
         seen = row.lineno - 1
-        out.append(current)
+        count = 1
+        if isinstance(row, ast.Starred):
+            expression = ast.Expression(row.value)
+            count = len(eval(compile(ast.fix_missing_locations(expression), "<CASES>", "eval"), namespace))
+        out.extend([current] * count)
     return out
 
 
@@ -134,9 +139,9 @@ def cli_error_rows(root: Path = ROOT) -> list[dict]:
     path = root / "tests" / "test_bad_inputs.py"
     module = _load(path, "_attrvis_docs_bad_inputs")
     source = path.read_text(encoding="utf-8")
-    groups = _groups(source, _table_rows(ast.parse(source), "CASES"))
+    groups = _groups(source, _table_rows(ast.parse(source), "CASES"), vars(module))
     if len(groups) != len(module.CASES):
-        raise RuntimeError("CASES is not one list literal of row tuples: the errors page cannot group it")
+        raise RuntimeError("CASES is not one list literal of rows: the errors page cannot group it")
     return [{"id": case[0], "command": "attrvis " + " ".join(_placeholder(a) for a in case[1]),
              "code": case[2], "fragment": _placeholder(case[3]), "checks_files": case[4] is not None,
              "group": group} for case, group in zip(module.CASES, groups)]
