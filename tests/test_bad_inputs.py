@@ -473,6 +473,17 @@ CASES = [
     ("sweep-missing-spec", ["sweep", "{out}.toml", "--out", "{out}"], 1, "cannot read the sweep spec", None),
     ("sweep-other-settings", ["sweep", "{spec_json}", "--out", "{sweepdir}"], 1,
      "holds a sweep with other settings (key differ)", _sweep_json_kept),
+    # -- catalogs (attrvis catalog): channel lists and settings are the command's
+    ("catalog-channels-backwards", ["catalog", "--weights", "random", "--channels", "5-2", "--out", "{out}"], 2,
+     "argument --channels: the channel range '5-2' runs backwards", _absent("out")),
+    ("catalog-channels-word", ["catalog", "--weights", "random", "--channels", "all", "--out", "{out}"], 2,
+     "argument --channels: expected channel indices and ranges like 0-31", _absent("out")),
+    ("catalog-channel-out-of-range", ["catalog", "--weights", "random", "--layer", "blocks.1", "--channels", "20-30",
+                                      "--out", "{out}"], 2,
+     "channels [24, 25, 26, 27, 28] out of range for blocks.1 (valid: 0..23)", _absent("out")),
+    ("catalog-redirect-negative", ["catalog", "--redirect-steps", "-1", "--out", "{out}"], 2,
+     "--redirect-steps must be at least 0, got -1", _absent("out")),
+    ("catalog-empty-out", ["catalog", "--out", ""], 2, "argument --out: an empty path", None),
     # -- issue 28: images, class names, seeds and config values (checked where they enter)
     ("image-animated-gif", ["classify", "{anim_gif}"], 1, "anim.gif is an animation of 3 frames (GIF)", None),
     ("image-animated-webp", ["run", "{anim_webp}", "--out", "{out}"], 1, "is an animation of 3 frames (WEBP)",

@@ -85,7 +85,7 @@ def test_a_stopped_catalog_resumes_with_what_it_had(tiny, tmp_path):
 
 def test_channel_lists_and_bad_settings(tiny, tmp_path):
     assert parse_channels("0-3,7, 9-10,2") == (0, 1, 2, 3, 7, 9, 10)
-    for text, fragment in (("3-1", "runs backwards"), ("a-b", "expected indices"), ("", "expected indices")):
+    for text, fragment in (("3-1", "runs backwards"), ("a-b", "expected channel indices"), ("", "expected channel")):
         with pytest.raises(AttrvisError, match=fragment):
             parse_channels(text)
     with pytest.raises(AttrvisError, match="out of range for conv2"):
@@ -95,3 +95,17 @@ def test_channel_lists_and_bad_settings(tiny, tmp_path):
         CatalogConfig(render=RenderConfig())
     with pytest.raises(AttrvisError, match="channels repeat"):
         CatalogConfig(channels=(1, 1))
+
+
+def test_the_command_runs_and_resumes(tmp_path, capsys):
+    """`attrvis catalog` on Lite0 (random weights, a shallow layer, 8 channels, 2 steps): the page,
+    and the same command again resumes with nothing left to render."""
+    from attrvis_jax.apps.cli import main
+
+    argv = ["catalog", "--weights", "random", "--layer", "blocks.1", "--channels", "0-7", "--steps", "2",
+            "--batch", "4", "--out", str(tmp_path / "cat")]
+    assert main(argv) == 0
+    assert "8 channels of efficientnet_lite0:blocks.1 (8 rendered now" in capsys.readouterr().out
+    assert len(list((tmp_path / "cat" / "tiles").iterdir())) == 8 and (tmp_path / "cat" / "index.html").exists()
+    assert main(argv) == 0
+    assert "(0 rendered now" in capsys.readouterr().out

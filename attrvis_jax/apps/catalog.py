@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.config import CatalogConfig
-from attrvis_jax.errors import AttrvisError
+from attrvis_jax.errors import AttrvisError, UnknownNameError
 from attrvis_jax.fileio import write_json, write_text
 
 RECORD = "catalog.json"
@@ -46,9 +46,9 @@ def parse_channels(text: str) -> tuple[int, ...]:
         try:
             span = range(int(lo), int(hi) + 1) if sep else [int(part)]
         except ValueError:
-            raise AttrvisError(f"channels: expected indices and ranges like 0-31 or 3,7,9-12, got {text!r}") from None
+            raise AttrvisError(f"expected channel indices and ranges like 0-31 or 3,7,9-12, got {text!r}") from None
         if sep and int(hi) < int(lo):
-            raise AttrvisError(f"channels: the range {part!r} runs backwards")
+            raise AttrvisError(f"the channel range {part!r} runs backwards")
         out.extend(span)
     return tuple(dict.fromkeys(out))
 
@@ -89,7 +89,7 @@ def run_catalog(model, config: CatalogConfig, out_dir, *, mesh=None,
     channels = tuple(range(depth)) if config.channels is None else config.channels
     bad = [c for c in channels if c >= depth]
     if bad:
-        raise AttrvisError(f"channels {bad[:5]} out of range for {layer} (valid: 0..{depth - 1})")
+        raise UnknownNameError(f"channels {bad[:5]} out of range for {layer} (valid: 0..{depth - 1})")
     mesh = mesh or device_mesh()
     width = -(-min(config.batch, len(channels) * config.seeds) // mesh.size) * mesh.size
     size = config.render.image_size or model.input_size

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from attrvis_jax import configs
-from attrvis_jax.config import COMPUTE_DTYPES, PERTURBATIONS, RENDER_FIDELITIES, attribution_fidelity
+from attrvis_jax.config import (COMPUTE_DTYPES, PARAMETERIZATIONS, PERTURBATIONS, RENDER_FIDELITIES,
+                                attribution_fidelity)
 
 EXAMPLES = {
     "demo": """examples:
@@ -60,6 +61,10 @@ EXAMPLES = {
   attrvis figures comparison perturbations --out figs/ --image coffee --seeds 4
   attrvis figures all --out figs/ --model inception_v1 --weights inception5h.pth --labels labels.txt \
       --layer mixed4d --target vase --schedule paper""",
+    "catalog": """examples:
+  attrvis catalog --layer blocks.14 --out cat/                 # every channel of Lite0's blocks.14
+  attrvis catalog --model inception_v1 --weights random --layer mixed4d --channels 0-31 --steps 128 --out cat/
+  # rerunning the same command resumes; open cat/index.html""",
     "weights": """examples:
   attrvis weights list
   attrvis weights verify efficientnet_lite0
@@ -344,6 +349,32 @@ def cmd_ablation(args) -> int:
     return 0
 
 
+def cmd_catalog(args) -> int:
+    from attrvis_jax.apps import progress as progress_mod
+    from attrvis_jax.apps.catalog import parse_channels, run_catalog
+    from attrvis_jax.config import CatalogConfig, RenderConfig, scaled_lr
+    from attrvis_jax.errors import AttrvisError
+
+    if args.redirect_steps < 0:
+        raise UsageError(f"--redirect-steps must be at least 0, got {args.redirect_steps}")
+    try:
+        channels = None if args.channels is None else parse_channels(args.channels)
+    except AttrvisError as e:
+        raise UsageError(f"argument --channels: {e}") from None  # the list's own message, one prefix
+    render = RenderConfig(perturbation="none", steps=args.steps, lr=args.lr or scaled_lr(args.steps),
+                          parameterization=args.parameterization, relu_redirect_steps=args.redirect_steps)
+    config = CatalogConfig(layer=args.layer or "default", channels=channels, seeds=args.seeds, key=args.seed,
+                           batch=args.batch, render=render)
+    model = _load(args)
+    result = run_catalog(model, config, Path(args.out),
+                         progress=progress_mod.bar("catalog", unit="tile", quiet=args.quiet),
+                         log=None if args.quiet else (lambda message: print(message, flush=True)))
+    if not args.quiet:
+        print(f"{len(result.tiles)} channels of {model.name}:{result.layer} ({result.ran} rendered now, "
+              f"{result.seconds:.0f} s): {Path(args.out) / 'index.html'}")
+    return 0
+
+
 def cmd_figures(args) -> int:
     from attrvis_jax.apps import progress as progress_mod
     from attrvis_jax.apps.figures import FIGURES, run_all
@@ -508,6 +539,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figures)
 
+    p = add("catalog", "every channel of a layer as a feature visualization: tiles, a sprite sheet, index.html")
+    _add_model_args(p)
+    p.add_argument("--layer", default=None, help="layer (default: the model's default layer)")
+    p.add_argument("--channels", default=None, help="indices and ranges, e.g. 0-31 or 3,7,9-12 (default: all)")
+    p.add_argument("--steps", type=positive_int, default=256, help="render steps per tile (default 256)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="learning rate (default: the paper's scaled to the steps, 0.057 at 256)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="pictures per channel (default 1)")
+    p.add_argument("--batch", type=positive_int, default=8, help="channels per compiled batch (default 8)")
+    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="fft")
+    p.add_argument("--redirect-steps", type=int, default=16,
+                   help="first steps with redirected ReLU gradients, so dead channels get a picture (default 16)")
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder; rerunning resumes")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_catalog)
+
     p = add("weights", "list, verify or convert checkpoints")
     p.add_argument("action", choices=["list", "verify", "convert"])
     p.add_argument("name", nargs="?", help="model name")
@@ -548,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attrvis: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = "; rerun the same command to resume" if args.command in ("sweep", "ablation") else ""
+        hint = "; rerun the same command to resume" if args.command in ("sweep", "ablation", "catalog") else ""
         print(f"attrvis: interrupted{hint}", file=sys.stderr)
         _settle()
         if argv is None:  # the command itself (not a caller's main([...])): leave now
