@@ -292,7 +292,20 @@ def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None):
         args[1] = out[0]  # the carry is donated: feed it back
         jax.block_until_ready(out)
 
+    once.program = program_fingerprint(exe)
     return once, compile_s, layer
+
+
+def program_fingerprint(compiled) -> str:
+    """A digest of a compiled program's instructions, without what only names where they came from
+    (metadata, source files and lines, numbered names): two revisions whose render chunk has the
+    same fingerprint run the same XLA program, so a time difference between them is the machine's."""
+    import hashlib
+    import re
+
+    lines = [line for line in compiled.as_text().splitlines() if re.match(r"\s*(ROOT )?%", line)]
+    text = "\n".join(re.sub(r", metadata=\{[^}]*\}|\.\d+\b|_\d+\b", "", line) for line in lines)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def mem_available_mib() -> float:

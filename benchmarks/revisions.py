@@ -9,7 +9,9 @@ alternating base / work, so both see the same load; the child imports attrvis_ja
 (PYTHONPATH), compiles the render engine's scan chunk (the default engine, `--chunk-size` steps per
 call, the `common.engine_state` inputs: random weights, synthetic R⁺, the default RenderConfig),
 runs it once to warm up, then `--chunks` times; s/step is the median per call ÷ chunk size. Numbers
-are medians over rounds; "work ÷ base" < 1 means the working tree is faster.
+are medians over rounds; "work ÷ base" < 1 means the working tree is faster. "same program": both
+revisions compiled the chunk to the same XLA instructions (`common.program_fingerprint`), so any
+difference in time between them is the machine's noise.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def child(model_name: str, seeds: int, chunks: int, chunk_size: int) -> dict:
     once, compile_s, layer = common.chunk_runner(load_model(model_name, weights="random"), seeds, chunk_size)
     once()
     samples = [common.timed(once, per=chunk_size) for _ in range(chunks)]
-    return {"model": model_name, "layer": layer, "seeds": seeds, "compile_s": compile_s,
+    return {"model": model_name, "layer": layer, "seeds": seeds, "compile_s": compile_s, "program": once.program,
             "wall": common.median([s["wall"] for s in samples]), "cpu": common.median([s["cpu"] for s in samples]),
             "attrvis_jax": str(Path(sys.modules["attrvis_jax"].__file__).parent.parent)}
 
@@ -95,16 +97,18 @@ def main() -> None:
     for key, arms in results.items():
         ok = {arm: [g for g in runs if "wall" in g] for arm, runs in arms.items()}
         if not all(ok.get(a) for a in trees):
-            rows.append([*key.split("/"), "error", "", "", ""])
+            rows.append([*key.split("/"), "error", "", "", "", ""])
             continue
         med = {a: (common.median([g["wall"] for g in ok[a]]), common.median([g["cpu"] for g in ok[a]])) for a in trees}
+        programs = {a: {g.get("program") for g in ok[a]} for a in trees}
         rows.append([*key.split("/"), f"{med['base'][0]:.4f} ({med['base'][1]:.4f})",
                      f"{med['work'][0]:.4f} ({med['work'][1]:.4f})", f"{med['work'][0] / med['base'][0]:.3f}",
+                     "yes" if programs["base"] == programs["work"] and len(programs["base"]) == 1 else "no",
                      " ".join(f"{g['wall']:.3f}/{h['wall']:.3f}" for g, h in zip(ok["base"], ok["work"]))])
     print(f"\nbase {args.base} ({base_sha}), work {work_state}; load average start {info['load_start']}, "
           f"end {info['load_end']}\n")
     print(common.markdown_table(["model", "seeds", "base s/step (CPU s)", "work s/step (CPU s)", "work ÷ base",
-                                 "per round base/work"], rows))
+                                 "same program", "per round base/work"], rows))
     common.write_json(args.json, {"machine": info, "base": args.base, "base_sha": base_sha, "work": work_state,
                                   "results": results})
 
