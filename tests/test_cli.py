@@ -94,3 +94,19 @@ def test_run_target_top1_means_the_top_class_and_other_specs_are_classes(lite0):
         resolve_targets(lite0, x, "top-1")
     with pytest.raises(UnknownNameError, match="class index 1000 out of range"):
         resolve_targets(lite0, x, "1000")
+
+
+def test_a_reader_that_goes_away_is_no_error(monkeypatch, capsys):
+    """`attrvis classes | head`: the pipe closes under the command, which then stops quietly with
+    the shell's code for it (141), no traceback, no error line."""
+    import builtins
+
+    from attrvis_jax.apps.cli import main
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(builtins, "print", closed)
+    assert main(["classes", "--weights", "random"]) == 141
+    out, err = capsys.readouterr()
+    assert err == "" and "Traceback" not in out

@@ -589,6 +589,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"attrvis: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`attrvis classes | head`): stop quietly, as cat does
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a pipeline cut short
+    except MemoryError:
+        if args.debug:
+            raise
+        print("attrvis: error: out of memory: fewer seeds, a smaller --batch or image size, or a machine with more "
+              "memory", file=sys.stderr)
+        return 1
     except OSError as e:  # the last net: fileio raises WriteError (an AttrvisError) for its own writes
         if args.debug:
             raise
@@ -604,6 +613,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(130)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: Python's own flush at exit would fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test's capture): nothing to redirect
+        pass
 
 
 def _settle() -> None:
