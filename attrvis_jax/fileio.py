@@ -270,7 +270,9 @@ def _remove_stale(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _remove_empty(folders: Iterable[Path]) -> None:
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove folders that a failed or refused run created (innermost first), up to the first that
+    holds something."""
     for folder in folders:  # innermost first; stops at the first that holds something
         try:
             folder.rmdir()
@@ -372,7 +374,7 @@ class OutputFolder:
             tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING}.{_HOST}.{os.getpid()}.", dir=home))
             os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would become the output folder's
         except OSError as e:
-            _remove_empty(created)
+            remove_empty(created)
             raise write_error(self.path, e) from None
         try:
             yield tmp
@@ -380,7 +382,7 @@ class OutputFolder:
                 self._commit(tmp)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            _remove_empty(created)
+            remove_empty(created)
             inside = isinstance(e, WriteError) and e.filename and Path(e.filename).is_relative_to(tmp)
             if inside:  # name the file the user asked for, not its hidden draft
                 raise write_error(self.path / Path(e.filename).relative_to(tmp), e) from None

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.fileio import remove_empty
 
 LOCK_NAME = "sweep.lock"
 
@@ -88,11 +89,7 @@ class FolderLock:
             self._undo()
 
     def _undo(self) -> None:
-        for folder in self.created:  # innermost first; stops at the first that holds something
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty(self.created)
 
 
 def _holder(raw: bytes) -> str:
