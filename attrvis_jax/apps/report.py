@@ -8,86 +8,24 @@ folder can be zipped, mailed and opened offline.
 from __future__ import annotations
 
 import html
-import io
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from attrvis_jax.fileio import write_bytes, write_text
+# The pictures are the library's (attrvis_jax.pictures); the drivers take them from here too.
+from attrvis_jax.pictures import colorize, contact_sheet, heatmap_overlay, png_bytes, resize, to_uint8  # noqa: F401
 
 
 # ---- pictures ---------------------------------------------------------------------------------
-def to_uint8(image) -> np.ndarray:
-    """Float image in [0, 1] (H, W), (H, W, 1) or (H, W, 3) -> uint8 RGB."""
-    arr = np.asarray(image, np.float32)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
-
 
 def save_png(path: Path, image) -> Path:
     """Write a float [0, 1] or uint8 image as PNG, atomically."""
-    arr = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(arr)).save(buf, format="PNG", optimize=True)
-    write_bytes(Path(path), buf.getvalue())
+    write_bytes(Path(path), png_bytes(image))
     return Path(path)
 
-
-def colorize(heat: np.ndarray, cmap: str = "RdBu_r") -> np.ndarray:
-    """A signed map -> RGB in [0, 1], symmetric around 0 (white = 0, red > 0, blue < 0)."""
-    from matplotlib import colormaps
-
-    heat = np.asarray(heat, np.float32)
-    peak = float(np.max(np.abs(heat))) or 1.0
-    return colormaps[cmap](0.5 + 0.5 * heat / peak)[..., :3].astype(np.float32)
-
-
-def resize(image: np.ndarray, size: tuple[int, int], resample=Image.BILINEAR) -> np.ndarray:
-    """Resize a float image (H, W) or (H, W, C) to size=(H, W) with PIL, per channel."""
-    arr = np.asarray(image, np.float32)
-    chans = arr[..., None] if arr.ndim == 2 else arr
-    out = np.stack([
-        np.asarray(Image.fromarray(chans[..., c], mode="F").resize((size[1], size[0]), resample))
-        for c in range(chans.shape[-1])
-    ], axis=-1)
-    return out[..., 0] if arr.ndim == 2 else out
-
-
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, image_alpha: float = 0.3) -> np.ndarray:
-    """The authors' display: the colored heat map under the image drawn with alpha 0.3."""
-    image = np.asarray(image, np.float32)
-    colored = colorize(resize(heat, image.shape[:2]))
-    return image_alpha * image + (1.0 - image_alpha) * colored
-
-
-def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] = (), columns: int | None = None,
-                  pad: int = 6, background: float = 1.0) -> np.ndarray:
-    """Images of equal size in a grid with optional captions under each; returns uint8 RGB."""
-    images = [to_uint8(im) for im in images]
-    if not images:
-        raise ValueError("contact_sheet needs at least one image")
-    h, w = images[0].shape[:2]
-    n = len(images)
-    columns = columns or min(n, max(1, math.ceil(math.sqrt(n * 1.3))))
-    rows = math.ceil(n / columns)
-    cap_h = 16 if captions else 0
-    sheet = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad + cap_h) + pad),
-                      tuple([int(background * 255)] * 3))
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
-    for i, im in enumerate(images):
-        r, c = divmod(i, columns)
-        x, y = pad + c * (w + pad), pad + r * (h + pad + cap_h)
-        sheet.paste(Image.fromarray(im), (x, y))
-        if captions:
-            draw.text((x + 2, y + h + 2), captions[i], fill=(40, 40, 40), font=font)
-    return np.asarray(sheet)
 
 
 # ---- the HTML report --------------------------------------------------------------------------

@@ -169,6 +169,35 @@ class SweepResult:
     ran: int  # items computed by this call (the rest were already in the store)
     timings: dict
 
+    def _repr_html_(self) -> str:
+        """The summary table (layer × perturbation), each row with the pictures of its first items."""
+        import html as html_mod
+
+        from PIL import Image
+
+        from attrvis_jax import pictures
+
+        head = "".join(f"<th style='text-align:left;padding-right:10px'>{k}</th>" for k in (*SUMMARY_KEYS, "pictures"))
+        body = []
+        for entry in self.summary:
+            shown = []
+            for row in self.rows:
+                if (row["layer"], row["perturbation"]) == (entry["layer"], entry["perturbation"]) and row["picture"] \
+                        and (self.out_dir / row["picture"]).exists() and len(shown) < 4:
+                    with Image.open(self.out_dir / row["picture"]) as img:
+                        shown.append(pictures.img_tag(np.asarray(img.convert("RGB")), 72, row["id"]))
+            cells = "".join(f"<td style='padding-right:10px'>{f'{entry[k]:.3f}' if isinstance(entry[k], float) else html_mod.escape(str(entry[k]))}</td>"
+                            for k in SUMMARY_KEYS)
+            body.append(f"<tr>{cells}<td>{''.join(shown)}</td></tr>")
+        return (f"<p style='font-size:13px'>{len(self.rows)} items in {html_mod.escape(str(self.out_dir))} "
+                f"({self.ran} run now)</p><table style='font-size:13px'><tr>{head}</tr>{''.join(body)}</table>")
+
+    def show(self) -> None:
+        """Display `_repr_html_` in the running notebook."""
+        from attrvis_jax import pictures
+
+        pictures.show(self)
+
 
 def run_sweep(
     config: SweepConfig,

@@ -43,6 +43,8 @@ class Attribution:
     logit, logit_baseline: z_c(a), z_c(b). completeness_error: |ΣR − (z_c(a) − z_c(b))| of the
         unscaled path integral.
     beta: the mask's target area ratio (Otsu). lambda0: initial weight of the mask-area term.
+    image: the photo as the network saw it (`attribute` sets it; files do not keep it): the heat map
+        is drawn over it in a notebook (`_repr_html_`, `show()`).
     """
 
     values: np.ndarray
@@ -62,6 +64,7 @@ class Attribution:
     logit_baseline: float | None = None
     completeness_error: float | None = None
     activations: np.ndarray | None = None
+    image: np.ndarray | None = None  # the network's input (size, size, 3) as uint8, for display; not saved
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -97,6 +100,36 @@ class Attribution:
             line += f", completeness error {self.completeness_error:.3g} ({self.relative_completeness_error:.2%})"
         kept = int(np.count_nonzero(np.abs(self.positive).max(axis=(0, 1))))
         return line + f"; sum R = {float(self.values.sum()):.4g}, channels kept {kept}/{k}, beta {self.beta:.3f}"
+
+    # ---- in a notebook -------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """The heat map over the photo (or alone, loaded from a file), R⁺'s channel sum, the numbers."""
+        from attrvis_jax import pictures
+
+        heat = self.heatmap_image()
+        photo = None if self.image is None else np.asarray(self.image, np.float32) / (255.0 if self.image.dtype == np.uint8 else 1.0)
+        shown = pictures.heatmap_overlay(photo, heat) if photo is not None else pictures.colorize(heat)
+        channel_sum = self.positive.sum(axis=-1)
+        kept = int(np.count_nonzero(np.abs(self.positive).max(axis=(0, 1))))
+        rows = [("model : layer", f"{self.model} : {self.layer} {self.shape}"),
+                ("target", f"{self.target} {self.target_name!r}"), ("method", self.method),
+                ("z_c(photo)", self.logit), ("z_c(baseline)", self.logit_baseline if self.logit_baseline is not None else "–"),
+                ("completeness error", self.completeness_error if self.completeness_error is not None else "–"),
+                ("sum R", float(self.values.sum())), ("channels kept", f"{kept} of {self.shape[-1]}"),
+                ("beta (mask area)", self.beta), ("lambda0", self.lambda0)]
+        return ("<div style='display:flex;gap:16px;align-items:flex-start'>"
+                f"<figure style='margin:0'>{pictures.img_tag(shown, 224, 'heat map')}"
+                "<figcaption style='font-size:12px;color:#667'>heat map"
+                f"{' over the photo' if self.image is not None else ''}</figcaption></figure>"
+                f"<figure style='margin:0'>{pictures.img_tag(pictures.colorize(pictures.resize(channel_sum, heat.shape)), 224, 'sum_k R+')}"
+                "<figcaption style='font-size:12px;color:#667'>Σ_k R⁺</figcaption></figure>"
+                f"{pictures.table(rows)}</div>")
+
+    def show(self) -> None:
+        """Display `_repr_html_` in the running notebook (lucid's `show`)."""
+        from attrvis_jax import pictures
+
+        pictures.show(self)
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -60,6 +60,32 @@ class RenderResult:
     def seeds(self) -> int:
         return len(self.seed_ids)
 
+    def _repr_html_(self) -> str:
+        """Each seed's picture (the composed one) and mask, with its numbers; 25 seeds at most."""
+        from attrvis_jax import pictures
+
+        cells = []
+        for i, seed in enumerate(self.seed_ids[:25]):
+            composed = self.composed[i] if not self.grouped else np.concatenate(list(self.composed[i]), axis=1)
+            mask = self.masks[i] if not self.grouped else np.concatenate(list(self.masks[i]), axis=1)
+            area = float(np.mean(self.mask_area[i]))
+            pictures_html = pictures.img_tag(composed, 160 * (composed.shape[1] // composed.shape[0]), f"seed {seed}")
+            if self.config.has_mask:
+                pictures_html += pictures.img_tag(mask, 160 * (mask.shape[1] // mask.shape[0]), f"seed {seed} mask")
+            numbers = f"seed {seed} · loss {float(self.loss[i]):.4g}" + (f" · area {area:.3f}" if self.config.has_mask else "")
+            if not self.finite[i]:
+                numbers += f" · stopped at {int(self.stopped_at[i])}"
+            cells.append(f"<div style='display:inline-block;margin:4px;vertical-align:top'>{pictures_html}"
+                         f"<div style='font-size:12px;color:#445'>{numbers}</div></div>")
+        more = f"<p style='color:#667'>… and {self.seeds - 25} more seeds</p>" if self.seeds > 25 else ""
+        return f"<div><p style='font-size:13px'>{self.summary()}</p>{''.join(cells)}{more}</div>"
+
+    def show(self) -> None:
+        """Display `_repr_html_` in the running notebook (lucid's `show`)."""
+        from attrvis_jax import pictures
+
+        pictures.show(self)
+
     def summary(self) -> str:
         area = self.mask_area.reshape(self.seeds, -1).mean(axis=1)
         beta = float(np.mean(self.beta))
