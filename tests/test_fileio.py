@@ -246,8 +246,14 @@ def test_drafts_of_killed_runs_are_removed_and_nothing_else(tmp_path):
 
 
 def test_ctrl_c_waits_for_the_moves():
-    with pytest.raises(KeyboardInterrupt):
-        with fileio._signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            done = True  # reached: the signal waited
-    assert done and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    """As in a terminal: SIGINT raises KeyboardInterrupt (set here: a test worker may run with it
+    ignored, which the held block then keeps)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with fileio._signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                done = True  # reached: the signal waited
+        assert done and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
