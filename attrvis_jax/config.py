@@ -291,6 +291,13 @@ class RenderConfig(_ConfigMethods):
     that the random start leaves dead (a channel that would stay gray) then gets a way in; 16 is
     a usual choice for plain feature visualizations, 0 (the default) never.
 
+    `alpha`: plain feature visualizations (perturbation "none") get an alpha channel α (lucid's
+    transparency): a Fourier channel like the method's mask, starting at 0.5, and every step the
+    network sees X·α + U·(1 − α) with U uniform noise drawn anew, so only what α keeps can excite
+    it. The objective reads α as `objectives.ALPHA`; subtract `objectives.alpha_area()` to make the
+    picture keep no more than it needs. The result's masks are α, its composed pictures X over the
+    background gray. Renders with alpha take the kernel's general path.
+
     `compute_dtype`: the dtype the network runs in during the render ("float32", or "bfloat16" for
     accelerators with bfloat16 matrix units): the image enters the network and the network's
     variables are cast to it, the layer's activations come back as float32; the parameters, the
@@ -323,6 +330,7 @@ class RenderConfig(_ConfigMethods):
     compute_dtype: str = "float32"  # the network's dtype in the render: float32 | bfloat16 (see above)
     parameterization: str = "fft"  # the RGB image's: fft | pixel | laplacian (see above); the mask stays fft
     relu_redirect_steps: int = 0  # the first updates run with redirected ReLU gradients (see above); 0: none
+    alpha: bool = False  # plain feature visualizations with an alpha channel (see above)
 
     def __post_init__(self):
         _check_types(self)
@@ -342,6 +350,9 @@ class RenderConfig(_ConfigMethods):
                f"transforms must be None or one of {TRANSFORM_SETS}, got {self.transforms!r}")
         _check(self.compute_dtype in COMPUTE_DTYPES,
                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        _check(not (self.alpha and self.has_mask),
+               f"alpha is for plain feature visualizations (perturbation 'none'), not {self.perturbation!r}: "
+               "the method's mask is its own alpha")
         _check(self.parameterization in PARAMETERIZATIONS,
                f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
         _check(self.blur_kernel in ("symmetric", "code"),

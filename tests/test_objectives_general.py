@@ -31,7 +31,7 @@ def tiny():
 def _acts(seed=0, b=3):
     rng = np.random.default_rng(seed)
     return {"conv1": rng.normal(size=(b, 16, 16, 8)), "conv2": rng.normal(size=(b, 8, 8, 16)),
-            O.INPUT: rng.random((b, 12, 10, 3))}
+            O.INPUT: rng.random((b, 12, 10, 3)), O.ALPHA: rng.random((b, 12, 10, 1))}
 
 
 # ---- references in numpy, float64 -----------------------------------------------------------------
@@ -119,6 +119,7 @@ CASES = [
      ref_interpolate),
     ("l1", lambda m: O.l1(), ref_l1),
     ("total-variation", lambda m: O.total_variation(), ref_tv),
+    ("alpha-area", lambda m: O.alpha_area(), lambda a: a[O.ALPHA].mean(axis=(1, 2, 3))),
     ("two-layers", lambda m: O.channel(m, "conv2", 5) - 0.5 * O.channel(m, "conv1", 2),
      lambda a: ref_channel(a, 5) - 0.5 * a["conv1"][..., 2].mean(axis=(1, 2))),
     ("from-function", lambda m: O.from_function(lambda a: jnp.max(a["conv2"][..., 3], axis=(1, 2)), ["conv2"]),
@@ -280,6 +281,26 @@ def test_each_parameterization_raises_its_channel(tiny, parameterization):
                                     "activations": np.ones((8, 8, 16), np.float32)},
                              steps=4, seeds=1, parameterization=parameterization)
     assert with_mask.masks.shape == (1, SIZE, SIZE) and abs(float(with_mask.mask_area[0]) - 0.3) < 0.05
+
+
+# ---- alpha (lucid's transparency) -----------------------------------------------------------------------
+def test_alpha_keeps_what_the_objective_needs(tiny):
+    """alpha=True: α starts at 0.5 and the network sees X·α over fresh noise; subtracting
+    alpha_area keeps less of the picture the more it weighs; the result's masks are α and its
+    composed pictures X over the gray."""
+    run = dict(perturbation="none", steps=48, lr=0.1, seeds=2, alpha=True, snapshot_steps=())
+    channel = O.channel(tiny, "conv2", 9)
+    loose = av.visualize(tiny, channel, **run)
+    tight = av.visualize(tiny, channel - 0.2 * O.alpha_area(), **run)
+    assert np.all(tight.mask_area < loose.mask_area - 0.05) and np.all(np.isfinite(tight.masks))
+    assert tight.masks.shape == (2, SIZE, SIZE) and 0 <= tight.masks.min() and tight.masks.max() <= 1
+    from attrvis_jax.render.optimize import composite
+
+    np.testing.assert_allclose(tight.composed, composite(tight.images, tight.masks, 0.55), atol=1e-6)
+    with pytest.raises(AttrvisError, match="render it with alpha=True"):
+        av.visualize(tiny, channel - O.alpha_area(), perturbation="none", steps=2, seeds=1)
+    with pytest.raises(AttrvisError, match="the method's mask is its own alpha"):
+        av.RenderConfig(alpha=True)
 
 
 # ---- the README's objectives example runs as written ----------------------------------------------------

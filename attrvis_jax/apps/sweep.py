@@ -145,7 +145,7 @@ def fingerprint(config: SweepConfig) -> dict:
 
 
 # RenderConfig fields added after sweeps were first stored, with what every earlier sweep ran.
-NEW_RENDER_FIELDS = {"compute_dtype": "float32", "parameterization": "fft", "relu_redirect_steps": 0}
+NEW_RENDER_FIELDS = {"compute_dtype": "float32", "parameterization": "fft", "relu_redirect_steps": 0, "alpha": False}
 
 
 def upgrade_fingerprint(stored: dict) -> dict:

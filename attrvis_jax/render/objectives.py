@@ -49,11 +49,12 @@ from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
 
 __all__ = [
-    "INPUT", "Objective", "Linear", "Sum", "Function", "attribution_objective", "feature_maps", "channel", "neuron",
+    "ALPHA", "INPUT", "Objective", "Linear", "Sum", "Function", "attribution_objective", "feature_maps", "channel", "neuron",
     "direction", "neuron_direction", "channel_interpolate", "diversity", "l1", "total_variation", "blur",
-    "from_function", "stack",
+    "alpha_area", "from_function", "stack",
 ]
 
+ALPHA = "alpha"  # the pseudo-layer of the pictures' alpha (B, H, W, 1), with RenderConfig(alpha=True)
 INPUT = "input"  # the pseudo-layer of the pictures themselves (B, H, W, 3) in [0, 1], untransformed
 
 
@@ -631,6 +632,26 @@ def total_variation() -> Penalty:
     """The mean absolute difference of neighbouring pixels (vertical plus horizontal) of each
     picture: subtract it to smooth the picture (lucid's total_variation, per pixel)."""
     return Penalty(kind="total_variation")
+
+
+@_pytree()
+class AlphaArea(_Plain):
+    """mean α of each picture (`alpha_area`)."""
+
+    @property
+    def layers(self):
+        return (ALPHA,)
+
+    def __call__(self, acts):
+        return jnp.mean(acts[ALPHA], axis=(1, 2, 3))
+
+
+def alpha_area() -> AlphaArea:
+    """mean α of each picture, for renders with `RenderConfig(alpha=True)`: subtract it so the
+    picture keeps only what excites the objective (lucid's transparency), weighted against the
+    objective's own scale (a channel's mean activation on its picture: `attrvis catalog` shows it),
+    e.g. `channel(m, l, 3) - 0.5 * score * alpha_area()` with `score` that mean."""
+    return AlphaArea()
 
 
 def blur() -> Penalty:

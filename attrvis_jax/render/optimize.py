@@ -48,7 +48,7 @@ from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
 from attrvis_jax.render import loss as loss_mod
-from attrvis_jax.render.objectives import INPUT, Linear, Objective, area_terms, modes
+from attrvis_jax.render.objectives import ALPHA, INPUT, Linear, Objective, area_terms, modes
 from attrvis_jax.render.param import init_params, mask_bias, picture
 from attrvis_jax.render.redirect import redirected
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
@@ -106,7 +106,7 @@ class Engine:
     def _init_seed(self, seed_key, groups: int):
         c, n = self.config, self.size
         k_init, k_bg = jax.random.fold_in(seed_key, 0), jax.random.fold_in(seed_key, 1)
-        one = lambda k: init_params(k, c.parameterization, n, c.has_mask, c.init_sd)  # noqa: E731
+        one = lambda k: init_params(k, c.parameterization, n, c.has_mask or c.alpha, c.init_sd)  # noqa: E731
         if c.aligned_groups:  # the code resets the seed per batch item: identical ("aligned") inits
             params = jax.tree_util.tree_map(lambda p: jnp.broadcast_to(p, (groups, *p.shape)), one(k_init))
         else:
@@ -135,7 +135,9 @@ class Engine:
 
     def _bias(self, beta):
         """Pre-sigmoid mask offset per group: logit(β) when the mask starts at its target area."""
-        return mask_bias(beta) if self.config.mask_start_mode == "beta" else jnp.zeros_like(beta)
+        if self.config.alpha or self.config.mask_start_mode != "beta":  # alpha has no β: it starts at 0.5
+            return jnp.zeros_like(beta)
+        return mask_bias(beta)
 
     def _outputs(self, params, data):
         """X (G, H, W, 3) and M (G, H, W) of one seed; `data` is its render data (β sets the mask offset)."""
@@ -209,12 +211,16 @@ class Engine:
 
     # -- the general path: one objective over every picture of the step --
     def _picture(self, params, seed_data, t):
-        """One seed's pictures X (G, H, W, 3) and what the network sees of them at step t."""
+        """One seed's pictures X (G, H, W, 3), their alpha (G, H, W, 1; ones without one) and what
+        the network sees of them at step t (with alpha: X·α over fresh uniform noise)."""
         c, n = self.config, self.size
         k_transform, k_noise = jax.random.split(jax.random.fold_in(seed_data["stream"], t))
         x, m = picture(params, n, c.decay_power, 0.0, c.mask_spectrum_decay)
-        xc = self.perturb(x, m, k_noise, params.get("background", seed_data.get("background")))
-        return x, apply_transform(xc, sample_params(k_transform, self.transform), self.transform)
+        if c.alpha:
+            xc = x * m + jax.random.uniform(k_noise, x.shape) * (1.0 - m)
+        else:
+            xc = self.perturb(x, m, k_noise, params.get("background", seed_data.get("background")))
+        return x, m, apply_transform(xc, sample_params(k_transform, self.transform), self.transform)
 
     def _tapped(self, variables, y, t):
         """{name: activations} of the tapped layers for pictures y (B, H, W, 3) at step t, from one
@@ -229,10 +235,11 @@ class Engine:
         objective = data["objective"]
 
         def total(params):
-            x, y = jax.vmap(lambda p, s: self._picture(p, s, t))(params, seed_data)  # (S, G, H, W, 3)
+            x, m, y = jax.vmap(lambda p, s: self._picture(p, s, t))(params, seed_data)  # (S, G, H, W, 3)
             s, g = x.shape[:2]
             acts = self._tapped(variables, y.reshape(s * g, *y.shape[2:]), t)
             acts[INPUT] = x.reshape(s * g, *x.shape[2:])
+            acts[ALPHA] = m.reshape(s * g, *m.shape[2:])
             per_seed = -jnp.sum(objective(acts).reshape(s, g), axis=1)
             return jnp.sum(per_seed), per_seed
 
@@ -361,6 +368,8 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         raise AttrvisError("this objective was made under another render config (mask, balance, direction or "
                            f"area weight {made_for} vs {modes(config)}): make it with the "
                            "config you render with")
+    if ALPHA in objective.layers and not config.alpha:
+        raise AttrvisError("this objective reads the pictures' alpha: render it with alpha=True")
     if config.has_mask and not objective.has_mask_terms:
         raise AttrvisError(f"this objective has no mask terms (no beta): render it with perturbation='none', "
                            f"not {config.perturbation!r}")
@@ -383,7 +392,7 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     variables = model.variables if variables is None else variables
     options = options or RunOptions()
     beta, lambda0, _ = area_terms(objective)
-    if linear is not None:
+    if linear is not None and not config.alpha:  # alpha's pictures are only on the general path
         layer = model.resolve_layer(layer or linear.layer)
         eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size)
         data = {"weights": jnp.asarray(linear.weights), "beta": jnp.asarray(beta), "lambda0": jnp.asarray(lambda0)}
@@ -415,9 +424,10 @@ def _linear_parts(objective: Objective) -> list:
 
 def _taps(model, objective: Objective) -> tuple:
     """((name as the objective says it, the model's layer), ...) for the layers it reads, `INPUT` aside."""
-    if INPUT in model.layers:
-        raise AttrvisError(f"{model.name} has a layer named {INPUT!r}, which objectives use for the pictures")
-    names = [name for name in objective.layers if name != INPUT]
+    for pseudo in (INPUT, ALPHA):
+        if pseudo in model.layers:
+            raise AttrvisError(f"{model.name} has a layer named {pseudo!r}, which objectives use for the pictures")
+    names = [name for name in objective.layers if name not in (INPUT, ALPHA)]
     if any(name is None for name in names):
         raise AttrvisError("an objective term names no layer: pass the layer to it")
     return tuple((name, model.resolve_layer(name)) for name in names)
