@@ -331,6 +331,12 @@ class Inputs(dict):
         path.mkdir()
         self.keep(path)
 
+    def make_userfigures(self, path):
+        """The user's own spectra.png where `attrvis figures spectra` would write its picture."""
+        path.mkdir()
+        self.make_photo(path / "spectra.png")
+        self.keep(path)
+
     def make_brokenlink(self, path):
         path.symlink_to(self.root / "nowhere")
 
@@ -473,6 +479,9 @@ CASES = [
     ("sweep-missing-spec", ["sweep", "{out}.toml", "--out", "{out}"], 1, "cannot read the sweep spec", None),
     ("sweep-other-settings", ["sweep", "{spec_json}", "--out", "{sweepdir}"], 1,
      "holds a sweep with other settings (key differ)", _sweep_json_kept),
+    ("figures-user-file", ["figures", "spectra", "--weights", "random", "--out", "{userfigures}"], 1,
+     "userfigures/spectra.png is not an earlier figures run's file and the figures would replace it",
+     _unchanged("userfigures")),
     # -- catalogs (attrvis catalog): channel lists and settings are the command's
     ("catalog-channels-backwards", ["catalog", "--weights", "random", "--channels", "5-2", "--out", "{out}"], 2,
      "argument --channels: the channel range '5-2' runs backwards", _absent("out")),

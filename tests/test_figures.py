@@ -267,3 +267,27 @@ def test_comparison_and_perturbation_numbers(run):
     assert layers["metrics"]["blocks.14"]["pcc"]["values"] == pytest.approx(m["e"]["pcc"]["values"], abs=1e-6)
     assert layers["metrics"]["blocks.14"]["pcc_directed"]["values"] == pytest.approx(
         m["e"]["pcc_directed"]["values"], abs=1e-6)
+
+
+def test_figures_replace_only_their_own_files(tmp_path):
+    """A file the figures would write must be an earlier figures run's (figures.json lists it, the
+    runs' lists accumulate): the user's own spectra.png is refused, never replaced."""
+    import json
+
+    from attrvis_jax.apps.figures.run import _figure_files
+    from attrvis_jax.errors import AttrvisError
+
+    assert _figure_files(tmp_path, ["spectra"]) == set()  # an empty folder
+    for name in ("spectra.png", "spectra.json", "layers.png"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "figures.json").write_text(json.dumps({"figures": {"spectra": {"png": "spectra.png",
+                                                                                "json": "spectra.json"}},
+                                                       "files": ["layers.png", "figures.json"]}))
+    assert _figure_files(tmp_path, ["spectra", "layers"]) == {"spectra.png", "spectra.json", "layers.png",
+                                                               "figures.json"}
+    (tmp_path / "comparison.png").write_text("mine")
+    with pytest.raises(AttrvisError, match="comparison.png is not an earlier figures run's file"):
+        _figure_files(tmp_path, ["comparison"])
+    (tmp_path / "figures.json").write_text("not json")
+    with pytest.raises(AttrvisError, match="spectra.png is not an earlier figures run's file"):
+        _figure_files(tmp_path, ["spectra"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,26 @@ from attrvis_jax.apps.figures.schedule import Schedule, get_schedule
 from attrvis_jax.apps.figures.spectra import fig_spectra
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import write_json
+
+
+def _figure_files(out_dir: Path, names: Sequence[str]) -> set:
+    """The files of earlier figures runs in `out_dir` (its figures.json lists them); refuses, with
+    one AttrvisError, a file the figures `names` would write that no figures run wrote."""
+    owned: set = set()
+    try:
+        record = json.loads((out_dir / "figures.json").read_text())
+        owned = {"figures.json", *record.get("files", ()),
+                 *(f for r in record.get("figures", {}).values() for f in (r.get("png"), r.get("json")) if f)}
+    except (OSError, ValueError, AttributeError, TypeError):  # none, or not a figures run's record
+        pass
+    owned = {f for f in owned if isinstance(f, str) and (out_dir / f).exists()}
+    wanted = [f"{n}.{ext}" for n in names for ext in ("png", "json")] + ["figures.json"]
+    foreign = [f for f in wanted if (out_dir / f).exists() and f not in owned]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise AttrvisError(f"{out_dir / foreign[0]} is not an earlier figures run's file and the figures would "
+                           f"replace it{more}: move it away or choose another output folder")
+    return owned
 
 
 FIGURES: dict[str, Callable[..., dict]] = {
@@ -59,6 +80,7 @@ def run_all(
     if bad:
         raise AttrvisError(f"unknown figure(s) {bad}; valid: {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
+    owned = _figure_files(out_dir, names)  # before any work: the user's own spectra.png is never replaced
     model = model if model is not None else load_model(model_name)
     sched = get_schedule(schedule, seeds=seeds, steps=steps, fidelity=fidelity)
     # resolves the image, layer and class: a bad one is refused before the folder is made
@@ -82,6 +104,8 @@ def run_all(
         "figures": {n: {"png": Path(r["png"]).name, "json": Path(r["json"]).name, "caption": r["caption"]}
                     for n, r in results.items()},
         "timings": timings,
+        # every file a figures run wrote into this folder, this one's and earlier ones' still there
+        "files": sorted(owned | {Path(f).name for f in files} | {"figures.json"}),
     }
     write_json(out_dir / "figures.json", summary)
     files.append(str(out_dir / "figures.json"))
