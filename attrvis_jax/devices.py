@@ -78,3 +78,22 @@ def gather(x) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def batch_width(batch: int, rows: int, mesh: Mesh) -> int:
+    """Rows per compiled batch: `batch`, but no wider than the `rows` there are to run, rounded up
+    to a multiple of the mesh's devices (every batch has this one shape: one compilation)."""
+    return -(-min(batch, max(1, rows)) // mesh.size) * mesh.size
+
+
+def rows_per_memory(width: int, mesh: Mesh) -> int:
+    """How many of a batch's rows one memory holds at once: all of them where the devices are the
+    host's CPUs (one memory), one device's shard on accelerators."""
+    return width if mesh.devices.flat[0].platform == "cpu" else width // mesh.size
+
+
+def padded(items: Sequence, width: int):
+    """(the real items, the batch padded to `width` with copies of the last) for each batch of `items`."""
+    for start in range(0, len(items), width):
+        real = list(items[start : start + width])
+        yield real, real + [real[-1]] * (width - len(real))

@@ -225,18 +225,12 @@ def check_output_file(path) -> Path:
     return path
 
 
-def check_output_folder(path, owns: Callable[[str], bool] = lambda name: False, overwrite: bool = False,
-                        what: str = "run") -> list[Path]:
-    """Refuse, with one AttrvisError, an output folder that cannot hold a `what`'s results; returns
-    the files of an earlier `what` in it (those `owns` claims by name) that `overwrite` allows to
-    replace. Creates nothing. For folders written file by file (sweeps, figures); a folder written
-    whole, whose earlier contents are known by what they recorded, is an `OutputFolder`."""
-    path = _usable_folder(path)
-    old = sorted(p for p in path.iterdir() if owns(p.name)) if path.is_dir() else []
-    if old and not overwrite:
-        raise AttrvisError(f"{path} holds an earlier {what} ({len(old)} of its files, e.g. {old[0].name}): "
-                           f"pass --overwrite to replace it, or choose another output folder")
-    return old
+def check_output_folder(path) -> Path:
+    """The output folder `path`, refused with one AttrvisError before any work if it is empty, a
+    file, a broken link, lies under a file or cannot be written. Creates nothing. For folders
+    written file by file (sweeps, catalogs, figures); a folder written whole, whose earlier
+    contents are known by what they recorded, is an `OutputFolder`."""
+    return _usable_folder(path)
 
 
 # The hidden folder an OutputFolder is written into: ".attrvis-partial.HOST.PID.RANDOM".

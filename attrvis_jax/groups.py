@@ -30,7 +30,6 @@ from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lamb
 from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions, split_options
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import read_npz, write_npz
-from attrvis_jax.prng import as_key
 from attrvis_jax.render.api import visualize
 
 FORMAT_VERSION = 1
@@ -318,7 +317,6 @@ def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderCo
     steps of both runs. options / overrides: as for `visualize`.
     """
     config, options = split_options(config, options, overrides)
-    key = as_key(key)
     parts = split_attribution(attribution, groups)
     runs = 2 if include_integral else 1
     total = runs * config.steps

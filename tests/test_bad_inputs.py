@@ -480,7 +480,7 @@ CASES = [
     ("sweep-other-settings", ["sweep", "{spec_json}", "--out", "{sweepdir}"], 1,
      "holds a sweep with other settings (key differ)", _sweep_json_kept),
     ("figures-user-file", ["figures", "spectra", "--weights", "random", "--out", "{userfigures}"], 1,
-     "userfigures/spectra.png is not an earlier figures run's file and the figures would replace it",
+     "userfigures/spectra.png is not an earlier figures run's file and the figures run would replace it",
      _unchanged("userfigures")),
     # -- catalogs (attrvis catalog): channel lists and settings are the command's
     ("catalog-channels-backwards", ["catalog", "--weights", "random", "--channels", "5-2", "--out", "{out}"], 2,
@@ -491,7 +491,7 @@ CASES = [
                                       "--out", "{out}"], 2,
      "channels [24, 25, 26, 27, 28] out of range for blocks.1 (valid: 0..23)", _absent("out")),
     ("catalog-redirect-negative", ["catalog", "--redirect-steps", "-1", "--out", "{out}"], 2,
-     "--redirect-steps must be at least 0, got -1", _absent("out")),
+     "argument --redirect-steps: must be at least 0, got -1", _absent("out")),
     ("catalog-empty-out", ["catalog", "--out", ""], 2, "argument --out: an empty path", None),
     # -- issue 28: images, class names, seeds and config values (checked where they enter)
     ("image-animated-gif", ["classify", "{anim_gif}"], 1, "anim.gif is an animation of 3 frames (GIF)", None),

@@ -76,7 +76,8 @@ def run_catalog(model, config: CatalogConfig, out_dir, *, mesh=None,
     """Render (or resume) the catalog of `config.layer` into `out_dir`; returns what it holds."""
     from attrvis_jax.apps.interrupt import deferred
     from attrvis_jax.apps.sweepdir import FolderLock, reading
-    from attrvis_jax.devices import device_mesh, gather
+    from attrvis_jax.apps.report import save_png
+    from attrvis_jax.devices import batch_width, device_mesh, gather, padded, rows_per_memory
     from attrvis_jax.fileio import check_output_folder
     from attrvis_jax.memory import check_render_memory
     from attrvis_jax.render import objectives
@@ -91,11 +92,10 @@ def run_catalog(model, config: CatalogConfig, out_dir, *, mesh=None,
     if bad:
         raise UnknownNameError(f"channels {bad[:5]} out of range for {layer} (valid: 0..{depth - 1})")
     mesh = mesh or device_mesh()
-    width = -(-min(config.batch, len(channels) * config.seeds) // mesh.size) * mesh.size
+    width = batch_width(config.batch, len(channels) * config.seeds, mesh)
     size = config.render.image_size or model.input_size
-    per_memory = width if mesh.devices.flat[0].platform == "cpu" else -(-width // mesh.size)
-    check_render_memory(model, layer, per_memory, size, what="batch")
-    check_output_folder(out_dir, owns=lambda name: False, what="catalog")
+    check_render_memory(model, layer, rows_per_memory(width, mesh), size, what="batch")
+    check_output_folder(out_dir)
     t_start = time.perf_counter()
     lock = FolderLock(out_dir, "catalog")
     wrote = False
@@ -119,21 +119,15 @@ def run_catalog(model, config: CatalogConfig, out_dir, *, mesh=None,
         log(f"{layer}: {len(channels)} channels x {config.seeds} seed(s), {len(channels) - len(done & set(map(str, channels)))} "
             f"to render, {mesh.size} device(s)")
         base = jax.random.key(config.key)
-        variables = model.variables
         finished, total = len(channels) * config.seeds - len(items), len(channels) * config.seeds
         with deferred() as checkpoint:
-            for start in range(0, len(items), width):
-                real = items[start : start + width]
-                rows = real + [real[-1]] * (width - len(real))
+            for real, rows in padded(items, width):
                 stacked = objectives.stack([objectives.channel(model, layer, c, size=size) for c, _ in rows])
                 keys = jnp.stack([seed_keys(jax.random.fold_in(base, c), [s])[0] for c, s in rows])
-                out = visualize_rows(model, stacked, config.render, keys, mesh=mesh, variables=variables,
-                                     options=None, progress=checkpoint)
+                out = visualize_rows(model, stacked, config.render, keys, mesh=mesh, progress=checkpoint)
                 images = gather(out.images[:, 0])
                 acts = np.asarray(model.features(jnp.asarray(images), layer))
                 for i, (c, s) in enumerate(real):
-                    from attrvis_jax.apps.report import save_png
-
                     name = f"tiles/ch{c:04d}_s{s}.png"
                     save_png(out_dir / name, images[i])
                     wrote = True

@@ -83,15 +83,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"attrvis: error: {message} (see `{self.prog} --help`)\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (0 and negatives never mean "the default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: an integer >= `minimum` (below it never means "the default")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
 
 
 def seed_int(text: str) -> int:
@@ -355,8 +362,6 @@ def cmd_catalog(args) -> int:
     from attrvis_jax.config import CatalogConfig, RenderConfig, scaled_lr
     from attrvis_jax.errors import AttrvisError
 
-    if args.redirect_steps < 0:
-        raise UsageError(f"--redirect-steps must be at least 0, got {args.redirect_steps}")
     try:
         channels = None if args.channels is None else parse_channels(args.channels)
     except AttrvisError as e:
@@ -385,7 +390,7 @@ def cmd_figures(args) -> int:
         raise UsageError(f"unknown figure(s) {bad}; valid: all, {', '.join(FIGURES)}")
     from attrvis_jax.fileio import check_output_folder
 
-    check_output_folder(args.out, what="figures")  # a file, or unwritable
+    check_output_folder(args.out)  # a file, or unwritable
     model = _load(args)
     # --layer and --target go on as given: the figures' context resolves them, once
     summary = run_all(args.model, Path(args.out), model=model, schedule=args.schedule, image=args.image,
@@ -549,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=1, help="pictures per channel (default 1)")
     p.add_argument("--batch", type=positive_int, default=8, help="channels per compiled batch (default 8)")
     p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="fft")
-    p.add_argument("--redirect-steps", type=int, default=16,
+    p.add_argument("--redirect-steps", type=whole_number(0), default=16,
                    help="first steps with redirected ReLU gradients, so dead channels get a picture (default 16)")
     p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--out", required=True, type=path_arg, help="output folder; rerunning resumes")

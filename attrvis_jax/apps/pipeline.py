@@ -23,6 +23,7 @@ from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, write_json
+from attrvis_jax.prng import as_key
 from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, write_report
 
 
@@ -129,7 +130,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     check_render_memory(model, layer, run_options.seeds, render_config.image_size or model.input_size)
     x = model.load_image(image)
     target = int(resolve_targets(model, x[None], target)[0])  # the library's one rule, run once here
-    key = jax.random.PRNGKey(seed)
+    key = as_key(seed, "seed")  # a 32-bit seed (config.SEED_RANGE): a larger one would alias
     attr_key, render_key = jax.random.split(key)
 
     t0 = time.perf_counter()

@@ -51,7 +51,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from attrvis_jax.config import SweepConfig
-from attrvis_jax.devices import agree, device_mesh, gather, shard
+from attrvis_jax.devices import agree, batch_width, device_mesh, gather, padded, rows_per_memory, shard
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import check_output_folder, input_file, write_json, write_text
 from attrvis_jax.memory import check_render_memory
@@ -220,7 +220,7 @@ def run_sweep(
     from attrvis_jax.apps.sources import resolve_sources
 
     out_dir = Path(out_dir)
-    check_output_folder(out_dir, owns=lambda name: False)  # a file, or no place to write: refused now
+    check_output_folder(out_dir)  # a file, or no place to write: refused now
     writer = jax.process_index() == 0
     log = log or (lambda message: None)
     lock = _lock(out_dir, writer)
@@ -240,12 +240,9 @@ def run_sweep(
         attributions = _saved_attributions(config, model, needed, out_dir)
         _check_disk(config, model, [unit for unit in needed if unit not in attributions], len(todo), size, out_dir)
         # A batch never pads past the largest (layer, perturbation) group: one shape, compiled once.
-        width = _round_up(min(config.batch, max(1, len(records) * len(config.targets) * config.seeds)), mesh.size)
-        # A batch too big is refused before any work: host CPU devices share one memory, accelerators
-        # hold their own shard each.
-        per_memory = width // mesh.size * (mesh.size if mesh.devices.flat[0].platform == "cpu" else 1)
-        for layer in dict.fromkeys(unit.layer for unit in units):
-            check_render_memory(model, layer, per_memory, size, what="batch")
+        width = batch_width(config.batch, len(records) * len(config.targets) * config.seeds, mesh)
+        for layer in dict.fromkeys(unit.layer for unit in units):  # a batch too big: refused before any work
+            check_render_memory(model, layer, rows_per_memory(width, mesh), size, what="batch")
         # Opened only now, when nothing can refuse any more: it pins the settings once it holds an
         # item (and one that holds none pins nothing: store.py).
         store = ResultStore(out_dir / "store.sqlite", fingerprint(config), upgrade=upgrade_fingerprint)
@@ -347,10 +344,6 @@ def _check_spec(config: SweepConfig, model, records) -> None:
     for target in config.targets:
         for record in records if target == "label" else records[:1]:
             _fixed_target(model, target, record)
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 @contextlib.contextmanager
@@ -532,9 +525,7 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
     batch_index = 0
     for (layer, perturbation), group in groups.items():
         render_config = config.render.replace(perturbation=perturbation)
-        for start in range(0, len(group), width):
-            real = group[start : start + width]
-            rows = real + [real[-1]] * (width - len(real))  # a fixed batch shape: one compilation
+        for real, rows in padded(group, width):  # a fixed batch shape: one compilation
             attrs = [attributions[item.unit] for item in rows]
             # seed s of an item is seed s of visualize(model, attribution, key=fold_in(unit key, 1))
             keys = jnp.stack([seed_keys(jax.random.fold_in(unit_key(config, item.unit), 1), [item.seed])[0]

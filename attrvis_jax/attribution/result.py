@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 _ARRAYS = ("values", "positive", "heatmap", "baseline", "activations")
 _SCALARS = ("logit", "logit_baseline", "completeness_error", "beta", "lambda0")
 _REQUIRED = ("values", "positive", "heatmap")  # arrays every file has (baseline, activations: optional)
-_REQUIRED_META = ("model", "layer", "target", "target_name", "method", "input_size", "config")
+# meta fields -> the types they may have (every one of them must be there)
 _META_KINDS = {"model": str, "layer": str, "target": int, "target_name": str, "method": str, "input_size": int,
                "config": dict, "logit": (int, float), "beta": (int, float), "lambda0": (int, float),
                "logit_baseline": (int, float, type(None)), "completeness_error": (int, float, type(None))}
@@ -156,7 +156,7 @@ class Attribution:
         def bad(what: str) -> AttrvisError:
             return AttrvisError(f"{path} is not a complete attribution file: {what}")
 
-        missing = [n for n in (*_REQUIRED_META, *_SCALARS) if n not in meta] + [n for n in _REQUIRED if n not in arrays]
+        missing = [n for n in _META_KINDS if n not in meta] + [n for n in _REQUIRED if n not in arrays]
         if missing:
             raise bad(f"it lacks {', '.join(missing)}")
         for name, kinds in _META_KINDS.items():

@@ -222,11 +222,19 @@ class Model:
 
     # ---- shapes and inputs ---------------------------------------------------------------------
     def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:
-        """Shape (H, W, K) of every named layer for one `size`×`size` image, without computing it."""
+        """Shape (H, W, K) of every named layer for one `size`×`size` image, without computing it
+        (traced once per size: a trace of the whole network costs ~0.2 s, and every objective,
+        render and catalog tile asks)."""
         size = size or self.input_size
-        x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-        acts = jax.eval_shape(lambda v, x: self.apply_intermediates(v, x), self.variables, x)
-        return {name: tuple(acts[name].shape[1:]) for name in (*self.layers, "logits")}
+        if size not in self._shapes:
+            x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+            acts = jax.eval_shape(lambda v, x: self.apply_intermediates(v, x), self.variables, x)
+            self._shapes[size] = {name: tuple(acts[name].shape[1:]) for name in (*self.layers, "logits")}
+        return dict(self._shapes[size])
+
+    @functools.cached_property
+    def _shapes(self) -> dict:
+        return {}
 
     def load_image(self, source) -> np.ndarray:
         """Read and preprocess an image (path, bytes, PIL image or array) to (size, size, 3) in [0, 1]."""

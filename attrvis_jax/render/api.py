@@ -18,7 +18,6 @@ import numpy as np
 from attrvis_jax.config import RenderConfig, RunOptions, split_options
 from attrvis_jax.devices import gather
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.prng import as_key
 from attrvis_jax.render.objectives import Objective, area_terms, attribution_objective
 from attrvis_jax.render.optimize import Progress, seed_keys, visualize_rows
 
@@ -145,7 +144,6 @@ def visualize(
     seed_ids = tuple(range(options.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
     if not seed_ids:
         raise AttrvisError("no seeds to run")
-    key = as_key(key)
     out = visualize_rows(model, objective, config, seed_keys(key, seed_ids), layer=layer, mesh=mesh,
                          variables=variables, options=options, progress=progress)
     grouped = objective.grouped

@@ -50,6 +50,7 @@ from attrvis_jax.devices import shard
 from attrvis_jax.render import loss as loss_mod
 from attrvis_jax.render.objectives import ALPHA, INPUT, Linear, Objective, area_terms, modes
 from attrvis_jax.render.param import init_params, mask_bias, picture
+from attrvis_jax.prng import as_key
 from attrvis_jax.render.redirect import redirected
 from attrvis_jax.render.perturb import gaussian_background, make_perturbation
 from attrvis_jax.render.transforms import TRANSFORMS, apply_transform, area_weights, sample_params
@@ -67,11 +68,9 @@ def composite(images, masks, background: float = CODE_GRAY):
 
 
 def seed_keys(key: jax.Array, seed_ids: Sequence[int]) -> jax.Array:
-    """fold_in(key, i) for each seed id: a seed's stream does not depend on the batch it runs in."""
-    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
-    if key.ndim != 0:
-        raise AttrvisError(f"key must be a single PRNG key, got shape {key.shape}")
+    """fold_in(key, i) for each seed id: a seed's stream does not depend on the batch it runs in.
+    `key`: anything `prng.as_key` takes (a key, raw key data, an int seed)."""
+    key = as_key(key)
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(seed_ids), jnp.uint32))
 
 

@@ -15,27 +15,27 @@ from attrvis_jax.apps.figures.perturbations import fig_perturbations
 from attrvis_jax.apps.figures.schedule import Schedule, get_schedule
 from attrvis_jax.apps.figures.spectra import fig_spectra
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.fileio import write_json
+from attrvis_jax.fileio import OutputFolder, write_json
+
+
+def earlier_figures(out_dir: Path) -> list[str] | None:
+    """The files earlier figures runs wrote into `out_dir`, as its figures.json lists them (None:
+    no figures run's record): only these may a figures run replace (`fileio.OutputFolder`)."""
+    try:
+        record = json.loads((Path(out_dir) / "figures.json").read_text())
+        names = {"figures.json", *record.get("files", ()),
+                 *(f for r in record.get("figures", {}).values() for f in (r.get("png"), r.get("json")) if f)}
+    except (OSError, ValueError, AttributeError, TypeError):  # none, or not a figures run's record
+        return None
+    return sorted(f for f in names if isinstance(f, str))
 
 
 def _figure_files(out_dir: Path, names: Sequence[str]) -> set:
-    """The files of earlier figures runs in `out_dir` (its figures.json lists them); refuses, with
-    one AttrvisError, a file the figures `names` would write that no figures run wrote."""
-    owned: set = set()
-    try:
-        record = json.loads((out_dir / "figures.json").read_text())
-        owned = {"figures.json", *record.get("files", ()),
-                 *(f for r in record.get("figures", {}).values() for f in (r.get("png"), r.get("json")) if f)}
-    except (OSError, ValueError, AttributeError, TypeError):  # none, or not a figures run's record
-        pass
-    owned = {f for f in owned if isinstance(f, str) and (out_dir / f).exists()}
-    wanted = [f"{n}.{ext}" for n in names for ext in ("png", "json")] + ["figures.json"]
-    foreign = [f for f in wanted if (out_dir / f).exists() and f not in owned]
-    if foreign:
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise AttrvisError(f"{out_dir / foreign[0]} is not an earlier figures run's file and the figures would "
-                           f"replace it{more}: move it away or choose another output folder")
-    return owned
+    """The files of earlier figures runs in `out_dir`, those still there; refuses, with one
+    AttrvisError, a file the figures `names` would write that no figures run wrote (the user's)."""
+    folder = OutputFolder(out_dir, earlier_figures, overwrite=True, what="figures run")
+    folder.expect([f"{n}.{ext}" for n in names for ext in ("png", "json")] + ["figures.json"])
+    return {f for f in earlier_figures(out_dir) or () if (out_dir / f).exists()}
 
 
 FIGURES: dict[str, Callable[..., dict]] = {
