@@ -44,7 +44,7 @@ ACTS = np.random.default_rng(0).random((8, 8, 16), dtype=np.float32)
 
 def attr(r, beta=BETA, **more):
     """The duck-typed attribution visualize takes: R⁺, β and the photo's activations."""
-    return {"r_plus": r, "beta": beta, "activations": ACTS, **more}
+    return {"positive": r, "beta": beta, "activations": ACTS, **more}
 
 
 @pytest.fixture(scope="module")

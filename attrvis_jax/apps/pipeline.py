@@ -115,7 +115,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
          run_options, seed, quiet, image_label) -> dict:
     from attrvis_jax.attribution import attribute
     from attrvis_jax.attribution.api import resolve_targets
-    from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
+    from attrvis_jax.metrics import evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
 
     from attrvis_jax.memory import check_render_memory
@@ -146,8 +146,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     t_render = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    metrics = evaluate_visualizations(model, vis.composed, attr.positive, attr.values, layer, attr.target,
-                                      directed_attribution(attr))
+    metrics = evaluate_visualizations(model, attr, vis)
     where = mask_measures(vis.masks, attr.heatmap_image(), attr.beta)
     t_metrics = time.perf_counter() - t0
 

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from attrvis_jax import _deprecated
 from attrvis_jax.config import RenderConfig, RunOptions, split_options
 from attrvis_jax.devices import gather
 from attrvis_jax.errors import AttrvisError
@@ -95,6 +96,7 @@ class RenderResult:
 
 
 
+@_deprecated.renamed_parameters(r_plus="positive")
 def visualize(
     model,
     attribution=None,
@@ -102,7 +104,7 @@ def visualize(
     key: jax.Array | None = None,
     *,
     layer: str | None = None,
-    r_plus=None,
+    positive=None,
     beta=None,
     lambda0=None,
     activations=None,
@@ -119,8 +121,8 @@ def visualize(
 
     model: an `attrvis_jax.Model` (only `net`, `variables`, `input_size`, `resolve_layer` and
         `layer_shapes` are used). attribution: see `objectives.attribution_objective` — an
-        `attribute` result (its `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`,
-        `layer`), a list of them (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays
+        `attribute` result (its `positive`, `beta`, `lambda0`, `activations`, `baseline`,
+        `layer`), a list of them (groups), or (positive, beta, lambda0) arrays; the keyword arrays
         override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)`, any sum
         of objectives, `objectives.from_function(...)`) with perturbation "none": a plain feature
         visualization.
@@ -133,13 +135,13 @@ def visualize(
     """
     config, options = split_options(config, options, overrides)
     if isinstance(attribution, Objective):
-        given = [n for n, v in (("r_plus", r_plus), ("beta", beta), ("lambda0", lambda0), ("activations", activations),
+        given = [n for n, v in (("positive", positive), ("beta", beta), ("lambda0", lambda0), ("activations", activations),
                                 ("baseline", baseline), ("reference", reference)) if v is not None]
         if given:
             raise AttrvisError(f"{', '.join(given)} apply to an attribution, not to an objective (it has its weights)")
         objective = attribution
     else:
-        objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
+        objective = attribution_objective(attribution, config, positive=positive, beta=beta, lambda0=lambda0,
                                           activations=activations, baseline=baseline, reference=reference)
     seed_ids = tuple(range(options.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
     if not seed_ids:
