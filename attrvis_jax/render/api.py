@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -35,6 +36,8 @@ class RenderResult:
     gradient, at update `stopped_at` (−1: ran to the end). loss_history: (S, steps), NaN after a stop.
     snapshots: {step: {"images", "masks", "composed"}} after that many updates.
     timings: compile_s (first compile in this call, 0 if cached) and run_s (all chunks).
+    `save(folder)` writes the pictures, masks, arrays and numbers (the files `attrvis run` writes
+    of a render); `RenderResult.load(folder)` reads them back.
     """
 
     images: np.ndarray
@@ -86,7 +89,29 @@ class RenderResult:
 
         pictures.show(self)
 
+    # ---- files ---------------------------------------------------------------------------------
+    def save(self, folder, attribution=None, *, overwrite: bool = False) -> Path:
+        """Write the render into `folder`: seedNN.png (the composed picture) and seedNN_mask.png per
+        seed, render.npz (the arrays, for `load`) and results.json (the numbers); with the
+        `Attribution` it was made from, also its attribution.npz, heatmap.png and input.png — the
+        files `attrvis run` writes, apart from its metrics, contact sheet and report
+        (`attrvis_jax.outputs` lists them). The folder is written whole, atomically; one holding an
+        earlier result is replaced only with `overwrite=True`, and a file of yours of one of
+        those names never (refused before anything is written). Returns the folder."""
+        from attrvis_jax import outputs
+
+        return outputs.save(self, folder, attribution, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, folder) -> "RenderResult":
+        """The result `save` (or `attrvis run`) wrote into `folder` (or its render.npz): the arrays as
+        they were, composed computed again from them; snapshots are not kept."""
+        from attrvis_jax import outputs
+
+        return outputs.load(folder)
+
     def summary(self) -> str:
+        """One line: perturbation, layer, seeds × steps, mean mask area against β, final loss."""
         area = self.mask_area.reshape(self.seeds, -1).mean(axis=1)
         beta = float(np.mean(self.beta))
         stopped = int(np.sum(~self.finite))
