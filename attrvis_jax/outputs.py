@@ -26,7 +26,11 @@ from typing import Iterable
 
 import numpy as np
 
+from attrvis_jax import pictures
+from attrvis_jax.config import RenderConfig, RunOptions
+from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, read_npz, write_bytes, write_json, write_npz
+from attrvis_jax.render.optimize import composite
 
 RECORD = "results.json"
 ARRAYS = "render.npz"
@@ -145,17 +149,13 @@ def _row(pictures, grouped: bool) -> np.ndarray:
 
 
 def _png(path: Path, image) -> None:
-    from attrvis_jax.pictures import png_bytes
-
-    write_bytes(path, png_bytes(image))
+    write_bytes(path, pictures.png_bytes(image))
 
 
 def write_files(folder: Path, result, attribution=None) -> list[str]:
     """Write the render's (and the attribution's) files, all but results.json, into `folder` (an
     existing folder, e.g. an `OutputFolder.writing()` draft), in `result_files` order; returns
     their names."""
-    from attrvis_jax import pictures
-
     folder = Path(folder)
     names = []
     if attribution is not None:
@@ -184,8 +184,6 @@ def write_files(folder: Path, result, attribution=None) -> list[str]:
 
 def save(result, path, attribution=None, overwrite: bool = False) -> Path:
     """`RenderResult.save`: the folder `path` with the render's files (module docstring)."""
-    from attrvis_jax.errors import AttrvisError
-
     if attribution is not None and result.layer is not None and attribution.layer != result.layer:
         raise AttrvisError(f"the render is at layer {result.layer!r}, the attribution at {attribution.layer!r}: "
                            "save a render with the attribution it was made from")
@@ -199,15 +197,10 @@ def save(result, path, attribution=None, overwrite: bool = False) -> Path:
     return folder.path
 
 
-def load(path):
-    """`RenderResult.load`: the result a `save` (or `attrvis run`) wrote into the folder `path` (or
-    its render.npz itself). composed is computed again from X and M (the same bits); snapshots are
-    not kept."""
-    from attrvis_jax.config import RenderConfig, RunOptions
-    from attrvis_jax.errors import AttrvisError
-    from attrvis_jax.render.api import RenderResult
-    from attrvis_jax.render.optimize import composite
-
+def read(path) -> dict:
+    """The fields of the `RenderResult` a `save` (or `attrvis run`) wrote into the folder `path` (or
+    its render.npz itself): `RenderResult.load`. composed is computed again from X and M (the same
+    bits); snapshots are not kept."""
     path = Path(path).expanduser()
     file = path / ARRAYS if path.is_dir() else path
     meta, arrays = read_npz(file, "render", FORMAT_VERSION)
@@ -220,12 +213,12 @@ def load(path):
     except (AttrvisError, TypeError) as e:
         raise AttrvisError(f"{file} is not a complete render file: its config: {e}") from None
     images, masks = arrays["images"], arrays["masks"]
-    return RenderResult(
+    return dict(
         **{name: arrays[name] for name in _ARRAY_FIELDS},
         composed=composite(images, masks, config.background), snapshots={}, config=config, options=options,
         layer=meta["layer"], seed_ids=tuple(int(s) for s in meta["seed_ids"]), grouped=bool(meta["grouped"]),
         timings=dict(meta.get("timings", {})))
 
 
-__all__ = ["RECORD", "earlier_result", "load", "owns", "record", "result_files", "result_folder", "run_files",
+__all__ = ["RECORD", "earlier_result", "owns", "read", "record", "result_files", "result_folder", "run_files",
            "save", "write_files"]

@@ -108,7 +108,7 @@ class RenderResult:
         they were, composed computed again from them; snapshots are not kept."""
         from attrvis_jax import outputs
 
-        return outputs.load(folder)
+        return cls(**outputs.read(folder))
 
     def summary(self) -> str:
         """One line: perturbation, layer, seeds × steps, mean mask area against β, final loss."""

@@ -37,7 +37,8 @@ the presets in `attrvis_jax.configs`.
 
 from __future__ import annotations
 
-from attrvis_jax import _deprecated
+from attrvis_jax import _deprecated, config
+from attrvis_jax.apps.figures import analysis, comparison, context, groups, layers, layout, spectra
 from attrvis_jax.apps.figures.comparison import compute_comparison, draw_comparison, fig_comparison
 from attrvis_jax.apps.figures.context import FigureContext
 from attrvis_jax.apps.figures.groups import compute_groups, draw_groups, fig_groups
@@ -62,23 +63,16 @@ __all__ = [
 # from here for one release with a warning.
 _MOVED = {
     **dict.fromkeys(("amplitude_spectrum", "comparison_maps", "nmf", "radial_profile", "select_class_neurons",
-                     "spectral_slope"), "analysis"),
-    "comparison_objective": "comparison",
-    **dict.fromkeys(("FORWARD_BATCH", "forward", "head", "layer_label", "render_record"), "context"),
-    **dict.fromkeys(("VIEWS", "make_views"), "groups"),
-    "stage_layers": "layers",
+                     "spectral_slope"), analysis),
+    "comparison_objective": comparison,
+    **dict.fromkeys(("FORWARD_BATCH", "forward", "head", "layer_label", "render_record"), context),
+    **dict.fromkeys(("VIEWS", "make_views"), groups),
+    "stage_layers": layers,
     **dict.fromkeys(("CAPTION_H", "CELL_PAD", "CHAR_W", "TITLE_LINE", "TITLE_PAD", "blank", "grid_figure",
-                     "grid_size", "heat_cell", "wrap_title"), "layout"),
-    **dict.fromkeys(("SPECTRA_DPI", "SPECTRA_FIGSIZE"), "spectra"),
+                     "grid_size", "heat_cell", "wrap_title"), layout),
+    **dict.fromkeys(("SPECTRA_DPI", "SPECTRA_FIGSIZE"), spectra),
+    **dict.fromkeys(("AttributionConfig", "RenderConfig"), config),
 }
-
-
-def _moved(name: str):
-    import importlib
-
-    module = "attrvis_jax.config" if name in ("AttributionConfig", "RenderConfig") else f"{__name__}.{_MOVED[name]}"
-    return f"{module}.{name}", lambda: getattr(importlib.import_module(module), name)
-
-
-__getattr__ = _deprecated.module_getattr(
-    __name__, {name: _moved(name) for name in (*_MOVED, "AttributionConfig", "RenderConfig")})
+__getattr__ = _deprecated.module_getattr(__name__, {
+    name: (f"{module.__name__}.{name}", lambda module=module, name=name: getattr(module, name))
+    for name, module in _MOVED.items()})
