@@ -6,6 +6,8 @@
     attr = av.attribute(model, x, "blocks.14")             # Aumann-Shapley from the targeted baseline
     vis = av.visualize(model, attr, av.RenderConfig(steps=512), seeds=4)  # RunOptions fields too
     vis.composed                                           # (4, 224, 224, 3)
+    av.evaluate_visualizations(model, attr, vis)           # PCC with R⁺ and top-5 consistency, per seed
+    vis.save("out", attr)                                  # the files `attrvis run` writes of a render
 
     plain = av.visualize(model, av.objectives.channel(model, "blocks.14", 7), perturbation="none")
     mine = av.from_flax(MyCNN(), variables, input_size=224)  # any linen (or from_nnx: NNX) network

@@ -8,9 +8,11 @@ disagree, `fidelity="code"` (the attribution's default) picks the code's behavio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 
+from attrvis_jax import _deprecated
 from attrvis_jax.errors import AttrvisError
 
 FIDELITIES = ("code", "paper")
@@ -146,7 +148,7 @@ RANGES = {
         "area_weight": Range(0, 1e4, lo_open=True),
         "init_sd": Range(0, 1, lo_open=True, why="the initial Fourier coefficients' sd; 0.01 by default, larger saturates"),
         "decay_power": Range(0, 4), "mask_decay_power": Range(0, 4),
-        "constant": Range(0, 1, why="a gray level"),
+        "background_gray": Range(0, 1, why="a gray level"),
         "image_size": Range(8, 4096),
     },
     "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps"),
@@ -155,11 +157,45 @@ RANGES = {
 }
 
 
+# Fields renamed since, per config class: old spelling -> new. The old spelling keeps working for one
+# release, with an AttrvisDeprecationWarning: as a keyword of the class, in `replace`, `from_dict`
+# and `visualize`'s overrides. Records an earlier version wrote (sweep fingerprints and sweep.json,
+# catalog records) are read through `current_fields`, without a warning: the user wrote none of them.
+RENAMED_FIELDS = {"RenderConfig": {"constant": "background_gray"}}
+
+
+def current_fields(cls, d: dict, where: str | None = None) -> dict:
+    """`d` (fields of config class `cls`, by name) with renamed fields under their current names;
+    with `where` (what the caller was called as) each old name warns."""
+    renames = RENAMED_FIELDS.get(getattr(cls, "__name__", cls), {})
+    if not any(old in d for old in renames):
+        return d
+    if where is not None:
+        return _deprecated.renamed_keywords(dict(d), renames, where)
+    both = [old for old, new in renames.items() if old in d and new in d]
+    _check(not both, f"{cls.__name__} fields {both} given under their old and their new names")
+    return {renames.get(k, k): v for k, v in d.items()}
+
+
+def _accepts_renamed_fields(cls):
+    """Class decorator: the config's __init__ also takes its RENAMED_FIELDS' old names (warning).
+    The class stays a plain frozen dataclass, hashable and usable as a static argument."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **current_fields(cls, kwargs, cls.__name__))
+
+    cls.__init__ = __init__
+    return cls
+
+
 class _ConfigMethods:
     """replace / to_dict / from_dict shared by the frozen config dataclasses."""
 
     def replace(self, **changes):
         """A copy with some fields changed; unknown field names are a clear error."""
+        changes = current_fields(type(self), changes, f"{type(self).__name__}.replace")
         fields = {f.name for f in dataclasses.fields(self)}
         bad = sorted(set(changes) - fields)
         _check(not bad, f"unknown {type(self).__name__} field(s) {bad}; valid: {sorted(fields)}")
@@ -171,7 +207,9 @@ class _ConfigMethods:
     @classmethod
     def from_dict(cls, d: dict):
         """Inverse of `to_dict` (JSON lists become tuples again); unknown keys, e.g. fields a newer
-        version added, are ignored and missing ones take their defaults."""
+        version added, are ignored and missing ones take their defaults; renamed fields are read
+        under their old names too (with a warning)."""
+        d = current_fields(cls, d, f"{cls.__name__}.from_dict")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
 
@@ -241,6 +279,7 @@ AREA_WEIGHT = 20.0  # see RenderConfig.balance and benchmarks/README.md, "fideli
 MASK_DECAY_POWER = 1.5  # the default mask spectrum (RenderConfig.mask_decay_power)
 
 
+@_accepts_renamed_fields
 @dataclasses.dataclass(frozen=True)
 class RenderConfig(_ConfigMethods):
     """The visualization optimizer (docs/method.md): what a render computes. Frozen and hashable: it is a
@@ -270,7 +309,8 @@ class RenderConfig(_ConfigMethods):
         image's own 1/f basis, which on EfficientNet-Lite gives a fine texture of lines (2 gave
         saturated binary blobs that stop moving early);
     and where code and paper differ (the default follows the code):
-      - composed background constant: code 0.55, paper 0.5 (`constant`);
+      - the background gray (`background_gray`; the resolved value is `background`): code 0.55,
+        paper 0.5; the constant perturbation's background and every composed picture's (1 − M) part;
       - λ(t) growth: code λ0·1.23^(t/decay_steps) continuous, paper ×1.2 per tenth, staircase;
       - objective: code −2·mean_ij Σ_k f·R⁺ + λ[(m_crop−β)² + (m_full−β)²],
         paper −Σ_ijk f·R⁺ + λ(mean M − β)²;
@@ -321,7 +361,7 @@ class RenderConfig(_ConfigMethods):
     decay_power: float = 1.0  # spectrum scale 1/f^decay_power of the image parameterization
     mask_decay_power: float | None = None  # the mask channel's own 1/f^p; None follows fidelity (see above)
     aligned_groups: bool = True  # every attribution group starts from the same init (code)
-    constant: float | None = None  # background gray; None: 0.55 (code) / 0.5 (paper)
+    background_gray: float | None = None  # the background gray; None: 0.55 (code, default) / 0.5 (paper)
     gaussian_trainable: bool = False  # the code's Normal background is a trainable variable
     blur_kernel: str = "symmetric"  # symmetric: odd kernel, reflect padding; code: even kernel, zero padding
     pyramid_index: str | None = None  # None follows fidelity; "code" (u = 7M, zero fill) | "paper" (u = 5M)
@@ -394,7 +434,18 @@ class RenderConfig(_ConfigMethods):
 
     @property
     def background(self) -> float:
-        return self.constant if self.constant is not None else (CODE_GRAY if self.code_like == "code" else PAPER_GRAY)
+        """The background gray as used: `background_gray`, or 0.55 (code, default) / 0.5 (paper)."""
+        if self.background_gray is not None:
+            return self.background_gray
+        return CODE_GRAY if self.code_like == "code" else PAPER_GRAY
+
+    @property
+    def constant(self) -> float | None:
+        """Deprecated spelling of `background_gray`."""
+        from attrvis_jax._deprecated import warn
+
+        warn("RenderConfig.constant", "RenderConfig.background_gray")
+        return self.background_gray
 
     @property
     def growth(self) -> float:
@@ -454,6 +505,7 @@ def split_options(config: RenderConfig | None, options: RunOptions | None, overr
     (`visualize(..., steps=256, seeds=2)`); an unknown name is a clear error."""
     config = config or RenderConfig()
     options = options or RunOptions()
+    overrides = current_fields(RenderConfig, overrides, "visualize")
     known = RUN_FIELDS + tuple(f.name for f in dataclasses.fields(RenderConfig))
     bad = sorted(set(overrides) - set(known))
     _check(not bad, f"unknown RenderConfig or RunOptions field(s) {bad}; valid: {sorted(known)}")
@@ -538,8 +590,12 @@ class SweepConfig(_ConfigMethods):
                 _check(not moved, f"{', '.join(moved)} moved out of [{name}]: how a sweep runs, not what it "
                        "computes, is a top-level sweep field now (seeds, chunk_size, engine; a sweep keeps "
                        "no snapshots)")
-                wrong = sorted(set(d[name]) - stage_fields)
+                renamed = RENAMED_FIELDS.get(stage.__name__, {})
+                wrong = sorted(set(d[name]) - stage_fields - set(renamed))
                 _check(not wrong, f"unknown {name} field(s) {wrong}; valid: {sorted(stage_fields)}")
+                for old in sorted(set(d[name]) & set(renamed)):
+                    _deprecated.warn(f"the [{name}] field {old!r}", repr(renamed[old]))
+                d[name] = current_fields(stage, d[name])
                 try:
                     d[name] = stage.from_dict(d[name])
                 except AttrvisError as e:  # name the section: steps exist in both

@@ -1,8 +1,9 @@
 """Image input: reading files robustly and bringing them to a model's input convention.
 
 `read_image` gives float32 RGB in [0, 1] at the file's own resolution from any PIL-readable file
-(grayscale, RGBA, palette, 16-bit, CMYK, EXIF-rotated), or from an array. `load_image` then resizes
-and crops per the model's `Preprocess`. Bundled photos come from scikit-image's offline data.
+(grayscale, RGBA, palette, 16-bit, CMYK, EXIF-rotated), or from an array. `load_image(source,
+model)` then resizes and crops it per the model's `Preprocess` (the same as `model.load_image(source)`).
+Bundled photos come from scikit-image's offline data.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attrvis_jax.errors import ImageError, closest, unknown
+from attrvis_jax import _deprecated
+from attrvis_jax.errors import AttrvisError, ImageError, closest, unknown
 from attrvis_jax.fileio import input_file
 
 # Bundled real photos (scikit-image ships them offline) and their ImageNet classes.
@@ -222,9 +224,22 @@ def read_source(source) -> np.ndarray:
     return read_image(source)
 
 
-def load_image(source, pre: Preprocess) -> np.ndarray:
-    """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it."""
-    return preprocess(read_source(source), pre)
+@_deprecated.renamed_parameters(pre="model")
+def load_image(source, model) -> np.ndarray:
+    """Read `source` (path, bytes, PIL image, array or sample name) and preprocess it the way
+    `model` wants its input: `model` is a `Model` (then this is `model.load_image(source)`) or a
+    `Preprocess`. Returns (size, size, 3) float32 in [0, 1]."""
+    return preprocess(read_source(source), preprocess_of(model))
+
+
+def preprocess_of(model) -> "Preprocess | CustomPreprocess":
+    """The `Preprocess` of a `Model` (its spec's), or `model` itself if it is one."""
+    if isinstance(model, (Preprocess, CustomPreprocess)):
+        return model
+    pre = getattr(getattr(model, "spec", None), "preprocess", None)
+    if not isinstance(pre, (Preprocess, CustomPreprocess)):
+        raise AttrvisError(f"load_image needs a Model or a Preprocess, got {type(model).__name__}")
+    return pre
 
 
 def is_array(source) -> bool:

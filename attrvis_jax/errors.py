@@ -42,6 +42,12 @@ class WriteError(AttrvisError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
+class AttrvisDeprecationWarning(DeprecationWarning):
+    """An old spelling of a renamed name (a function, keyword, config field or result field). It
+    keeps working for one release; the warning names the new spelling. Turn them into errors to find
+    every old spelling in a program: `warnings.simplefilter("error", AttrvisDeprecationWarning)`."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to `name` (case-insensitive), best first."""
     choices = list(choices)

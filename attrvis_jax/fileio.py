@@ -330,12 +330,13 @@ class OutputFolder:
     lists the others, is moved in last. A staging folder left by a killed process of this host is
     removed when the next one starts beside it. Ctrl-C waits for the moves; only a kill -9 or a
     failing rename in those milliseconds can leave new files beside the earlier record (nothing is
-    lost: the next run refuses the files it does not know)."""
+    lost: the next run refuses the files it does not know). `how`: what the refusal of an earlier
+    output tells the user to pass (the CLI's flag, or the API's keyword)."""
 
     def __init__(self, path, earlier: Callable[[Path], Iterable[str] | None] | None = None,
-                 overwrite: bool = False, what: str = "run", record: str | None = None):
+                 overwrite: bool = False, what: str = "run", record: str | None = None, how: str = "--overwrite"):
         self.path = _usable_folder(path)
-        self.what, self.overwrite, self.record = what, overwrite, record
+        self.what, self.overwrite, self.record, self.how = what, overwrite, record, how
         self._earlier = earlier or (lambda folder: None)
         self._check(())
 
@@ -346,7 +347,7 @@ class OutputFolder:
         old = sorted({name for name in listed or () if _is_file(self.path / name)})
         if old and not self.overwrite:
             raise AttrvisError(f"{self.path} holds an earlier {self.what} ({len(old)} of its files, e.g. "
-                               f"{old[0]}): pass --overwrite to replace it, or choose another output folder")
+                               f"{old[0]}): pass {self.how} to replace it, or choose another output folder")
         mine = [name for name in names if os.path.lexists(self.path / name) and name not in old]
         if mine:
             more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""

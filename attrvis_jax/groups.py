@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax._deprecated import RenamedKeys
 from attrvis_jax.attribution.postprocess import area_ratio, channel_filter, lambda0
 from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions, split_options
 from attrvis_jax.errors import AttrvisError
@@ -253,8 +254,8 @@ def split_attribution(attribution, groups: ChannelGroups, config: AttributionCon
     default the attribution's own config, i.e. 0.95), then R⁺_g = R⁺ ⊙ 1[k ∈ G_g]; β_g and λ0_g
     come from the group's own filtered map, so each group's mask is sized for its own evidence.
     size: the model's input size for β (default the attribution's input_size, 224 for raw arrays).
-    Returns dicts with r_plus, beta, lambda0, activations and baseline (the attribution's, None for
-    raw arrays), layer, channels and group (its index in `groups`);
+    Returns dicts with positive (the group's R⁺), beta, lambda0, activations and baseline (the
+    attribution's, None for raw arrays), layer, channels and group (its index in `groups`);
     groups with no positive attribution left are dropped with a warning.
     """
     values = np.asarray(getattr(attribution, "values", attribution), np.float32)
@@ -274,18 +275,19 @@ def split_attribution(attribution, groups: ChannelGroups, config: AttributionCon
     for g, channels in enumerate(groups.groups):
         masks[g, channels] = 1.0
     filtered = channel_filter(jnp.asarray(values), config.channel_threshold)
-    r_plus, beta, lam = (np.asarray(a) for a in _group_maps(
+    positive, beta, lam = (np.asarray(a) for a in _group_maps(
         jnp.asarray(values), filtered, jnp.asarray(masks), size, config.fidelity))
 
     parts, empty = [], []
     for g, channels in enumerate(groups.groups):
-        if not np.any(r_plus[g]):
+        if not np.any(positive[g]):
             empty.append(g)
             continue
-        parts.append({"r_plus": r_plus[g], "beta": float(beta[g]), "lambda0": float(lam[g]),
-                      "activations": getattr(attribution, "activations", None),
-                      "baseline": getattr(attribution, "baseline", None),
-                      "layer": layer or groups.layer, "channels": channels, "group": g})
+        part = {"positive": positive[g], "beta": float(beta[g]), "lambda0": float(lam[g]),
+                "activations": getattr(attribution, "activations", None),
+                "baseline": getattr(attribution, "baseline", None),
+                "layer": layer or groups.layer, "channels": channels, "group": g}
+        parts.append(RenamedKeys(part, {"r_plus": "positive"}, "a group's part"))
     if empty:
         warnings.warn(f"group(s) {empty} have no positive attribution in this image after the "
                       f"tau={config.channel_threshold} filter; they are left out", stacklevel=2)

@@ -11,11 +11,15 @@ then the head from there), so nothing is computed twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax import _deprecated
 from attrvis_jax.data import INPUT_SLACK, check_unit_range
+from attrvis_jax.errors import AttrvisError
 
 
 def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -87,19 +91,22 @@ def _evaluate(model, variables, images, references, layer: str, targets, classes
 _evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 4, 6))
 
 
-def evaluate_rows(model, images, r_plus, r_raw, layer: str, targets, *, r_directed=None, variables=None) -> VisMetrics:
+@_deprecated.renamed_parameters(r_plus="positive", r_raw="values", r_directed="directed")
+def evaluate_rows(model, images, positive, values, layer: str, targets, *, directed=None, variables=None
+                  ) -> VisMetrics:
     """Metrics of N visualizations that each have their own attribution and target (a sweep batch):
-    images (N, H, W, 3) in [0, 1], r_plus, r_raw and optionally r_directed (N, h, w, K), targets (N,).
-    Arrays may be sharded over devices (jax.Array with a NamedSharding): the one forward pass then
-    runs sharded too."""
-    maps = [r_plus, r_raw] + ([] if r_directed is None else [r_directed])
+    images (N, H, W, 3) in [0, 1]; each row's R⁺ `positive`, raw R `values` and optionally the
+    directed attribution `directed` (N, h, w, K) (an `Attribution`'s fields of those names);
+    targets (N,). Arrays may be sharded over devices (jax.Array with a NamedSharding): the one
+    forward pass then runs sharded too."""
+    maps = [positive, values] + ([] if directed is None else [directed])
     refs = jnp.stack([jnp.asarray(r, jnp.float32) for r in maps], axis=1)
     variables = model.variables if variables is None else variables
     pcc, rank = _evaluate_jit(model, variables, jnp.asarray(images, jnp.float32), refs,
                               model.resolve_layer(layer), jnp.asarray(targets, jnp.int32), len(model.labels))
     pcc, rank = np.asarray(pcc), np.asarray(rank)
     return VisMetrics(pcc=pcc[:, 0], pcc_raw=pcc[:, 1], top5_hit=rank < 5, target_rank=rank,
-                      pcc_directed=pcc[:, 2] if r_directed is not None else pcc[:, 0])
+                      pcc_directed=pcc[:, 2] if directed is not None else pcc[:, 0])
 
 
 def directed_attribution(attribution) -> np.ndarray:
@@ -107,17 +114,76 @@ def directed_attribution(attribution) -> np.ndarray:
     return attribution.directed
 
 
-def evaluate_visualizations(model, images, r_plus, r_raw, layer: str, target: int, r_directed=None) -> VisMetrics:
-    """Metrics of visualizations `images` (N, H, W, 3) in [0, 1] against R+, raw R and optionally
-    the directed attribution (H, W, K)."""
+_OLD_ARGUMENTS = ("images", "r_plus", "r_raw", "layer", "target", "r_directed")
+
+
+def _takes_the_old_call(fn):
+    """evaluate_visualizations(model, images, r_plus, r_raw, layer, target, r_directed=None), the
+    call of earlier versions, keeps working for one release, with a warning."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        old = (len(args) > 2 or bool(set(kwargs) & set(_OLD_ARGUMENTS))
+               or bool(args) and not hasattr(args[0], "positive"))  # images where the attribution goes
+        return _evaluate_old_call(model, *args, **kwargs) if old else fn(model, *args, **kwargs)
+
+    return wrapper
+
+
+@_takes_the_old_call
+def evaluate_visualizations(model, attribution, visualizations) -> VisMetrics:
+    """The paper's two measures of each visualization of one attribution: PCC of the layer's
+    response to it with R⁺ (`pcc`), with the raw R (`pcc_raw`) and with the directed attribution
+    sign(a − b)·R⁺ the default objective excites (`pcc_directed`), and the target's rank among the
+    network's classes for the visualization alone (`target_rank`, `top5_hit`).
+
+    attribution: the `Attribution` the visualizations were made from (its layer, target and maps).
+    visualizations: `visualize`'s `RenderResult` (its composed pictures are measured) or images
+    (N, H, W, 3) or (H, W, 3) in [0, 1]. A grouped result is refused: each group has its own part
+    of the attribution (`groups.split_attribution`).
+
+    The call of earlier versions, evaluate_visualizations(model, images, r_plus, r_raw, layer,
+    target, r_directed=None), still works for one release, with a warning.
+    """
+    images = getattr(visualizations, "composed", visualizations)
+    if getattr(visualizations, "grouped", False):
+        raise AttrvisError("a grouped render has one part of the attribution per group: measure each group "
+                           "against its own part (groups.split_attribution), not the whole attribution")
+    rendered_at = getattr(visualizations, "layer", None)
+    if rendered_at is not None and rendered_at != attribution.layer:
+        raise AttrvisError(f"the visualizations were rendered at layer {rendered_at!r}, the attribution is at "
+                           f"{attribution.layer!r}")
+    return _evaluate_images(model, images, attribution.positive, attribution.values, attribution.layer,
+                            attribution.target, attribution.directed)
+
+
+def _evaluate_old_call(model, *args, **kwargs) -> VisMetrics:
+    bound = dict(zip(_OLD_ARGUMENTS, args))
+    twice = sorted(set(bound) & set(kwargs))
+    unknown = sorted(set(kwargs) - set(_OLD_ARGUMENTS))
+    if twice or unknown or len(args) > len(_OLD_ARGUMENTS):
+        raise TypeError(f"evaluate_visualizations got {'repeated' if twice else 'unexpected'} argument(s) "
+                        f"{twice or unknown or list(args[len(_OLD_ARGUMENTS):])}")
+    bound.update(kwargs)
+    missing = [n for n in _OLD_ARGUMENTS[:5] if n not in bound]
+    if missing:
+        raise TypeError(f"evaluate_visualizations missing argument(s) {missing}")
+    _deprecated.warn("evaluate_visualizations(model, images, r_plus, r_raw, layer, target, r_directed)",
+                     "evaluate_visualizations(model, attribution, visualizations)")
+    return _evaluate_images(model, bound["images"], bound["r_plus"], bound["r_raw"], bound["layer"],
+                            bound["target"], bound.get("r_directed"))
+
+
+def _evaluate_images(model, images, positive, values, layer: str, target: int, directed=None) -> VisMetrics:
+    """Metrics of images (N, H, W, 3) or (H, W, 3) in [0, 1] against one attribution's maps (H, W, K)."""
     check_unit_range(images, "the visualizations", INPUT_SLACK)
     images = jnp.asarray(images, jnp.float32)
     if images.ndim == 3:
         images = images[None]
     n = images.shape[0]
-    rows = lambda a: jnp.broadcast_to(jnp.asarray(a, jnp.float32), (n, *np.shape(a)))
-    return evaluate_rows(model, images, rows(r_plus), rows(r_raw), layer, np.full((n,), int(target)),
-                         r_directed=None if r_directed is None else rows(r_directed))
+    rows = lambda a: jnp.broadcast_to(jnp.asarray(a, jnp.float32), (n, *np.shape(a)))  # noqa: E731
+    return evaluate_rows(model, images, rows(positive), rows(values), layer, np.full((n,), int(target)),
+                         directed=None if directed is None else rows(directed))
 
 
 # ---- where the mask is (the fidelity study's measures) ----------------------------------------------

@@ -327,8 +327,7 @@ def part_dtype(plan: Plan, out: Path) -> dict:
         vis = av.visualize(m, attr, RenderConfig(steps=plan.visual_steps, compute_dtype=dtype),
                            seeds=plan.visual_seeds, chunk_size=plan.render_chunk, snapshot_steps=())
         composed[dtype] = vis.composed
-        metrics = av.metrics.evaluate_visualizations(m, vis.composed, attr.positive, attr.values, layer, attr.target,
-                                                     r_directed=av.metrics.directed_attribution(attr))
+        metrics = av.evaluate_visualizations(m, attr, vis)
         visual[dtype] = {"pcc_directed_median": float(np.median(metrics.pcc_directed)),
                          "top5": float(np.mean(metrics.top5_hit)), "mask_area": float(np.mean(vis.mask_area))}
     visual["mean_abs_diff"] = float(np.mean(np.abs(composed["float32"] - composed["bfloat16"])))

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     x = jnp.asarray(np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32))
     acts = native.features(x, layer_native)
     r_plus = np.asarray(common.synthetic_r_plus(acts.shape[1:]))
-    inputs = dict(r_plus=r_plus, beta=0.1, activations=np.asarray(acts[0]))
+    inputs = dict(positive=r_plus, beta=0.1, activations=np.asarray(acts[0]))
 
     rows = {"wrap_s": wrap_s}
     for name, (model, layer) in models.items():

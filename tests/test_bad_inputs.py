@@ -414,7 +414,7 @@ CASES = [
     ("out-under-a-file", RUN[:3] + ["{afile_txt}/sub"], 1, "is a file", None),
     ("out-unwritable", RUN[:3] + ["/proc/attrvis-test/out"], 1, "cannot write output folder /proc/attrvis-test/out",
      None),
-    ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (10 of its files", _unchanged("earlier")),
+    ("out-holds-a-run", RUN[:3] + ["{earlier}"], 1, "holds an earlier run (11 of its files", _unchanged("earlier")),
     ("demo-out-is-a-file", ["demo", "--out", "{afile_txt}"], 1, "is an existing file", None),
     ("figures-out-is-a-file", ["figures", "spectra", "--out", "{afile_txt}"], 1, "is an existing file", None),
     ("ablation-out-unwritable", ["ablation", "--out", "/proc/attrvis-test"], 1, "cannot write output folder", None),

@@ -86,7 +86,7 @@ def test_a_batch_is_its_images_alone(tiny):
     assert [a.values.shape for a in attrs] == [av.attribute(tiny, other[0], target=3, **FAST).values.shape] * 2
 
 
-def test_network_inputs_may_overshoot_like_a_cubic_resize(tiny):
+def test_network_inputs_may_overshoot_like_a_cubic_resize(tiny, saved):
     """A network input made by a resize that does not clip (InceptionV1's bicubic stretch) lies a
     little outside [0, 1]: it must stay usable, while 0..255 does not."""
     x = np.random.default_rng(2).random((SIZE, SIZE, 3)).astype(np.float32) * 1.5 - 0.25
@@ -98,7 +98,7 @@ def test_network_inputs_may_overshoot_like_a_cubic_resize(tiny):
     with pytest.raises(AttrvisError, match="float images in"):
         tiny.logits((np.clip(x, 0, 1) * 255).astype(np.uint8))
     with pytest.raises(ImageError, match="the visualizations"):
-        av.evaluate_visualizations(tiny, x[None] * 255, np.ones((8, 8, 16)), np.ones((8, 8, 16)), "conv2", 3)
+        av.evaluate_visualizations(tiny, av.Attribution.load(saved), x[None] * 255)
 
 
 def _frames(path, fmt, n=3, **kw):

@@ -49,6 +49,10 @@ def test_a_catalog_of_six_channels(tiny, tmp_path):
     picture = np.asarray(Image.open(out / result.tiles[2][0]), np.float32) / 255
     mean = float(np.asarray(tiny.features(picture, "conv2"))[..., 2].mean())
     assert result.scores[2][0] == pytest.approx(mean, abs=0.02)
+    # a record written when the background gray was `constant` (before background_gray): resumed as it is
+    record["settings"]["render"]["constant"] = record["settings"]["render"].pop("background_gray")
+    (out / "catalog.json").write_text(json.dumps(record))
+    assert run_catalog(tiny, _config(), out).ran == 0
 
 
 def test_a_tile_does_not_depend_on_its_batch(tiny, tmp_path):

@@ -186,7 +186,7 @@ def test_a_wrapped_native_network_matches_the_native_model(lite0):
     render = RenderConfig(steps=1, image_size=64)
     run = RunOptions(seeds=1, chunk_size=1, snapshot_steps=())
     small = np.asarray(lite0.features(x[:, :64, :64], "blocks.10"))[0]
-    inputs = dict(r_plus=np.abs(small), beta=0.2, activations=small)
+    inputs = dict(positive=np.abs(small), beta=0.2, activations=small)
     ours_step = visualize(wrapped, None, layer="blocks_10", config=render, options=run, **inputs)
     native_step = visualize(lite0, None, layer="blocks.10", config=render, options=run, **inputs)
     # the loss before the update is the forward pass alone: equal to float32 rounding

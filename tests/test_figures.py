@@ -13,6 +13,13 @@ import pytest
 from PIL import Image
 
 from attrvis_jax.apps import figures as F
+from attrvis_jax.apps.figures.analysis import (
+    amplitude_spectrum, comparison_maps, nmf, radial_profile, select_class_neurons, spectral_slope,
+)
+from attrvis_jax.apps.figures.comparison import comparison_objective
+from attrvis_jax.apps.figures.layout import CAPTION_H, CELL_PAD, TITLE_LINE, TITLE_PAD, grid_figure, grid_size
+from attrvis_jax.apps.figures.spectra import SPECTRA_DPI, SPECTRA_FIGSIZE
+from attrvis_jax.config import AttributionConfig, RenderConfig
 
 # Tiny: every figure and every column, but each render is 8 updates of 2 seeds, so compiling dominates
 # (about 8 render and 3 attribution compiles): the loop engine compiles faster on a CPU.
@@ -26,30 +33,30 @@ NAMES = ("spectra", "comparison", "perturbations", "layers", "groups")
 
 # ---- pure pieces -------------------------------------------------------------------------------
 def test_spectrum_of_a_constant_background_is_a_dc_spike():
-    amp = F.amplitude_spectrum(np.full((2, 32, 32, 3), 0.55, np.float32))
+    amp = amplitude_spectrum(np.full((2, 32, 32, 3), 0.55, np.float32))
     assert amp.shape == (32, 32)
     assert amp[0, 0] == pytest.approx(0.55, rel=1e-5)
     rest = amp.copy()
     rest[0, 0] = 0
     assert rest.max() < 1e-6
-    radii, profile = F.radial_profile(amp)
+    radii, profile = radial_profile(amp)
     assert radii.tolist() == list(range(17))
     assert profile[0] == pytest.approx(0.55, rel=1e-5) and profile[1:].max() < 1e-6
-    assert F.spectral_slope(radii, profile) is None  # nothing beyond DC to fit
+    assert spectral_slope(radii, profile) is None  # nothing beyond DC to fit
 
 
 def test_radial_profile_finds_a_planted_frequency_and_white_noise_is_flat():
     n = 64
     yy, xx = np.mgrid[0:n, 0:n]
     wave = 0.5 + 0.25 * np.cos(2 * np.pi * 5 * xx / n)  # 5 cycles per image along x
-    radii, profile = F.radial_profile(F.amplitude_spectrum(np.repeat(wave[..., None], 3, -1)))
+    radii, profile = radial_profile(amplitude_spectrum(np.repeat(wave[..., None], 3, -1)))
     assert profile[0] == pytest.approx(0.5, rel=1e-5)
     assert int(np.argmax(profile[1:])) + 1 == 5
     noise = np.random.default_rng(0).normal(size=(16, n, n, 3)).astype(np.float32)
-    radii, profile = F.radial_profile(F.amplitude_spectrum(noise))
-    assert abs(F.spectral_slope(radii, profile)) < 0.1
+    radii, profile = radial_profile(amplitude_spectrum(noise))
+    assert abs(spectral_slope(radii, profile)) < 0.1
     # 1/f^p amplitude (p = 1.5) has slope -1.5 on log-log axes.
-    assert F.spectral_slope(radii[1:], 1.0 / radii[1:] ** 1.5) == pytest.approx(-1.5, abs=1e-9)
+    assert spectral_slope(radii[1:], 1.0 / radii[1:] ** 1.5) == pytest.approx(-1.5, abs=1e-9)
 
 
 def test_nmf_reconstructs_a_planted_nonnegative_low_rank_matrix():
@@ -57,35 +64,35 @@ def test_nmf_reconstructs_a_planted_nonnegative_low_rank_matrix():
     w_true = rng.random((60, 3)) * (rng.random((60, 3)) > 0.4)
     h_true = rng.random((3, 20)) * (rng.random((3, 20)) > 0.4)
     v = w_true @ h_true
-    w, h = F.nmf(v, 3, iterations=3000)
+    w, h = nmf(v, 3, iterations=3000)
     assert w.shape == (60, 3) and h.shape == (3, 20)
     assert (w >= 0).all() and (h >= 0).all()
     assert np.linalg.norm(v - w @ h) / np.linalg.norm(v) < 0.02
     np.testing.assert_allclose(h.max(axis=1), 1.0)  # each factor's channel weights peak at 1
-    w2, h2 = F.nmf(v, 3, iterations=3000)
+    w2, h2 = nmf(v, 3, iterations=3000)
     np.testing.assert_array_equal(w, w2)  # deterministic
     share = np.linalg.norm(w, axis=0) * np.linalg.norm(h, axis=1)
     assert np.all(np.diff(share) <= 1e-12)  # largest factor first
     with pytest.raises(Exception):
-        F.nmf(-v, 2)
+        nmf(-v, 2)
 
 
 def test_class_targeted_selection_rule_on_a_hand_made_case():
     scores = np.array([0.5, -3.0, 4.0, 0.0, 2.0, 1.5, 2.0])
     # positive total 10; ranked 4.0 (ch 2), 2.0 (ch 4), 2.0 (ch 6), 1.5 (ch 5), 0.5 (ch 0).
-    assert F.select_class_neurons(scores, share=0.5).tolist() == [2, 4]  # 4 + 2 = 6 >= 5
-    assert F.select_class_neurons(scores, share=0.4).tolist() == [2]  # 4 >= 4 exactly
-    assert F.select_class_neurons(scores, share=0.61).tolist() == [2, 4, 6]  # tie broken by index
-    assert F.select_class_neurons(scores, share=1.0).tolist() == [0, 2, 4, 5, 6]  # never a negative or zero one
-    assert F.select_class_neurons(scores, share=1.0, max_channels=2).tolist() == [2, 4]
-    assert F.select_class_neurons(-np.abs(scores)).size == 0
+    assert select_class_neurons(scores, share=0.5).tolist() == [2, 4]  # 4 + 2 = 6 >= 5
+    assert select_class_neurons(scores, share=0.4).tolist() == [2]  # 4 >= 4 exactly
+    assert select_class_neurons(scores, share=0.61).tolist() == [2, 4, 6]  # tie broken by index
+    assert select_class_neurons(scores, share=1.0).tolist() == [0, 2, 4, 5, 6]  # never a negative or zero one
+    assert select_class_neurons(scores, share=1.0, max_channels=2).tolist() == [2, 4]
+    assert select_class_neurons(-np.abs(scores)).size == 0
 
 
 def test_comparison_maps_are_normalized_nonnegative_objectives():
     rng = np.random.default_rng(0)
     acts = rng.random((5, 5, 8)) - 0.3
     scores = np.array([1.0, -1.0, 0.0, 3.0, 0.5, 0.0, 0.0, 0.0])
-    maps = F.comparison_maps(acts, scores, 2, share=0.7)
+    maps = comparison_maps(acts, scores, 2, share=0.7)
     assert maps["selected"].tolist() == [0, 3]
     for m in [maps["all"], maps["class"], *maps["factors"]]:
         assert (m >= 0).all() and m.sum() == pytest.approx(1.0, rel=1e-5)
@@ -103,31 +110,31 @@ def test_comparison_column_d_is_the_method_without_its_mask():
     b = (0.5 * a + 0.3 * rng.normal(size=a.shape)).astype(np.float32)
     r = np.abs(rng.normal(size=a.shape)).astype(np.float32)
     attr = {"positive": r, "beta": 0.2, "activations": a, "baseline": b, "layer": "blocks.14"}
-    maps = F.comparison_maps(a, rng.normal(size=8), 2, share=0.7)
+    maps = comparison_maps(a, rng.normal(size=8), 2, share=0.7)
     abc = np.concatenate([maps["all"][None], maps["factors"], maps["class"][None]])
     for fidelity, d in (("default", np.sign(a - b) * r), ("code", r)):
-        config = F.RenderConfig(perturbation="none", fidelity=fidelity)
-        obj = F.comparison_objective(maps, attr, config)
+        config = RenderConfig(perturbation="none", fidelity=fidelity)
+        obj = comparison_objective(maps, attr, config)
         assert obj.groups == 5 and obj.layer == "blocks.14" and obj.grouped  # (a), (b) x 2, (c), (d)
         np.testing.assert_array_equal(obj.weights[:4], abc)
         np.testing.assert_array_equal(obj.weights[4], d)
         np.testing.assert_array_equal(obj.weights[4], objectives.attribution_objective(attr, config).weights[0])
     assert (np.sign(a - b) < 0).any()  # the default and the code's (d) do differ here
     with pytest.raises(AttrvisError, match="without a mask"):
-        F.comparison_objective(maps, attr, F.RenderConfig())
+        comparison_objective(maps, attr, RenderConfig())
 
 
 def test_grid_geometry():
     cells = [np.full((20, 20, 3), v, np.float32) for v in np.linspace(0, 1, 5)]
-    image, layout = F.grid_figure(cells, [f"c{i}" for i in range(5)], columns=3, title=["a title"])
+    image, layout = grid_figure(cells, [f"c{i}" for i in range(5)], columns=3, title=["a title"])
     assert (layout["rows"], layout["columns"], layout["title_lines"]) == (2, 3, 1)
-    assert image.shape[:2] == F.grid_size(2, 3, 20, 1) == (F.TITLE_PAD + F.TITLE_LINE + 2 * (20 + 6 + 16) + 6, 3 * 26 + 6)
+    assert image.shape[:2] == grid_size(2, 3, 20, 1) == (TITLE_PAD + TITLE_LINE + 2 * (20 + 6 + 16) + 6, 3 * 26 + 6)
 
 
 def test_schedules():
     assert F.get_schedule("paper").render_config("pyramid").steps == 2048
     assert F.get_schedule("paper").run_options.seeds == 25
-    assert F.get_schedule("paper").attribution_config() == F.AttributionConfig()
+    assert F.get_schedule("paper").attribution_config() == AttributionConfig()
     reduced = F.get_schedule("reduced", seeds=3)
     assert reduced.seeds == 3 and 128 <= reduced.steps <= 256
     assert reduced.learning_rate == pytest.approx(0.02 * (2048 / reduced.steps) ** 0.5)
@@ -153,8 +160,8 @@ def _load(out, name):
 
 def _cell(image, layout, row, col):
     s = layout["cell"]
-    top = F.TITLE_PAD + layout["title_lines"] * F.TITLE_LINE + F.CELL_PAD + row * (s + F.CELL_PAD + F.CAPTION_H)
-    left = F.CELL_PAD + col * (s + F.CELL_PAD)
+    top = TITLE_PAD + layout["title_lines"] * TITLE_LINE + CELL_PAD + row * (s + CELL_PAD + CAPTION_H)
+    left = CELL_PAD + col * (s + CELL_PAD)
     return image[top : top + s, left : left + s]
 
 
@@ -188,8 +195,8 @@ def test_grid_figures_have_the_expected_size_and_content(run, name, rows, column
     record, image = _load(out, name)
     layout = record["layout"]
     assert (layout["rows"], layout["columns"], layout["cell"]) == (rows, columns, 224)
-    width = columns * (224 + F.CELL_PAD) + F.CELL_PAD
-    height = F.TITLE_PAD + layout["title_lines"] * F.TITLE_LINE + rows * (224 + F.CELL_PAD + F.CAPTION_H) + F.CELL_PAD
+    width = columns * (224 + CELL_PAD) + CELL_PAD
+    height = TITLE_PAD + layout["title_lines"] * TITLE_LINE + rows * (224 + CELL_PAD + CAPTION_H) + CELL_PAD
     assert image.shape == (height, width, 3)
     for r in range(rows):
         for c in range(columns):
@@ -212,8 +219,8 @@ def test_groups_figure(run):
     layout = record["layout"]
     rows, columns = 1 + TEST_SCHEDULE.seeds, 1 + len(groups)
     assert (layout["rows"], layout["columns"]) == (rows, columns)
-    width = columns * (224 + F.CELL_PAD) + F.CELL_PAD
-    height = F.TITLE_PAD + layout["title_lines"] * F.TITLE_LINE + rows * (224 + F.CELL_PAD + F.CAPTION_H) + F.CELL_PAD
+    width = columns * (224 + CELL_PAD) + CELL_PAD
+    height = TITLE_PAD + layout["title_lines"] * TITLE_LINE + rows * (224 + CELL_PAD + CAPTION_H) + CELL_PAD
     assert image.shape == (height, width, 3)
     for g in groups:
         assert len(g["pcc"]["values"]) == 2 and all(-1 <= v <= 1 for v in g["pcc"]["values"])
@@ -226,7 +233,7 @@ def test_groups_figure(run):
 def test_spectra_numbers(run):
     out, _ = run
     record, image = _load(out, "spectra")
-    assert image.shape == (round(F.SPECTRA_FIGSIZE[1] * F.SPECTRA_DPI), round(F.SPECTRA_FIGSIZE[0] * F.SPECTRA_DPI), 3)
+    assert image.shape == (round(SPECTRA_FIGSIZE[1] * SPECTRA_DPI), round(SPECTRA_FIGSIZE[0] * SPECTRA_DPI), 3)
     assert record["dc"]["constant"] == pytest.approx(0.55, rel=1e-5)
     assert max(record["profiles"]["constant"][1:]) < 1e-6 and record["slopes"]["constant"] is None
     slopes = record["slopes"]

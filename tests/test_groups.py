@@ -263,7 +263,7 @@ def _attribution(values, layer="mixed4d", config=AttributionConfig(), size=224) 
         activations=np.abs(np.asarray(values, np.float32)) + 0.1)  # a post-ReLU photo's activations
 
 
-def test_split_masks_r_plus_by_channel_with_each_groups_own_beta_and_lambda():
+def test_split_masks_positive_by_channel_with_each_groups_own_beta_and_lambda():
     groups = channel_groups(three_blocks_and_weak_fillers(), layer="mixed4d")
     rng = np.random.default_rng(7)
     new = rng.normal(0, 0.2, (8, 8, groups.channels)).astype(np.float32)
@@ -275,18 +275,18 @@ def test_split_masks_r_plus_by_channel_with_each_groups_own_beta_and_lambda():
 
     union = np.zeros_like(attr.positive)
     for part, channels in zip(parts, groups.groups):
-        assert set(part) >= {"r_plus", "beta", "lambda0", "layer", "channels"}
-        assert part["r_plus"].shape == attr.positive.shape and part["layer"] == "mixed4d"
+        assert set(part) >= {"positive", "beta", "lambda0", "layer", "channels"}
+        assert part["positive"].shape == attr.positive.shape and part["layer"] == "mixed4d"
         np.testing.assert_array_equal(part["channels"], channels)
         mask = np.zeros(groups.channels, bool)
         mask[channels] = True
-        np.testing.assert_array_equal(part["r_plus"], np.where(mask, attr.positive, 0.0))
+        np.testing.assert_array_equal(part["positive"], np.where(mask, attr.positive, 0.0))
         assert 0 < part["beta"] <= 1 and part["lambda0"] > 0
         # β_g from the group's own signed filtered map (the τ = 0.95 filter of the whole attribution).
         own = np.where(mask, np.asarray(_postprocess(jnp.asarray(new), AttributionConfig(), 224).filtered), 0.0)
         assert part["beta"] == pytest.approx(float(_area_ratio(jnp.asarray(own), 224)), abs=1e-6)
         assert part["lambda0"] == pytest.approx(20 * own.sum(), rel=1e-4) or own.sum() <= 0
-        union += part["r_plus"]
+        union += part["positive"]
     assert np.all(union <= attr.positive + 1e-7)
     # The groups' maps differ from each other and from the whole: β is really per group.
     assert len({round(p["beta"], 6) for p in parts}) > 1

@@ -30,7 +30,7 @@ def _attribution(seed: int):
     rng = np.random.default_rng(seed)
     r = np.zeros((8, 8, 16), np.float32)
     r[2:6, 2:6, rng.permutation(16)[:6]] = rng.random((4, 4, 6), dtype=np.float32)
-    return {"r_plus": r, "beta": 0.2 + 0.1 * seed, "activations": rng.random((8, 8, 16), dtype=np.float32),
+    return {"positive": r, "beta": 0.2 + 0.1 * seed, "activations": rng.random((8, 8, 16), dtype=np.float32),
             "layer": LAYER}
 
 

@@ -180,7 +180,7 @@ def test_composition_rules(tiny):
     with pytest.raises(AttrvisError, match="do not combine"):
         O.channel(tiny, "conv2", [1, 2]) + O.diversity(tiny, "conv1") + O.channel(tiny, "conv1", [1, 2, 3])
     with pytest.raises(AttrvisError, match="only feature objectives"):
-        O.attribution_objective({"r_plus": np.ones((8, 8, 16)), "beta": 0.3, "activations": np.ones((8, 8, 16))}) + a
+        O.attribution_objective({"positive": np.ones((8, 8, 16)), "beta": 0.3, "activations": np.ones((8, 8, 16))}) + a
     with pytest.raises(AttrvisError, match="one score per picture"):
         O.from_function(lambda acts: acts["conv2"].mean(), ["conv2"])(_acts())
     with pytest.raises(AttrvisError, match="non-empty list of layer names"):
@@ -278,7 +278,7 @@ def test_each_parameterization_raises_its_channel(tiny, parameterization):
     done = av.visualize(tiny, obj, steps=48, lr=0.1, **run)
     level = lambda r: np.asarray(tiny.features(jnp.asarray(r.images), "conv2")).mean(axis=(1, 2))[:, 9]
     assert np.all(level(done) > level(start) + 0.05)
-    with_mask = av.visualize(tiny, {"r_plus": np.ones((8, 8, 16), np.float32), "beta": 0.3, "layer": "conv2",
+    with_mask = av.visualize(tiny, {"positive": np.ones((8, 8, 16), np.float32), "beta": 0.3, "layer": "conv2",
                                     "activations": np.ones((8, 8, 16), np.float32)},
                              steps=4, seeds=1, parameterization=parameterization)
     assert with_mask.masks.shape == (1, SIZE, SIZE) and abs(float(with_mask.mask_area[0]) - 0.3) < 0.05

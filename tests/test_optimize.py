@@ -44,7 +44,7 @@ ACTS = np.random.default_rng(0).random((8, 8, 16), dtype=np.float32)
 
 def attr(r, beta=BETA, **more):
     """The duck-typed attribution visualize takes: R⁺, β and the photo's activations."""
-    return {"r_plus": r, "beta": beta, "activations": ACTS, **more}
+    return {"positive": r, "beta": beta, "activations": ACTS, **more}
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_a_non_finite_seed_stops_and_keeps_its_last_finite_state(base, tiny, r_p
 
 def test_attribution_inputs_and_errors(tiny, r_plus):
     code = CONFIG.replace(fidelity="code")
-    inputs = attribution_objective({"r_plus": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"}, code)
+    inputs = attribution_objective({"positive": r_plus, "beta": 0.3, "lambda0": -1.0, "layer": "conv2"}, code)
     assert inputs.weights.shape == (1, 8, 8, 16) and not inputs.grouped and inputs.layer == "conv2"
     assert inputs.lambda0[0] == pytest.approx(20 * r_plus.sum())  # λ0 ≤ 0 falls back to 20·ΣR⁺
     np.testing.assert_array_equal(inputs.weights[0], r_plus)  # the code: W = R⁺
@@ -235,14 +235,14 @@ def test_signed_layers_are_excited_the_way_each_neuron_contributed(r_plus):
     rng = np.random.default_rng(1)
     a = rng.normal(size=r_plus.shape).astype(np.float32)
     b = 0.3 * a  # the output-targeted baseline is m·a with 0 < m < 1: a − b has the sign of a
-    inputs = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b}, CONFIG)
+    inputs = attribution_objective({"positive": r_plus, "beta": BETA, "activations": a, "baseline": b}, CONFIG)
     ref = float(np.mean(np.sum(np.abs(a) * r_plus, axis=-1)))
     assert float(inputs.reference[0]) == pytest.approx(ref, rel=1e-5) and ref > 0
     np.testing.assert_allclose(inputs.weights[0], np.sign(a) * r_plus / ref, rtol=1e-6)
-    positive = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": np.abs(a), "baseline": np.abs(b)}, CONFIG)
+    positive = attribution_objective({"positive": r_plus, "beta": BETA, "activations": np.abs(a), "baseline": np.abs(b)}, CONFIG)
     np.testing.assert_allclose(positive.weights[0] * positive.reference[0], r_plus, rtol=1e-6)
     # direction="positive" keeps R⁺ (the code), whatever the signs
-    kept = attribution_objective({"r_plus": r_plus, "beta": BETA, "activations": a, "baseline": b},
+    kept = attribution_objective({"positive": r_plus, "beta": BETA, "activations": a, "baseline": b},
                          CONFIG.replace(direction="positive", balance="code"), lambda0=1.0)
     np.testing.assert_array_equal(kept.weights[0], r_plus)
 

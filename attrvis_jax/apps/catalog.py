@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attrvis_jax.config import CatalogConfig
+from attrvis_jax.config import CatalogConfig, RenderConfig, current_fields
 from attrvis_jax.errors import AttrvisError, UnknownNameError
 from attrvis_jax.fileio import write_json, write_text
 
@@ -108,6 +108,9 @@ def run_catalog(model, config: CatalogConfig, out_dir, *, mesh=None,
                 record = json.loads(record_path.read_text())
                 if not isinstance(record, dict) or "settings" not in record or not isinstance(record.get("tiles"), dict):
                     raise ValueError("not a catalog record")
+                if isinstance(record["settings"], dict) and isinstance(record["settings"].get("render"), dict):
+                    # a record of an earlier version: its renamed render fields under their new names
+                    record["settings"]["render"] = current_fields(RenderConfig, record["settings"]["render"])
             if record["settings"] != wanted:
                 changed = sorted(k for k in set(wanted) | set(record["settings"])
                                  if wanted.get(k) != record["settings"].get(k))

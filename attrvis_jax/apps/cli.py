@@ -7,6 +7,7 @@ layer or class, bad flags). Errors print one line; `--debug` shows the traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -571,6 +572,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _deprecations_shown():
+    """An old spelling in what the user gave (a sweep spec's [render] constant) is one line on
+    stderr, "attrvis: warning: ...": Python shows a DeprecationWarning only in a script's own code."""
+    import warnings
+
+    from attrvis_jax.errors import AttrvisDeprecationWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AttrvisDeprecationWarning):
+            print(f"attrvis: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", AttrvisDeprecationWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     from attrvis_jax.errors import AttrvisError, UnknownNameError
 
@@ -583,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
 
     compile_cache.enable(off=args.no_compile_cache)  # before the command compiles anything
     try:
-        return args.func(args)
+        with _deprecations_shown():
+            return args.func(args)
     except (UsageError, UnknownNameError) as e:
         if args.debug:
             raise

@@ -1,5 +1,7 @@
 """One image → attribution → visualization → metrics → a folder with PNGs, results.json and
-report.html. Shared by `attrvis run` and `attrvis demo`.
+report.html. Shared by `attrvis run` and `attrvis demo`. The render's and the attribution's
+files and numbers are written by `attrvis_jax.outputs`, as `RenderResult.save` writes them; the run
+adds the metrics, the contact sheet and report.html.
 
 The results.json keys are a public interface (scripts read them): model, layer, target,
 target_index, beta, lambda0, method, completeness_error, and per-seed lists pcc, top5_hit,
@@ -9,61 +11,35 @@ Add keys; never rename them.
 
 from __future__ import annotations
 
-import json
 import platform
-import re
 import time
 from pathlib import Path
-from typing import Iterable
 
 import jax
 import numpy as np
 
+from attrvis_jax import outputs
 from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, write_json
+from attrvis_jax.pictures import contact_sheet
 from attrvis_jax.prng import as_key
-from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png, write_report
+from attrvis_jax.apps.report import save_png, write_report
 
 
-RECORD = "results.json"
-# The names a run's files can have: only these are ever taken from an earlier run's record.
-RUN_FILE = re.compile(r"input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_mask)?\.png|attribution\.npz|"
-                      r"results\.json|report\.html")
-
-
-def run_owns(name: str) -> bool:
-    return RUN_FILE.fullmatch(name) is not None
-
-
-def run_files(seeds: Iterable[int]) -> list[str]:
-    """The files a run of these seeds writes, in the order it writes them."""
-    per_seed = [name for s in seeds for name in (f"seed{s:02d}.png", f"seed{s:02d}_mask.png")]
-    return ["input.png", "heatmap.png", "attribution.npz", *per_seed, "contact_sheet.png", RECORD, "report.html"]
-
-
-def earlier_run(folder: Path) -> list[str] | None:
-    """The files the earlier run in `folder` wrote, as its results.json records them (its "files";
-    older versions' from their "seeds"); None if `folder` holds no run's results.json. A name that
-    is not a run's file name is never taken from it."""
-    try:
-        results = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(results, dict) or not {"model", "layer", "target_index", "seeds"} <= results.keys():
-        return None
-    files = results.get("files")
-    if not isinstance(files, list):
-        seeds = results["seeds"] if isinstance(results["seeds"], list) else []
-        files = run_files(s for s in seeds if isinstance(s, int) and not isinstance(s, bool) and s >= 0)
-    return [name for name in files if isinstance(name, str) and run_owns(name)]
+# The folder's rules and its files are the library's (`attrvis_jax.outputs`, shared with
+# `RenderResult.save`); the names stay here for the drivers and scripts that import them.
+RECORD = outputs.RECORD
+run_owns = outputs.owns
+run_files = outputs.run_files
+earlier_run = outputs.earlier_result
 
 
 def run_folder(path, overwrite: bool = False) -> OutputFolder:
     """The output folder of a run, checked now: a file, an unwritable place, or a folder holding an
     earlier run (unless `overwrite`) is refused with one AttrvisError."""
-    return OutputFolder(path, earlier_run, overwrite, what="run", record=RECORD)
+    return outputs.result_folder(path, overwrite, what="run")
 
 
 def versions() -> dict:
@@ -115,7 +91,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
          run_options, seed, quiet, image_label) -> dict:
     from attrvis_jax.attribution import attribute
     from attrvis_jax.attribution.api import resolve_targets
-    from attrvis_jax.metrics import directed_attribution, evaluate_visualizations, mask_measures
+    from attrvis_jax.metrics import evaluate_visualizations, mask_measures
     from attrvis_jax.render import visualize
 
     from attrvis_jax.memory import check_render_memory
@@ -146,8 +122,7 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     t_render = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    metrics = evaluate_visualizations(model, vis.composed, attr.positive, attr.values, layer, attr.target,
-                                      directed_attribution(attr))
+    metrics = evaluate_visualizations(model, attr, vis)
     where = mask_measures(vis.masks, attr.heatmap_image(), attr.beta)
     t_metrics = time.perf_counter() - t0
 
@@ -159,31 +134,15 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
                       "top5_hit": bool(metrics.top5_hit[i]), "mask_area": float(vis.mask_area[i]),
                       "heatmap_corr": float(where["heatmap_corr"][i]), "border_share": float(where["border_share"][i]),
                       "final_loss": float(vis.loss[i])})
-    beta = float(np.asarray(vis.beta).ravel()[0])
     results = {
-        "model": model.name,
-        "layer": layer,
-        "target": attr.target_name,
-        "target_index": int(attr.target),
-        "beta": beta,
-        "lambda0": float(np.asarray(vis.lambda0).ravel()[0]),
-        "method": attr.method,
-        "completeness_error": attr.completeness_error,
-        "relative_completeness_error": attr.relative_completeness_error,
-        "logit_a": float(attr.logit),
-        "logit_b": attr.logit_baseline,
-        "seeds": [int(s) for s in vis.seed_ids],
+        **outputs.record(vis, attr),  # the render's and the attribution's numbers, as RenderResult.save writes them
         "pcc": [float(v) for v in metrics.pcc],
         "pcc_raw": [float(v) for v in metrics.pcc_raw],
         "pcc_directed": [float(v) for v in metrics.pcc_directed],
         "heatmap_corr": [float(v) for v in where["heatmap_corr"]],
         "border_share": [float(v) for v in where["border_share"]],
-        "reference_score": float(np.asarray(vis.reference).ravel()[0]),
         "top5_hit": [bool(v) for v in metrics.top5_hit],
         "target_rank": [int(v) for v in metrics.target_rank],
-        "mask_area": [float(v) for v in np.asarray(vis.mask_area).reshape(len(vis.seed_ids), -1)[:, 0]],
-        "final_loss": [float(v) for v in vis.loss],
-        "finite": [bool(v) for v in vis.finite],
         "summary": metrics.summary(),
         "image": image_label or (str(image) if isinstance(image, (str, Path)) else "(array)"),
         "weights": model.weights_source,
@@ -195,21 +154,12 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
             "metrics_s": t_metrics,
         },
         "versions": versions(),
-        # results.json keys are an interface: "render" keeps listing the run options beside the
-        # render config, as it did before they were a class of their own
-        "config": {"attribution": attribution_config.to_dict(),
-                   "render": {**render_config.to_dict(), **run_options.to_dict()}},
         # what an overwrite may replace: an earlier run is known by this list, not by file names
         "files": run_files(vis.seed_ids),
     }
 
     with folder.writing() as out_dir:  # a hidden folder, moved into place once every file is in it
-        save_png(out_dir / "input.png", x)
-        save_png(out_dir / "heatmap.png", heatmap_overlay(x, attr.heatmap))
-        attr.save(out_dir / "attribution.npz")
-        for i, s in enumerate(seeds):
-            save_png(out_dir / s["image"], vis.composed[i])
-            save_png(out_dir / s["mask"], vis.masks[i])
+        outputs.write_files(out_dir, vis, attr)  # the pictures, masks and arrays, as RenderResult.save writes them
         captions = [f"{s['image'][:-4]}  r={s['pcc_directed']:.2f}" for s in seeds]
         save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
         results["timings"]["total_s"] = time.perf_counter() - t_start

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from attrvis_jax.config import SweepConfig
+from attrvis_jax.config import RenderConfig, SweepConfig, current_fields
 from attrvis_jax.devices import agree, batch_width, device_mesh, gather, padded, rows_per_memory, shard
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import check_output_folder, input_file, write_json, write_text
@@ -151,8 +151,8 @@ NEW_RENDER_FIELDS = {"compute_dtype": "float32", "parameterization": "fft", "rel
 def upgrade_fingerprint(stored: dict) -> dict:
     """A fingerprint as this version writes it: stores from before `RunOptions` also pinned
     render.engine, which never changed a result; the render fields added since take the value
-    those stores ran with (NEW_RENDER_FIELDS)."""
-    render = {k: v for k, v in stored.get("render", {}).items() if k != "engine"}
+    those stores ran with (NEW_RENDER_FIELDS); renamed ones their new names (config.RENAMED_FIELDS)."""
+    render = current_fields(RenderConfig, {k: v for k, v in stored.get("render", {}).items() if k != "engine"})
     for name, value in NEW_RENDER_FIELDS.items():
         render.setdefault(name, value)
     return {**stored, "render": render}
@@ -325,7 +325,10 @@ def _spec_settings(path: Path) -> dict | None:
     if not path.exists():
         return None
     with reading(path, "writes it again"):
-        return plain(fingerprint(SweepConfig.from_dict(json.loads(path.read_text()))))
+        spec = json.loads(path.read_text())
+        if isinstance(spec, dict) and isinstance(spec.get("render"), dict):  # written by an earlier version
+            spec["render"] = current_fields(RenderConfig, spec["render"])
+        return plain(fingerprint(SweepConfig.from_dict(spec)))
 
 
 def _holds(folder: Path, pattern: str) -> bool:
@@ -539,7 +542,7 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
             refs = shard((np.stack([a.positive for a in attrs]), np.stack([a.values for a in attrs]),
                           np.stack([directed_attribution(a) for a in attrs]),
                           np.array([a.target for a in attrs], np.int32)), mesh)
-            metrics = evaluate_rows(model, composed, *refs[:2], layer, refs[3], r_directed=refs[2],
+            metrics = evaluate_rows(model, composed, *refs[:2], layer, refs[3], directed=refs[2],
                                     variables=variables)
             composed, masks = gather(composed), gather(out.masks[:, 0])
             loss, finite = gather(out.loss), gather(out.finite)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax import _deprecated
 from attrvis_jax.config import AttributionConfig
 
 CODE_BINS = 256  # uint8 levels
@@ -125,11 +126,12 @@ def lambda0(values: jax.Array, filtered: jax.Array, fidelity: str = "code") -> j
     return scale * jnp.where(total > 0, total, jnp.sum(jnp.maximum(filtered, 0.0)))
 
 
-def code_lambda0(lambda0, r_plus_totals) -> np.ndarray:
+@_deprecated.renamed_parameters(r_plus_totals="positive_totals")
+def code_lambda0(lambda0, positive_totals) -> np.ndarray:
     """The same rule for a λ0 that arrives from outside (a user's array, an old file): where it is
     not a positive number, LAMBDA_SCALE_CODE·ΣR⁺ (per group) instead."""
     lam = np.asarray(lambda0, np.float32)
-    return np.where(np.isfinite(lam) & (lam > 0), lam, LAMBDA_SCALE_CODE * np.asarray(r_plus_totals, np.float32))
+    return np.where(np.isfinite(lam) & (lam > 0), lam, LAMBDA_SCALE_CODE * np.asarray(positive_totals, np.float32))
 
 
 class PostProcessed(NamedTuple):
@@ -140,11 +142,12 @@ class PostProcessed(NamedTuple):
     lambda0: jax.Array  # ()
 
 
-def directed_weights(r_plus, activations=None, baseline=None) -> np.ndarray:
+@_deprecated.renamed_parameters(r_plus="positive")
+def directed_weights(positive, activations=None, baseline=None) -> np.ndarray:
     """sign(a − b)·R⁺: each neuron weighted the way it moved from the baseline b (0 if None) to the
     photo's activation a; R⁺ itself without activations (as on a post-ReLU layer, where a ≥ b).
     What the default render excites (`direction="signed"`) and what the directed PCC measures."""
-    r = np.asarray(r_plus, np.float32)
+    r = np.asarray(positive, np.float32)
     if activations is None:
         return r
     base = 0.0 if baseline is None else np.asarray(baseline, np.float32)

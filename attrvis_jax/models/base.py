@@ -237,7 +237,8 @@ class Model:
         return {}
 
     def load_image(self, source) -> np.ndarray:
-        """Read and preprocess an image (path, bytes, PIL image or array) to (size, size, 3) in [0, 1]."""
+        """Read and preprocess an image (path, bytes, PIL image, array or sample name) the way this
+        network wants it: (size, size, 3) float32 in [0, 1]."""
         return load_image(source, self.spec.preprocess)
 
     def num_params(self) -> int:

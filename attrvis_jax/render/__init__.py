@@ -12,11 +12,24 @@ attribution objective and lucid's feature objectives among them),
 optimize (the kernel: compiled engine, scan loop, vmapped rows, `visualize_rows`), api (`visualize`).
 """
 
+from attrvis_jax import _deprecated
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.render import objectives
 from attrvis_jax.render.api import RenderResult, visualize
 from attrvis_jax.render.objectives import Objective, attribution_objective
-from attrvis_jax.render.optimize import Rendered, composite, seed_keys, visualize_rows
+from attrvis_jax.render.optimize import composite, seed_keys, visualize_rows
 
-__all__ = ["Objective", "RenderConfig", "RenderResult", "Rendered", "attribution_objective", "composite",
+__all__ = ["Objective", "RenderConfig", "RenderResult", "attribution_objective", "composite",
            "objectives", "seed_keys", "visualize", "visualize_rows"]
+
+
+def _kernel_tuple():
+    from attrvis_jax.render.optimize import _Rows
+
+    return _Rows
+
+
+# One public result type, RenderResult; the kernel's tuple (`Rendered`, public before) is internal.
+__getattr__ = _deprecated.module_getattr(__name__, {"Rendered": ("attrvis_jax.render.RenderResult (visualize's "
+                                                                 "result; visualize_rows returns a plain tuple)",
+                                                                 _kernel_tuple)})

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from attrvis_jax import _deprecated
 from attrvis_jax.config import RenderConfig, RunOptions, split_options
 from attrvis_jax.devices import gather
 from attrvis_jax.errors import AttrvisError
@@ -34,6 +36,8 @@ class RenderResult:
     gradient, at update `stopped_at` (−1: ran to the end). loss_history: (S, steps), NaN after a stop.
     snapshots: {step: {"images", "masks", "composed"}} after that many updates.
     timings: compile_s (first compile in this call, 0 if cached) and run_s (all chunks).
+    `save(folder)` writes the pictures, masks, arrays and numbers (the files `attrvis run` writes
+    of a render); `RenderResult.load(folder)` reads them back.
     """
 
     images: np.ndarray
@@ -85,7 +89,29 @@ class RenderResult:
 
         pictures.show(self)
 
+    # ---- files ---------------------------------------------------------------------------------
+    def save(self, folder, attribution=None, *, overwrite: bool = False) -> Path:
+        """Write the render into `folder`: seedNN.png (the composed picture) and seedNN_mask.png per
+        seed, render.npz (the arrays, for `load`) and results.json (the numbers); with the
+        `Attribution` it was made from, also its attribution.npz, heatmap.png and input.png — the
+        files `attrvis run` writes, apart from its metrics, contact sheet and report
+        (`attrvis_jax.outputs` lists them). The folder is written whole, atomically; one holding an
+        earlier result is replaced only with `overwrite=True`, and a file of yours of one of
+        those names never (refused before anything is written). Returns the folder."""
+        from attrvis_jax import outputs
+
+        return outputs.save(self, folder, attribution, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, folder) -> "RenderResult":
+        """The result `save` (or `attrvis run`) wrote into `folder` (or its render.npz): the arrays as
+        they were, composed computed again from them; snapshots are not kept."""
+        from attrvis_jax import outputs
+
+        return cls(**outputs.read(folder))
+
     def summary(self) -> str:
+        """One line: perturbation, layer, seeds × steps, mean mask area against β, final loss."""
         area = self.mask_area.reshape(self.seeds, -1).mean(axis=1)
         beta = float(np.mean(self.beta))
         stopped = int(np.sum(~self.finite))
@@ -95,6 +121,7 @@ class RenderResult:
 
 
 
+@_deprecated.renamed_parameters(r_plus="positive")
 def visualize(
     model,
     attribution=None,
@@ -102,7 +129,7 @@ def visualize(
     key: jax.Array | None = None,
     *,
     layer: str | None = None,
-    r_plus=None,
+    positive=None,
     beta=None,
     lambda0=None,
     activations=None,
@@ -119,8 +146,8 @@ def visualize(
 
     model: an `attrvis_jax.Model` (only `net`, `variables`, `input_size`, `resolve_layer` and
         `layer_shapes` are used). attribution: see `objectives.attribution_objective` — an
-        `attribute` result (its `positive`/`r_plus`, `beta`, `lambda0`, `activations`, `baseline`,
-        `layer`), a list of them (groups), or (r_plus, beta, lambda0) arrays; the keyword arrays
+        `attribute` result (its `positive`, `beta`, `lambda0`, `activations`, `baseline`,
+        `layer`), a list of them (groups), or (positive, beta, lambda0) arrays; the keyword arrays
         override. Or an `objectives.Objective` (e.g. `objectives.channel(model, layer, k)`, any sum
         of objectives, `objectives.from_function(...)`) with perturbation "none": a plain feature
         visualization.
@@ -133,13 +160,13 @@ def visualize(
     """
     config, options = split_options(config, options, overrides)
     if isinstance(attribution, Objective):
-        given = [n for n, v in (("r_plus", r_plus), ("beta", beta), ("lambda0", lambda0), ("activations", activations),
+        given = [n for n, v in (("positive", positive), ("beta", beta), ("lambda0", lambda0), ("activations", activations),
                                 ("baseline", baseline), ("reference", reference)) if v is not None]
         if given:
             raise AttrvisError(f"{', '.join(given)} apply to an attribution, not to an objective (it has its weights)")
         objective = attribution
     else:
-        objective = attribution_objective(attribution, config, r_plus=r_plus, beta=beta, lambda0=lambda0,
+        objective = attribution_objective(attribution, config, positive=positive, beta=beta, lambda0=lambda0,
                                           activations=activations, baseline=baseline, reference=reference)
     seed_ids = tuple(range(options.seeds)) if seed_ids is None else tuple(int(i) for i in seed_ids)
     if not seed_ids:

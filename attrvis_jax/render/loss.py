@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from attrvis_jax import _deprecated
+
 
 def lambda_schedule(config) -> optax.Schedule:
     """t ↦ λ(t)/λ0."""
@@ -41,9 +43,11 @@ def optimizer(config) -> optax.GradientTransformation:
     return optax.adam(lr_schedule(config), b1=0.9, b2=0.999, eps=1e-8)
 
 
-def attribution_score(acts: jax.Array, r_plus: jax.Array, reduce: str = "mean") -> jax.Array:
-    """L_b: Σ_k f·R⁺ averaged (code) or summed (paper) over positions; acts, r_plus (B, H, W, K) → (B,)."""
-    per_position = jnp.sum(acts * r_plus, axis=-1)
+@_deprecated.renamed_parameters(r_plus="weights")
+def attribution_score(acts: jax.Array, weights: jax.Array, reduce: str = "mean") -> jax.Array:
+    """L_b: Σ_k f·W averaged (code) or summed (paper) over positions, W the objective's weights (R⁺
+    on the code's fidelity); acts, weights (B, H, W, K) → (B,)."""
+    per_position = jnp.sum(acts * weights, axis=-1)
     return jnp.mean(per_position, axis=(-2, -1)) if reduce == "mean" else jnp.sum(per_position, axis=(-2, -1))
 
 
@@ -53,13 +57,14 @@ def area_penalty(m_crop: jax.Array, m_full: jax.Array, beta: jax.Array, fidelity
     return full + (m_crop - beta) ** 2 if fidelity == "code" else full
 
 
-def loss(acts, r_plus, m_crop, m_full, beta, lambda0, t, config):
+@_deprecated.renamed_parameters(r_plus="weights")
+def loss(acts, weights, m_crop, m_full, beta, lambda0, t, config):
     """The scalar loss of one seed (summed over groups) and its parts (score, area, λ) per group."""
     if config.code_like == "code":
-        score = attribution_score(acts, r_plus, "mean")
+        score = attribution_score(acts, weights, "mean")
         attribution_term = -2.0 * score
     else:
-        score = attribution_score(acts, r_plus, "sum")
+        score = attribution_score(acts, weights, "sum")
         attribution_term = -score
     lam = lambda0 * lambda_schedule(config)(t)
     if config.has_mask:

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrvis_jax import _deprecated
 from attrvis_jax.attribution.postprocess import code_lambda0, directed_weights
 from attrvis_jax.config import RenderConfig
 from attrvis_jax.errors import AttrvisError
@@ -244,20 +245,24 @@ def modes(config: RenderConfig) -> tuple:
 
 
 # ---- the method's objective ------------------------------------------------------------------------
-def _field(obj, *names):
-    for name in names:
-        if isinstance(obj, Mapping) and name in obj:
-            return obj[name]
-        if not isinstance(obj, Mapping) and hasattr(obj, name):
-            return getattr(obj, name)
+def _field(obj, name):
+    """`name` of an attribution-like object or mapping (None without it); R⁺ (`positive`) is also
+    read under its old spelling `r_plus`, with a warning."""
+    if isinstance(obj, Mapping) and name in obj:
+        return obj[name]
+    if not isinstance(obj, Mapping) and hasattr(obj, name):
+        return getattr(obj, name)
+    if name == "positive" and _field(obj, "r_plus") is not None:
+        _deprecated.warn("an attribution's 'r_plus'", "'positive' (the name of R⁺ on an Attribution)")
+        return _field(obj, "r_plus")
     return None
 
 
 def _is_attribution(obj) -> bool:
-    return _field(obj, "r_plus", "positive") is not None
+    return _field(obj, "positive") is not None
 
 
-_ARRAYS = ("r_plus", "beta", "lambda0", "activations", "baseline", "reference")
+_ARRAYS = ("positive", "beta", "lambda0", "activations", "baseline", "reference")
 
 
 def _unpack(attribution, fields: dict) -> tuple[dict, bool | None, str | None]:
@@ -281,11 +286,11 @@ def _unpack(attribution, fields: dict) -> tuple[dict, bool | None, str | None]:
         found = {name: None for name in _ARRAYS}
     elif isinstance(attribution, (list, tuple)) and not _is_attribution(attribution):
         if len(attribution) not in (2, 3):
-            raise AttrvisError("a tuple attribution must be (r_plus, beta) or (r_plus, beta, lambda0)")
+            raise AttrvisError("a tuple attribution must be (positive, beta) or (positive, beta, lambda0)")
         arrays = list(attribution) + [None] * (3 - len(attribution))
         found = dict(zip(_ARRAYS, arrays + [None] * 3))
     else:
-        found = {name: _field(attribution, *((name, "positive") if name == "r_plus" else (name,))) for name in _ARRAYS}
+        found = {name: _field(attribution, name) for name in _ARRAYS}
         layer = _field(attribution, "layer")
     found.update({k: v for k, v in fields.items() if v is not None})
     return found, None, layer
@@ -295,14 +300,15 @@ def _per_group(value, groups: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, np.float32).reshape(-1), (groups,)).copy()
 
 
-def attribution_objective(attribution=None, config: RenderConfig | None = None, *, r_plus=None, beta=None,
+@_deprecated.renamed_parameters(r_plus="positive")
+def attribution_objective(attribution=None, config: RenderConfig | None = None, *, positive=None, beta=None,
                           lambda0=None, activations=None, baseline=None, reference=None) -> Linear:
     """From an attribution to what the kernel optimizes toward (`RenderConfig` decides how).
 
-    attribution: anything with attributes (or mapping keys) `positive` or `r_plus` (R⁺, (H, W, K)
-    or (G, H, W, K)), `beta`, and as available `lambda0`, `activations` (a, the photo's layer
+    attribution: anything with attributes (or mapping keys) `positive` (R⁺, (H, W, K) or
+    (G, H, W, K)), `beta`, and as available `lambda0`, `activations` (a, the photo's layer
     activations), `baseline` (b) and `layer` — e.g. `attrvis_jax.attribute`'s result; a list of
-    such objects (one per group); or a tuple (r_plus, beta[, lambda0]). Keyword arrays override.
+    such objects (one per group); or a tuple (positive, beta[, lambda0]). Keyword arrays override.
 
     weights: direction "signed" (default): W = sign(a − b)·R⁺ (b = 0 when there is no baseline),
         each neuron pushed the way it moved from the baseline to the photo; without `activations`,
@@ -314,12 +320,12 @@ def attribution_objective(attribution=None, config: RenderConfig | None = None, 
     The no-mask ablation has no area term: it needs neither.
     """
     config = config or RenderConfig()
-    found, grouped, layer = _unpack(attribution, {"r_plus": r_plus, "beta": beta, "lambda0": lambda0,
+    found, grouped, layer = _unpack(attribution, {"positive": positive, "beta": beta, "lambda0": lambda0,
                                                    "activations": activations, "baseline": baseline,
                                                    "reference": reference})
-    if found["r_plus"] is None or found["beta"] is None:
-        raise AttrvisError("visualize needs R+ (r_plus / positive) and beta: pass an attribution result or arrays")
-    r = np.asarray(found["r_plus"], np.float32)
+    if found["positive"] is None or found["beta"] is None:
+        raise AttrvisError("visualize needs R+ (positive) and beta: pass an attribution result or arrays")
+    r = np.asarray(found["positive"], np.float32)
     if r.ndim not in (3, 4):
         raise AttrvisError(f"R+ must be (H, W, K) or (groups, H, W, K), got shape {r.shape}")
     grouped = (r.ndim == 4) if grouped is None else grouped
@@ -328,7 +334,7 @@ def attribution_objective(attribution=None, config: RenderConfig | None = None, 
     if not np.all(np.isfinite(r)):
         raise AttrvisError("R+ contains NaN or infinite values")
     if np.any(r < 0):
-        raise AttrvisError("R+ has negative entries: pass the ReLU'd, channel-filtered attribution (r_plus)")
+        raise AttrvisError("R+ has negative entries: pass the ReLU'd, channel-filtered attribution (positive)")
     totals = r.sum(axis=(1, 2, 3))
     if np.any(totals <= 0):
         raise AttrvisError(f"R+ is all zero for group(s) {np.flatnonzero(totals <= 0).tolist()}: nothing to visualize")

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from attrvis_jax import _deprecated
 from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
@@ -320,9 +321,9 @@ def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, sna
 
 
 # ---- the kernel ----------------------------------------------------------------------------------
-class Rendered(NamedTuple):
-    """What `visualize_rows` returns, as device arrays (sharded like the rows when a mesh was given).
-    Axes: R rows, then G groups. images (R, G, H, W, 3), masks (R, G, H, W), composed
+class _Rows(NamedTuple):
+    """What `visualize_rows` returns, as device arrays (sharded like the rows when a mesh was given);
+    the kernel's own, internal: the public result is `api.RenderResult`. Axes: R rows, then G groups. images (R, G, H, W, 3), masks (R, G, H, W), composed
     (R, G, H, W, 3) = background·(1 − M) + X·M; loss (R,) of the last update; finite / stopped_at (R,);
     loss_history (R, steps), NaN after a stop; snapshots {step: (images, masks, composed)}; the
     seconds spent compiling (0 when cached) and running; the layer, resolved."""
@@ -342,7 +343,7 @@ class Rendered(NamedTuple):
 
 def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
                    mesh=None, variables: Any = None, options: RunOptions | None = None,
-                   progress: Progress | None = None) -> Rendered:
+                   progress: Progress | None = None) -> _Rows:
     """Optimize one image (and mask) per row of `keys` toward `objective`.
 
     objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
@@ -358,6 +359,9 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         snapshot steps; its seed count is not used, the keys are the rows).
     On the fast path, and on the general path unless the objective couples the pictures
     (`diversity`, `channel_interpolate`), a row's key alone decides its result.
+    Returns the rows as device arrays, in a named tuple: images (R, G, H, W, 3), masks (R, G, H, W),
+    composed, loss (R,), finite, stopped_at, loss_history (R, steps), snapshots {step: (images,
+    masks, composed)}, compile_s, run_s and the layer, resolved. `visualize` makes them a `RenderResult`.
     """
     if not isinstance(objective, Objective):
         raise AttrvisError(f"expected an objective (attrvis_jax.objectives), got {type(objective).__name__}")
@@ -411,7 +415,7 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     background = config.background
     snapshots = {t: (x, m, composite(x, m, background)) for t, (x, m) in raw.items()}
     x, m = eng.outputs(carry["params"], data)
-    return Rendered(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
+    return _Rows(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
                     history, snapshots, compile_s, run_s, layer)
 
 
@@ -430,3 +434,9 @@ def _taps(model, objective: Objective) -> tuple:
     if any(name is None for name in names):
         raise AttrvisError("an objective term names no layer: pass the layer to it")
     return tuple((name, model.resolve_layer(name)) for name in names)
+
+
+# `Rendered` was this module's name of the kernel's tuple (public before one result type remained).
+__getattr__ = _deprecated.module_getattr(__name__, {"Rendered": ("attrvis_jax.render.RenderResult (visualize's "
+                                                                 "result; visualize_rows returns a plain tuple)",
+                                                                 lambda: _Rows)})

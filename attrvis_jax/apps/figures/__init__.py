@@ -37,33 +37,42 @@ the presets in `attrvis_jax.configs`.
 
 from __future__ import annotations
 
-from attrvis_jax.apps.figures.analysis import (
-    amplitude_spectrum, comparison_maps, nmf, radial_profile, select_class_neurons, spectral_slope,
-)
-from attrvis_jax.apps.figures.comparison import (
-    comparison_objective, compute_comparison, draw_comparison, fig_comparison,
-)
-from attrvis_jax.apps.figures.context import FORWARD_BATCH, FigureContext, forward, head, layer_label, render_record
-from attrvis_jax.apps.figures.groups import VIEWS, compute_groups, draw_groups, fig_groups, make_views
-from attrvis_jax.apps.figures.layers import compute_layers, draw_layers, fig_layers, stage_layers
-from attrvis_jax.apps.figures.layout import (
-    CAPTION_H, CELL_PAD, CHAR_W, TITLE_LINE, TITLE_PAD, blank, grid_figure, grid_size, heat_cell, wrap_title,
-)
+from attrvis_jax import _deprecated, config
+from attrvis_jax.apps.figures import analysis, comparison, context, groups, layers, layout, spectra
+from attrvis_jax.apps.figures.comparison import compute_comparison, draw_comparison, fig_comparison
+from attrvis_jax.apps.figures.context import FigureContext
+from attrvis_jax.apps.figures.groups import compute_groups, draw_groups, fig_groups
+from attrvis_jax.apps.figures.layers import compute_layers, draw_layers, fig_layers
 from attrvis_jax.apps.figures.perturbations import compute_perturbations, draw_perturbations, fig_perturbations
 from attrvis_jax.apps.figures.run import FIGURES, run_all
 from attrvis_jax.apps.figures.schedule import SCHEDULES, Schedule, get_schedule
-from attrvis_jax.apps.figures.spectra import SPECTRA_DPI, SPECTRA_FIGSIZE, compute_spectra, draw_spectra, fig_spectra
-from attrvis_jax.config import AttributionConfig, RenderConfig
+from attrvis_jax.apps.figures.spectra import compute_spectra, draw_spectra, fig_spectra
 
+# What a user calls: the figures (run_all, each fig_<name>, and its compute_/draw_ halves), the
+# context they share and the schedules. The pieces (layout constants, the analysis, the forward
+# pass) are imported from their modules.
 __all__ = [
-    "AttributionConfig", "CAPTION_H", "CELL_PAD", "CHAR_W", "FIGURES", "FORWARD_BATCH", "FigureContext",
-    "RenderConfig", "SCHEDULES", "SPECTRA_DPI",
-    "SPECTRA_FIGSIZE", "Schedule", "TITLE_LINE", "TITLE_PAD", "VIEWS", "amplitude_spectrum", "blank",
-    "comparison_maps", "comparison_objective", "compute_comparison", "compute_groups", "compute_layers",
-    "compute_perturbations",
-    "compute_spectra", "draw_comparison", "draw_groups", "draw_layers", "draw_perturbations", "draw_spectra",
-    "fig_comparison", "fig_groups", "fig_layers", "fig_perturbations", "fig_spectra", "forward",
-    "get_schedule", "grid_figure", "grid_size", "head", "heat_cell", "layer_label", "make_views", "nmf",
-    "radial_profile", "render_record", "run_all", "select_class_neurons", "spectral_slope", "stage_layers",
-    "wrap_title",
+    "FIGURES", "FigureContext", "SCHEDULES", "Schedule",
+    "compute_comparison", "compute_groups", "compute_layers", "compute_perturbations", "compute_spectra",
+    "draw_comparison", "draw_groups", "draw_layers", "draw_perturbations", "draw_spectra",
+    "fig_comparison", "fig_groups", "fig_layers", "fig_perturbations", "fig_spectra",
+    "get_schedule", "run_all",
 ]
+
+# Names this package re-exported before its list was curated: importable from their modules, and
+# from here for one release with a warning.
+_MOVED = {
+    **dict.fromkeys(("amplitude_spectrum", "comparison_maps", "nmf", "radial_profile", "select_class_neurons",
+                     "spectral_slope"), analysis),
+    "comparison_objective": comparison,
+    **dict.fromkeys(("FORWARD_BATCH", "forward", "head", "layer_label", "render_record"), context),
+    **dict.fromkeys(("VIEWS", "make_views"), groups),
+    "stage_layers": layers,
+    **dict.fromkeys(("CAPTION_H", "CELL_PAD", "CHAR_W", "TITLE_LINE", "TITLE_PAD", "blank", "grid_figure",
+                     "grid_size", "heat_cell", "wrap_title"), layout),
+    **dict.fromkeys(("SPECTRA_DPI", "SPECTRA_FIGSIZE"), spectra),
+    **dict.fromkeys(("AttributionConfig", "RenderConfig"), config),
+}
+__getattr__ = _deprecated.module_getattr(__name__, {
+    name: (f"{module.__name__}.{name}", lambda module=module, name=name: getattr(module, name))
+    for name, module in _MOVED.items()})

@@ -109,8 +109,8 @@ def compute_groups(ctx: FigureContext, tau: float = 0.3, min_loading: float | No
             "group": int(part["group"]),
             "channels": [int(c) for c in part["channels"]],
             "beta": float(part["beta"]),
-            "share_of_r_plus": float(np.sum(part["r_plus"]) / max(float(np.sum(attr.positive)), 1e-12)),
-            "pcc": _stats(pearson_rows(g_acts[:, j], part["r_plus"])),
+            "share_of_r_plus": float(np.sum(part["positive"]) / max(float(np.sum(attr.positive)), 1e-12)),
+            "pcc": _stats(pearson_rows(g_acts[:, j], part["positive"])),
             "pcc_integral_r_plus": _stats(pearson_rows(g_acts[:, j], attr.positive)),
             "top5_rate": float(np.mean(g_rank[:, j] < 5)),
             "target_rank": [int(r) for r in g_rank[:, j]],
@@ -141,7 +141,7 @@ def draw_groups(ctx: FigureContext, data: dict, title: Sequence[str]) -> tuple[n
     cells = [heat_cell(ctx.x, attr.positive)]
     captions = [f"integral R+ beta={attr.beta:.2f}"]
     for part, m in zip(parts, gm):
-        cells.append(heat_cell(ctx.x, part["r_plus"]))
+        cells.append(heat_cell(ctx.x, part["positive"]))
         captions.append(f"group {m['group'] + 1}: {len(m['channels'])} ch, {m['share_of_r_plus']:.0%} of R+")
     for s in range(ctx.schedule.seeds):
         cells.append(data["integral"]["composed"][s])

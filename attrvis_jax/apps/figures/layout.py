@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from attrvis_jax import _deprecated
 from attrvis_jax.apps.report import contact_sheet, heatmap_overlay, save_png
 from attrvis_jax.fileio import write_json
 
@@ -69,12 +70,13 @@ def blank(size: int) -> np.ndarray:
     return np.ones((size, size, 3), np.float32)
 
 
-def heat_cell(x: np.ndarray, r_plus: np.ndarray, percentile: float = 65.0) -> np.ndarray:
+@_deprecated.renamed_parameters(r_plus="positive")
+def heat_cell(x: np.ndarray, positive: np.ndarray, percentile: float = 65.0) -> np.ndarray:
     """The display heat map of R⁺ (`postprocess.heatmap`: mean_k R⁺, low percentiles zeroed) over
     the image; for a group's R⁺ as for the whole attribution."""
     from attrvis_jax.attribution.postprocess import heatmap
 
-    return heatmap_overlay(x, np.asarray(heatmap(jnp.asarray(r_plus, jnp.float32), percentile)))
+    return heatmap_overlay(x, np.asarray(heatmap(jnp.asarray(positive, jnp.float32), percentile)))
 
 
 def _write(out_dir: Path, name: str, picture: np.ndarray, record: dict) -> dict:
