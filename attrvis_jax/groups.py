@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,16 +310,24 @@ class GroupVisualization:
 
 def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderConfig | None = None,
                      key: jax.Array | None = None, *, options: RunOptions | None = None, progress=None,
-                     include_integral: bool = True, **overrides) -> GroupVisualization:
+                     include_integral: bool = True, together: bool = False, **overrides) -> GroupVisualization:
     """Visualize each group's part of one image's attribution, as one batch, beside the integral one.
 
     The groups are the network's batch inside every seed (shared transforms, the same initial image
     per seed when config.aligned_groups), as the code does for B = n_groups. The integral run uses
     the same key, so seed i starts from the same image in both. progress(done, total) counts the
     steps of both runs. options / overrides: as for `visualize`.
+    together: the integral is the first member of the groups' batch (one compiled render of G + 1
+    pictures per seed, sharing each seed's start and transforms) instead of a render of its own;
+    `integral` and `groups` are then views of that one render, and their `loss` is the batch's
+    (the sum over its members).
     """
     config, options = split_options(config, options, overrides)
     parts = split_attribution(attribution, groups)
+    if together:
+        both = visualize(model, [whole_part(attribution), *parts], config, key, options=options, progress=progress)
+        return GroupVisualization(integral=member(both, 0), groups=member(both, slice(1, None)),
+                                  channel_groups=groups, parts=parts)
     runs = 2 if include_integral else 1
     total = runs * config.steps
 
@@ -330,3 +338,135 @@ def visualize_groups(model, attribution, groups: ChannelGroups, config: RenderCo
     integral = (visualize(model, attribution, config, key, options=options, progress=stage(config.steps))
                 if include_integral else None)
     return GroupVisualization(integral=integral, groups=grouped, channel_groups=groups, parts=parts)
+
+
+def whole_part(attribution) -> dict:
+    """The whole attribution (an `Attribution` or a mapping) as one member of a grouped render, in
+    the form `split_attribution`'s parts have (group -1: every channel)."""
+    get = attribution.get if isinstance(attribution, Mapping) else (lambda k: getattr(attribution, k, None))
+    r_plus = np.asarray(get("positive") if get("positive") is not None else get("r_plus"))
+    return {"r_plus": r_plus, "beta": float(get("beta")), "lambda0": get("lambda0"), "activations": get("activations"),
+            "baseline": get("baseline"), "layer": get("layer"), "channels": np.arange(r_plus.shape[-1]), "group": -1}
+
+
+def member(result, index):
+    """The members `index` (an int: one, as an ungrouped result; a slice: several) of a grouped
+    `RenderResult`: pictures, masks and area terms of those members; loss, status and timings
+    stay the batch's."""
+    if not result.grouped:
+        raise AttrvisError("member() takes a grouped render (a list of attributions)")
+    take = lambda a: np.asarray(a)[:, index]  # noqa: E731  (axes: seeds, groups, ...)
+    snapshots = {t: {k: take(v) for k, v in shot.items()} for t, shot in result.snapshots.items()}
+    return dataclasses.replace(result, images=take(result.images), masks=take(result.masks),
+                               composed=take(result.composed), mask_area=take(result.mask_area),
+                               beta=np.asarray(result.beta)[index], lambda0=np.asarray(result.lambda0)[index],
+                               reference=np.asarray(result.reference)[index], snapshots=snapshots,
+                               grouped=not isinstance(index, int))
+
+
+# ---- groups of one run: grouping images, metrics, top channels ---------------------------------------
+# Views of the image that stand in for "other images of the class" when none are given (the figures'
+# choice, docs/method.md 'Channel groups'): (name, horizontal flip, crop box as fractions (top, left,
+# bottom, right), zoom-out pad).
+VIEWS = (
+    ("original", False, None, 0.0),
+    ("flip", True, None, 0.0),
+    ("center crop 80%", False, (0.1, 0.1, 0.9, 0.9), 0.0),
+    ("flipped center crop 80%", True, (0.1, 0.1, 0.9, 0.9), 0.0),
+    ("top-left crop 85%", False, (0.0, 0.0, 0.85, 0.85), 0.0),
+    ("bottom-right crop 85%", False, (0.15, 0.15, 1.0, 1.0), 0.0),
+    ("zoom out 80% (reflect pad)", False, None, 0.125),
+    ("flipped zoom out 80%", True, None, 0.125),
+)
+
+
+def make_views(model, image, count: int) -> tuple[list[str], np.ndarray]:
+    """The first `count` of `VIEWS` of the image, preprocessed like any input: (names, (N, S, S, 3)).
+    Crops and pads are taken from the full-resolution photo, then resized and cropped by the model."""
+    if not 1 <= count <= len(VIEWS):
+        raise AttrvisError(f"views must be between 1 and {len(VIEWS)}, got {count}")
+    from attrvis_jax.data import read_source
+
+    raw = read_source(image)
+    names, images = [], []
+    for name, flip, box, pad in VIEWS[:count]:
+        img = raw
+        if box is not None:
+            h, w = img.shape[:2]
+            t, l, b, r = box
+            img = img[int(round(t * h)) : int(round(b * h)), int(round(l * w)) : int(round(r * w))]
+        if pad:
+            h, w = img.shape[:2]
+            img = np.pad(img, ((int(pad * h),) * 2, (int(pad * w),) * 2, (0, 0)), mode="reflect")
+        if flip:
+            img = img[:, ::-1]
+        names.append(name)
+        images.append(model.load_image(np.ascontiguousarray(img)))
+    return names, np.stack(images)
+
+
+ANY_LOADING = float(np.finfo(np.float64).tiny)  # min_loading: every channel with a positive loading joins a group
+
+
+def check_group_count(n_groups: int, channels: int, layer: str) -> None:
+    """A group count must be a whole number from 1 to the layer's channel count."""
+    if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or not 1 <= n_groups <= channels:
+        raise AttrvisError(f"groups must be between 1 and the {channels} channels of {layer}, got {n_groups}")
+
+
+def group_channels(model, attribution, images, n_groups: int, *, method: str = "aumann_shapley",
+                   config: AttributionConfig | None = None, key: jax.Array | None = None, batch: int = 8,
+                   progress=None) -> ChannelGroups:
+    """`n_groups` channel groups of `attribution`'s layer for its class, by factor analysis of the
+    attributions of `images` (N, size, size, 3) of that class together with `attribution` itself.
+
+    The images are attributed like the photo (same method, config and key), `batch` at a time;
+    `channel_groups` fits `n_groups` factors (τ = 0.3; each map in the code's units, R·|z_c|) and
+    every channel with a positive loading joins its largest factor, as the figures do (the code's
+    0.02 threshold was set for GoogLeNet's scale). Factors that no channel prefers leave fewer groups.
+    """
+    from attrvis_jax.attribution import attribute
+
+    layer = attribution.layer
+    check_group_count(n_groups, int(np.shape(attribution.values)[-1]), layer)
+    images = np.asarray(images, np.float32)
+    others = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        result = attribute(model, chunk, layer, [int(attribution.target)] * len(chunk), method, config=config,
+                           key=key, progress=progress)
+        others += [result] if not isinstance(result, list) else result
+    return channel_groups([attribution, *others], tau=GROUPING_TAU, candidates=(int(n_groups),), layer=layer,
+                          min_loading=ANY_LOADING)
+
+
+def top_channels(part: dict, total: float, count: int = 5) -> list[dict]:
+    """A group's channels that carry the most of its R⁺ in this image, with their share of the
+    whole R⁺ (`total`), largest first."""
+    per_channel = np.asarray(part["r_plus"], np.float64).sum(axis=(0, 1))
+    channels = np.asarray(part["channels"])
+    order = channels[np.argsort(-per_channel[channels], kind="stable")][:count]
+    return [{"channel": int(k), "share": float(per_channel[k] / total) if total > 0 else 0.0}
+            for k in order if per_channel[k] > 0]
+
+
+def group_metrics(model, pictures, parts, attribution) -> dict:
+    """PCC and the target's rank of each group's pictures (S, G, H, W, 3) against that group's own
+    attribution (R⁺_g, its raw R restricted to the group's channels, and its directed form), from
+    one forward pass (`metrics.evaluate_rows`). Returns arrays (S, G): pcc, pcc_raw, pcc_directed,
+    target_rank, top5_hit."""
+    from attrvis_jax.attribution.postprocess import directed_weights
+    from attrvis_jax.metrics import evaluate_rows
+
+    pictures = np.asarray(pictures, np.float32)
+    seeds, g = pictures.shape[:2]
+    values = np.asarray(attribution.values, np.float32)
+    r_plus = np.stack([np.asarray(p["r_plus"], np.float32) for p in parts])
+    raw = np.stack([values * np.isin(np.arange(values.shape[-1]), p["channels"]) for p in parts])
+    directed = np.stack([directed_weights(p["r_plus"], attribution.activations, attribution.baseline) for p in parts])
+    rows = lambda a: np.broadcast_to(a, (seeds, *a.shape)).reshape(seeds * g, *a.shape[1:])  # noqa: E731
+    m = evaluate_rows(model, pictures.reshape(seeds * g, *pictures.shape[2:]), rows(r_plus), rows(raw),
+                      attribution.layer, np.full((seeds * g,), int(attribution.target)), r_directed=rows(directed))
+    shape = lambda a: np.asarray(a).reshape(seeds, g)  # noqa: E731
+    return {"pcc": shape(m.pcc), "pcc_raw": shape(m.pcc_raw), "pcc_directed": shape(m.pcc_directed),
+            "target_rank": shape(m.target_rank), "top5_hit": shape(m.top5_hit)}

@@ -35,9 +35,10 @@ from attrvis_jax.render.optimize import composite
 RECORD = "results.json"
 ARRAYS = "render.npz"
 FORMAT_VERSION = 1
-# The names a render's or a run's files can have: only these are ever taken from an earlier record.
-_FILE = re.compile(r"input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_mask)?\.png|attribution\.npz|"
-                   r"render\.npz|results\.json|report\.html")
+# The names a render's or a run's files can have: only these are ever taken from an earlier record
+# (a run's channel groups: groups.npz, groupG_heatmap.png, seedNN_groupG[_mask].png).
+_FILE = re.compile(r"input\.png|heatmap\.png|contact_sheet\.png|seed\d+(_group\d+)?(_mask)?\.png|"
+                   r"attribution\.npz|group\d+_heatmap\.png|groups\.npz|render\.npz|results\.json|report\.html")
 # render.npz: the RenderResult fields that are arrays (composed is X and M composed again on load)
 _ARRAY_FIELDS = ("images", "masks", "loss", "mask_area", "beta", "lambda0", "reference", "finite", "stopped_at",
                  "loss_history")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attrvis_jax import configs
+from attrvis_jax.apps.extras import GROUP_VIEWS
 from attrvis_jax.config import (COMPUTE_DTYPES, PARAMETERIZATIONS, PERTURBATIONS, RENDER_FIDELITIES,
                                 attribution_fidelity)
 
@@ -27,6 +28,8 @@ EXAMPLES = {
     "run": """examples:
   attrvis run cat.jpg --out out/                # default model and layer, the image's top class
   attrvis run cat.jpg --target tabby --layer blocks.12 --steps 1024 --seeds 25 --out out/
+  attrvis run cat.jpg --judge efficientnet_lite2 --groups 3 --out out/   # a second network's verdict; 3 channel groups
+  attrvis run cat.jpg --groups 3 --group-images cats/ --out out/        # groups from a folder of the class
   attrvis run cat.jpg --model inception_v1 --weights inception5h.pth --labels labels.txt \\
       --layer mixed4d --target vase --perturbation pyramid --fidelity paper --out out/""",
     "classify": """examples:
@@ -261,20 +264,29 @@ def _run_folder(args):
     return run_folder(args.out, args.overwrite)
 
 
-def _run(args, folder, model, image, image_label, render_cfg, run_options, attr_cfg) -> int:
+def _run(args, folder, model, image, image_label, render_cfg, run_options, attr_cfg, judge=None) -> int:
     from attrvis_jax.apps.pipeline import run
 
     # --layer and --target go on as given: pipeline.run resolves them, once (an unknown or
     # out-of-range name is an UnknownNameError: exit 2)
     results = run(model, image, folder, layer=args.layer, target=args.target, method=args.method,
                   attribution_config=attr_cfg, render_config=render_cfg, run_options=run_options, seed=args.seed,
-                  quiet=args.quiet, image_label=image_label)
+                  quiet=args.quiet, image_label=image_label, judge=judge,
+                  groups=getattr(args, "groups", None), group_images=getattr(args, "group_images", None))
     if not args.quiet:
         s = results["summary"]
         print(f"{results['target']} [{results['target_index']}] at {results['model']}:{results['layer']}: "
               f"PCC {s['pcc_directed_mean']:.3f} (with R+: {s['pcc_mean']:.3f}), top-5 {s['top5_rate']:.0%}, "
               f"mask area {np.mean(results['mask_area']):.3f} (β {results['beta']:.3f}), "
               f"{results['timings']['total_s']:.0f} s")
+        if "judge" in results:
+            same = " (the network itself)" if results["judge_same_model"] else ""
+            print(f"judge {results['judge']}{same}: top-5 {s['judge_top5_rate']:.0%}, ranks {results['judge_rank']} "
+                  f"(the photo: {results['judge_photo_rank']}, a gray canvas: {results['judge_gray_rank']})")
+        if "groups" in results:
+            g = results["groups"]
+            print(f"{len(g['groups'])} channel groups ({g['r_plus_coverage']:.0%} of R+): "
+                  + ", ".join(f"{len(e['channels'])} ch, PCC {np.mean(e['pcc_directed']):.3f}" for e in g["groups"]))
         print(f"report: {folder.path / 'report.html'}")
     return 0
 
@@ -284,12 +296,24 @@ def _given(value, default):
 
 
 def cmd_run(args) -> int:
+    if args.group_images is not None and args.groups is None:
+        raise UsageError("--group-images is for --groups: name the number of groups too")
     folder = _run_folder(args)
     pixels = _read_image(args.image)
     model = _load(args)
+    judge = _judge(args.judge, model)
     preset = configs.get("paper")
     (render_cfg, run_options), attr_cfg = _render_settings(args, preset), _attribution_config(args, preset)
-    return _run(args, folder, model, pixels, str(args.image), render_cfg, run_options, attr_cfg)
+    return _run(args, folder, model, pixels, str(args.image), render_cfg, run_options, attr_cfg, judge)
+
+
+def _judge(name, model):
+    """The judge network, loaded and checked against the model before any work (None: no judge)."""
+    if name is None:
+        return None
+    from attrvis_jax.apps.extras import judge_model
+
+    return judge_model(model, name)  # an unknown name: exit 2 (main); other classes: one line, exit 1
 
 
 def cmd_demo(args) -> int:
@@ -299,13 +323,23 @@ def cmd_demo(args) -> int:
     pixels = _read_image(args.sample)
     preset, paper = configs.get("demo"), configs.get("paper")
     model = load_model(preset.model)
+    judge = _judge(_demo_judge(args.judge, preset), model)
     (render_cfg, run_options), attr_cfg = _render_settings(args, preset), _attribution_config(args, preset)
     if not args.quiet:
         print(f"attrvis demo: {preset.model} on the bundled photo {args.sample!r}, "
               f"{run_options.seeds} seeds x {render_cfg.steps} steps (the paper: {paper.run.seeds} x "
               f"{paper.render.steps}; "
-              "see `attrvis run`)", flush=True)
-    return _run(args, folder, model, pixels, f"{args.sample} (bundled)", render_cfg, run_options, attr_cfg)
+              "see `attrvis run`)" + (f", judged by {judge.name}" if judge is not None else ""), flush=True)
+    return _run(args, folder, model, pixels, f"{args.sample} (bundled)", render_cfg, run_options, attr_cfg, judge)
+
+
+def _demo_judge(name, preset):
+    """The demo's judge: --judge (none: no judge), else the preset's where its weights are installed."""
+    from attrvis_jax.weights.store import installed
+
+    if name is not None:
+        return None if name == "none" else name
+    return preset.judge if preset.judge and installed(preset.judge) else None
 
 
 def _sweep_progress(args):
@@ -439,6 +473,25 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help=f"the network's dtype while rendering (default {preset.render.compute_dtype}; bfloat16 for accelerators "
                         "with bfloat16 units: parameters, Adam state and loss stay float32)")
     p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed of the whole run (default 0)")
+    if demo:
+        p.add_argument("--judge", default=None, metavar="MODEL",
+                       help=f"a second network that classifies every picture (default: {preset.judge} where its "
+                            "weights are installed; 'none': no judge)")
+    else:
+        p.add_argument("--judge", default=None, metavar="MODEL",
+                       help="a second network (any --model name or factory, the same one too) that classifies every "
+                            "picture through its own preprocessing: its rank of the class per seed, beside its rank "
+                            "on the photo itself and on a plain gray canvas (results.json judge_rank, judge_top5; "
+                            "the report); its classes must be the model's, index for index")
+        p.add_argument("--groups", type=positive_int, default=None, metavar="N",
+                       help="split the attribution into N channel groups (factor analysis of the attributions of "
+                            "the class over several images, the paper's Figs. 17-18) and render them in one batch "
+                            "with the whole; the report shows each group's heat map, pictures and top channels")
+        p.add_argument("--group-images", default=None, type=path_arg, metavar="DIR",
+                       help="images of the class to group over: a folder (or any source a sweep takes); default: "
+                            f"{GROUP_VIEWS} views of the photo itself (it, its mirror image and their 80%% center "
+                            "crops), which need no other images but find the groups of this one photo, not of "
+                            "the class")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (for scripts)")
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
+from typing import Iterable
 
 import jax
 import numpy as np
 
 from attrvis_jax import outputs
 from attrvis_jax.apps import progress as progress_mod
+from attrvis_jax.apps.extras import (channel_grouping, group_results, grouping_images, judge_model, judge_record,
+                                     judge_run, render_with_groups, save_groups)
 from attrvis_jax.config import AttributionConfig, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import OutputFolder, write_json
@@ -32,8 +35,24 @@ from attrvis_jax.apps.report import save_png, write_report
 # `RenderResult.save`); the names stay here for the drivers and scripts that import them.
 RECORD = outputs.RECORD
 run_owns = outputs.owns
-run_files = outputs.run_files
 earlier_run = outputs.earlier_result
+
+
+def run_files(seeds: Iterable[int], groups: int = 0) -> list[str]:
+    """The files a run of these seeds (and `groups` channel groups) writes, in the order it writes
+    them: `outputs.run_files`, the groups' before the contact sheet."""
+    seeds = list(seeds)
+    files = outputs.run_files(seeds)
+    at = files.index("contact_sheet.png")
+    return [*files[:at], *group_files(seeds, groups), *files[at:]]
+
+
+def group_files(seeds: Iterable[int], groups: int) -> list[str]:
+    """The files of `groups` channel groups: the grouping, each group's heat map, its pictures and masks."""
+    if not groups:
+        return []
+    return ["groups.npz", *(f"group{g}_heatmap.png" for g in range(1, groups + 1)),
+            *(f"seed{s:02d}_group{g}{end}.png" for s in seeds for g in range(1, groups + 1) for end in ("", "_mask"))]
 
 
 def run_folder(path, overwrite: bool = False) -> OutputFolder:
@@ -70,6 +89,9 @@ def run(
     quiet: bool = False,
     image_label: str | None = None,
     overwrite: bool = False,
+    judge=None,
+    groups: int | None = None,
+    group_images=None,
 ) -> dict:
     """Run the whole method on one image and write everything into `out_dir`; returns results.
 
@@ -80,15 +102,25 @@ def run(
     that is not an earlier run's is never replaced (the run is refused before any work), and the
     folder's other files stay. `layer` and `target` are resolved here, once (unknown names raise
     UnknownNameError). A render whose memory floor (memory.py) exceeds the free memory is refused
-    before any work."""
+    before any work.
+
+    judge: another network (a `Model`, or a name `load_model` takes) that classifies every picture
+    through its own preprocessing (`attrvis_jax.judge`); results gain judge_rank and judge_top5 per
+    seed, and its rank of the class on the photo and on a gray canvas. Its classes must be the
+    model's (refused before any work otherwise).
+    groups: split the attribution into this many channel groups (`groups.group_channels`: factor
+    analysis of the attributions of the photo's class over `group_images`, any image source a sweep
+    takes, e.g. a folder of the class; by default over `GROUP_VIEWS` views of the photo) and render
+    them in one batch with the whole; results gain "groups"."""
     folder = out_dir if isinstance(out_dir, OutputFolder) else run_folder(out_dir, overwrite)
     return _run(model, image, folder, layer=layer, target=target, method=method,
                 attribution_config=attribution_config, render_config=render_config, run_options=run_options,
-                seed=seed, quiet=quiet, image_label=image_label)
+                seed=seed, quiet=quiet, image_label=image_label, judge=judge, groups=groups,
+                group_images=group_images)
 
 
 def _run(model, image, folder: OutputFolder, *, layer, target, method, attribution_config, render_config,
-         run_options, seed, quiet, image_label) -> dict:
+         run_options, seed, quiet, image_label, judge=None, groups=None, group_images=None) -> dict:
     from attrvis_jax.attribution import attribute
     from attrvis_jax.attribution.api import resolve_targets
     from attrvis_jax.metrics import evaluate_visualizations, mask_measures
@@ -101,9 +133,12 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     render_config = render_config or RenderConfig()
     run_options = run_options or RunOptions()
     seed_ids = range(run_options.seeds)
-    folder.expect(run_files(seed_ids))
+    folder.expect(run_files(seed_ids, groups or 0))
     layer = model.resolve_layer(layer)
-    check_render_memory(model, layer, run_options.seeds, render_config.image_size or model.input_size)
+    judge = judge_model(model, judge)
+    group_sources = grouping_images(model, layer, groups, group_images)
+    check_render_memory(model, layer, run_options.seeds * (1 + (groups or 0)),
+                        render_config.image_size or model.input_size)
     x = model.load_image(image)
     target = int(resolve_targets(model, x[None], target)[0])  # the library's one rule, run once here
     key = as_key(seed, "seed")  # a 32-bit seed (config.SEED_RANGE): a larger one would alias
@@ -116,14 +151,28 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
     if not quiet:
         print(attr.summary(), flush=True)
 
+    grouped = None
+    if groups:
+        t0 = time.perf_counter()
+        grouped = channel_grouping(model, image, attr, groups, group_sources, method=method,
+                                   config=attribution_config, key=attr_key, quiet=quiet)
+        t_attr += time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    vis = visualize(model, attr, config=render_config, key=render_key, options=run_options, seed_ids=seed_ids,
-                    progress=progress_mod.bar("visualization", quiet=quiet))
+    bar = progress_mod.bar("visualization", quiet=quiet)
+    if grouped is None:
+        vis = visualize(model, attr, config=render_config, key=render_key, options=run_options, seed_ids=seed_ids,
+                        progress=bar)
+    else:  # the whole and its groups as one batch (one compiled render)
+        vis = render_with_groups(model, attr, grouped, render_config, render_key, run_options, seed_ids, bar)
     t_render = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     metrics = evaluate_visualizations(model, attr, vis)
     where = mask_measures(vis.masks, attr.heatmap_image(), attr.beta)
+    verdict = None if judge is None else judge_run(judge, model, vis, grouped, image, attr.target,
+                                                   render_config.background)
+    group_record = None if grouped is None else group_results(model, attr, grouped, vis.seed_ids, verdict)
     t_metrics = time.perf_counter() - t0
 
     seeds = []
@@ -134,6 +183,10 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
                       "top5_hit": bool(metrics.top5_hit[i]), "mask_area": float(vis.mask_area[i]),
                       "heatmap_corr": float(where["heatmap_corr"][i]), "border_share": float(where["border_share"][i]),
                       "final_loss": float(vis.loss[i])})
+    if verdict is not None:
+        for i, entry in enumerate(seeds):
+            entry.update(judge_rank=int(verdict.rank[i]), judge_top5=bool(verdict.top5[i]),
+                         judge_top1=verdict.top_names()[i])
     results = {
         **outputs.record(vis, attr),  # the render's and the attribution's numbers, as RenderResult.save writes them
         "pcc": [float(v) for v in metrics.pcc],
@@ -155,11 +208,18 @@ def _run(model, image, folder: OutputFolder, *, layer, target, method, attributi
         },
         "versions": versions(),
         # what an overwrite may replace: an earlier run is known by this list, not by file names
-        "files": run_files(vis.seed_ids),
+        "files": run_files(vis.seed_ids, 0 if grouped is None else len(grouped["parts"])),
     }
+    if verdict is not None:
+        results.update(judge_record(verdict, len(vis.seed_ids)))
+        results["summary"]["judge_top5_rate"] = float(np.mean(results["judge_top5"]))
+    if group_record is not None:
+        results["groups"] = group_record
 
     with folder.writing() as out_dir:  # a hidden folder, moved into place once every file is in it
         outputs.write_files(out_dir, vis, attr)  # the pictures, masks and arrays, as RenderResult.save writes them
+        if grouped is not None:
+            save_groups(out_dir, x, attr, grouped, group_record)
         captions = [f"{s['image'][:-4]}  r={s['pcc_directed']:.2f}" for s in seeds]
         save_png(out_dir / "contact_sheet.png", contact_sheet(list(vis.composed), captions))
         results["timings"]["total_s"] = time.perf_counter() - t_start

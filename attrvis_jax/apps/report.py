@@ -128,6 +128,9 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
         ("seeds × steps", f"{len(seeds)} × {results.get('config', {}).get('render', {}).get('steps', '–')}"),
         ("wall time", f"{results.get('timings', {}).get('total_s', 0):.0f} s"),
     ]
+    if "judge" in results:  # the second network's verdict beside the network's own
+        stats[4:4] = [(f"judge top-5 ({results['judge']})", f"{np.mean(results['judge_top5']):.0%}"),
+                      ("judge rank: photo · gray", f"{_fmt(results['judge_photo_rank'])} · {results['judge_gray_rank']:,}")]
     stat_html = "".join(
         f'<div class="stat"><div class="k">{esc(k)}</div><div class="v">{esc(str(v))}</div></div>' for k, v in stats
     )
@@ -135,7 +138,8 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
     if seeds:  # the best seed leads, beside the heat map; the input follows
         main_figs += [
             ("best", seeds[best]["image"], f"best seed ({best}): PCC {pcc[best]:.3f}"
-             + (f", target rank {seeds[best]['target_rank']}" if "target_rank" in seeds[best] else "")),
+             + (f", target rank {seeds[best]['target_rank']}" if "target_rank" in seeds[best] else "")
+             + (f", judge's rank {seeds[best]['judge_rank']}" if "judge_rank" in seeds[best] else "")),
             ("mask", seeds[best]["mask"], f"its mask M (area {seeds[best]['mask_area']:.3f})"),
         ]
     main_figs.append(("input", figures.get("input"), "the input, as the model sees it"))
@@ -148,7 +152,10 @@ def write_report(out_dir: Path, results: dict, seeds: Sequence[dict], figures: d
         f'<img src="{esc(s["image"])}" alt="seed {i} visualization"><img src="{esc(s["mask"])}" alt="seed {i} mask"></div>'
         f'<div class="nums"><span>seed {i}</span><span>PCC {pcc[i]:.3f}</span>'
         f'<span class="{"hit" if s["top5_hit"] else "miss"}">{"top-5 ✓" if s["top5_hit"] else "top-5 ✗"}</span>'
-        f'<span>area {float(s["mask_area"]):.3f}</span><span>loss {_fmt(float(s["final_loss"]))}</span></div></div>'
+        f'<span>area {float(s["mask_area"]):.3f}</span><span>loss {_fmt(float(s["final_loss"]))}</span>'
+        + (f'<span class="{"hit" if s["judge_top5"] else "miss"}" title="{esc(str(results.get("judge")))} sees '
+           f'{esc(str(s.get("judge_top1", "")))} first">judge #{s["judge_rank"]}</span>' if "judge_rank" in s else "")
+        + '</div></div>'
         for i, s in enumerate(seeds)
     )
     summary_rows = {k: results[k] for k in ("model", "layer", "target", "target_index", "method", "beta",
@@ -178,6 +185,8 @@ correlation between the layer's response to the visualization and the directed a
 visualization alone is classified as the target within the top 5.</p>
 {_bars_svg(pcc, best)}
 <div class="seeds">{seed_html}</div>
+{judge_section(results, seeds)}
+{groups_section(results, seeds, figures)}
 {f'<h2>Contact sheet</h2><figure style="max-width:{min(len(seeds), 6) * 240}px"><img src="{esc(contact)}" alt="contact sheet of all seeds"></figure>' if contact else ''}
 <h2>Details</h2>
 {_table(summary_rows)}
@@ -189,3 +198,66 @@ visualization alone is classified as the target within the top 5.</p>
     path = out_dir / "report.html"
     write_text(path, page)
     return path
+
+
+def judge_section(results: dict, seeds: Sequence[dict]) -> str:
+    """The second network's verdict on each picture, beside its verdict on the photo and on gray."""
+    if "judge" not in results:
+        return ""
+    esc = html.escape
+    judge, target = esc(str(results["judge"])), esc(str(results.get("target", "")))
+    same = (" It is the network the pictures were made for: its verdict is the network's own, not a second "
+            "opinion." if results.get("judge_same_model") else "")
+    rows = "".join(
+        f"<tr><td>seed {i}</td><td class=\"{'hit' if s['judge_top5'] else 'miss'}\">rank {s['judge_rank']}</td>"
+        f"<td>its top class: {esc(str(s.get('judge_top1', '')))}</td><td>the network's own rank: "
+        f"{s.get('target_rank', '–')}</td></tr>" for i, s in enumerate(seeds))
+    photo = results.get("judge_photo_rank")
+    rows += (f"<tr><td>the photo</td><td>rank {_fmt(photo)}</td><td colspan=2>the same class on the photo itself"
+             "</td></tr>" if photo is not None else "")
+    rows += (f"<tr><td>gray canvas</td><td>rank {results['judge_gray_rank']:,}</td><td colspan=2>a plain gray picture "
+             "(the pictures' background): what no evidence scores</td></tr>")
+    return (f"<h2>A second network's verdict</h2><p class=\"note\">{judge} classifies every picture through its "
+            f"own preprocessing; rank 0 = it sees <b>{target}</b> first, below 5 = in its top 5. A network the "
+            f"pictures were not optimized against cannot be fooled by them the way the network itself can.{same}</p>"
+            f"<table>{rows}</table>")
+
+
+def groups_section(results: dict, seeds: Sequence[dict], figures: dict, shown: int = 6) -> str:
+    """The whole beside each channel group: heat map, the pictures of the first `shown` seeds, top
+    channels and numbers."""
+    record = results.get("groups")
+    if not record:
+        return ""
+    esc = html.escape
+    where = ("views of the photo (" + ", ".join(record["images"]) + ")" if record["source"] == "views"
+             else f"{len(record['images'])} images of the class")
+    header = (f"<h2>Channel groups</h2><p class=\"note\">The attribution split into {len(record['groups'])} groups "
+              f"of channels that rise and fall together (factor analysis of the attributions of the class over the "
+              f"photo and {esc(where)}; {record['n_factors']} factors), each rendered in the same batch as the whole. "
+              f"Together they hold {record['r_plus_coverage']:.0%} of R⁺. Numbers: PCC with the group's own "
+              "attribution, the network's rank of the class"
+              + (", the judge's rank" if "judge" in results else "") + ".</p>")
+    seeds = list(seeds)[:shown]
+    seed_ids = list(range(len(seeds)))
+
+    def cell(src, caption):
+        return f'<figure><img src="{esc(src)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+
+    def numbers(pcc, rank, judge, i):
+        return f"seed {i}: PCC {pcc:.3f}, rank {rank}" + (f", judge {judge}" if judge is not None else "")
+
+    whole = [cell(figures.get("heatmap", "heatmap.png"), "the whole: every channel, 100% of R⁺")]
+    whole += [cell(s["image"], numbers(float(s.get("pcc_directed", s["pcc"])), s.get("target_rank", "–"),
+                                       s.get("judge_rank"), i)) for i, s in enumerate(seeds)]
+    rows = [f'<div class="grouprow">{"".join(whole)}</div>']
+    for g in record["groups"]:
+        top = ", ".join(f"{t['channel']} ({t['share']:.0%})" for t in g["top_channels"])
+        cells = [cell(g["heatmap"], f"group {g['group']}: {len(g['channels'])} channels, {g['share_of_r_plus']:.0%} "
+                                    f"of R⁺; top: {top}")]
+        cells += [cell(g["images"][i], numbers(g["pcc_directed"][i], g["target_rank"][i],
+                                               g["judge_rank"][i] if "judge_rank" in g else None, i)) for i in seed_ids]
+        rows.append(f'<div class="grouprow">{"".join(cells)}</div>')
+    style = (f"<style>.grouprow {{ display:grid; grid-template-columns:repeat({1 + len(seeds)}, minmax(0, 220px)); "
+             "gap:12px; margin-bottom:14px; }}</style>")
+    return header + style + "".join(rows)

@@ -17,6 +17,8 @@ class Preset:
     scale_lr: the render lr follows the number of updates, `paper.scaled_lr(steps)`, also when a run
         changes the steps; otherwise render.lr stays as it is.
     model, image: the preset's own model and photo, where it has them (the demo); else None.
+    judge: the preset's judge (a second network that classifies the pictures, `attrvis_jax.judge`),
+        used where its weights are installed; None: no judge.
     nmf_factors, views, spectrum_draws: the figures' sizes (`apps.figures.Schedule`), where the preset
         is one the figures run on; else None.
     """
@@ -28,6 +30,7 @@ class Preset:
     scale_lr: bool = False
     model: str | None = None
     image: str | None = None
+    judge: str | None = None
     nmf_factors: int | None = None
     views: int | None = None
     spectrum_draws: int | None = None

@@ -89,6 +89,13 @@ def _package_file(name: str, entry: dict) -> Path:
     return path
 
 
+def installed(name: str) -> bool:
+    """Whether `name`'s default weights are at hand without a download: the registry package that
+    ships them is installed (False for weights fetched from a URL, and for unknown names)."""
+    entry = manifest().get(name, {})
+    return entry.get("source") == "package" and importlib.util.find_spec(entry["module"]) is not None
+
+
 def _download(url: str, dest: Path) -> None:
     print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
     try:

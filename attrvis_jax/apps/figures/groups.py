@@ -11,47 +11,8 @@ import numpy as np
 from attrvis_jax.apps.figures.context import FigureContext, _stats, forward
 from attrvis_jax.apps.figures.layout import _ok, _write, grid_figure, heat_cell
 from attrvis_jax.apps.figures.schedule import Schedule
-from attrvis_jax.errors import AttrvisError
+from attrvis_jax.groups import VIEWS, make_views  # noqa: F401  (the figures' names for them)
 from attrvis_jax.metrics import pearson_rows, target_rank
-
-
-# Views of the image that stand in for "other images of the class" (the bundled photos are other
-# classes): (name, horizontal flip, crop box as fractions (top, left, bottom, right), zoom-out pad).
-VIEWS = (
-    ("original", False, None, 0.0),
-    ("flip", True, None, 0.0),
-    ("center crop 80%", False, (0.1, 0.1, 0.9, 0.9), 0.0),
-    ("flipped center crop 80%", True, (0.1, 0.1, 0.9, 0.9), 0.0),
-    ("top-left crop 85%", False, (0.0, 0.0, 0.85, 0.85), 0.0),
-    ("bottom-right crop 85%", False, (0.15, 0.15, 1.0, 1.0), 0.0),
-    ("zoom out 80% (reflect pad)", False, None, 0.125),
-    ("flipped zoom out 80%", True, None, 0.125),
-)
-
-
-def make_views(model, image, count: int) -> tuple[list[str], np.ndarray]:
-    """The first `count` of `VIEWS` of the image, preprocessed like any input: (names, (N, S, S, 3)).
-    Crops and pads are taken from the full-resolution photo, then resized and cropped by the model."""
-    if not 1 <= count <= len(VIEWS):
-        raise AttrvisError(f"views must be between 1 and {len(VIEWS)}, got {count}")
-    from attrvis_jax.data import read_source
-
-    raw = read_source(image)
-    names, images = [], []
-    for name, flip, box, pad in VIEWS[:count]:
-        img = raw
-        if box is not None:
-            h, w = img.shape[:2]
-            t, l, b, r = box
-            img = img[int(round(t * h)) : int(round(b * h)), int(round(l * w)) : int(round(r * w))]
-        if pad:
-            h, w = img.shape[:2]
-            img = np.pad(img, ((int(pad * h),) * 2, (int(pad * w),) * 2, (0, 0)), mode="reflect")
-        if flip:
-            img = img[:, ::-1]
-        names.append(name)
-        images.append(model.load_image(np.ascontiguousarray(img)))
-    return names, np.stack(images)
 
 
 def compute_groups(ctx: FigureContext, tau: float = 0.3, min_loading: float | None = None) -> dict:
