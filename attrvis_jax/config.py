@@ -152,7 +152,7 @@ RANGES = {
         "image_size": Range(8, 4096),
     },
     "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps"),
-    "SweepConfig": {**_counts(1, "seeds", "batch", "limit", "chunk_size"), "key": SEED_RANGE},
+    "SweepConfig": {**_counts(1, "seeds", "batch", "limit", "chunk_size", "groups"), "key": SEED_RANGE},
     "CatalogConfig": {**_counts(1, "seeds", "batch"), **_counts(0, "channels"), "key": SEED_RANGE},
 }
 
@@ -525,6 +525,11 @@ class SweepConfig(_ConfigMethods):
     batch axis is sharded over every device. attribution / render: the stage configs; the render
     config's `perturbation` is replaced by each of the sweep's. chunk_size / engine: how each batch
     runs (`RunOptions`); they may change between a sweep and its resumption.
+    judge: a second network (a model name or factory) that classifies every picture (`attrvis_jax.judge`);
+    an evaluation, not a render setting: it may be added or changed when a sweep resumes, and the
+    stored items it has not judged are judged then, from their saved pictures.
+    groups: render each item with its attribution's channel groups (that many, from views of the
+    item's image; `attrvis_jax.groups`) in one batch with the whole.
     """
 
     model: str = "efficientnet_lite0"
@@ -541,6 +546,8 @@ class SweepConfig(_ConfigMethods):
     save_images: bool = True
     chunk_size: int = 32  # RunOptions.chunk_size of every batch
     engine: str = "scan"  # RunOptions.engine: "loop" compiles faster, computes the same
+    judge: str | None = None  # a second network's verdict on every picture (an evaluation: not pinned)
+    groups: int | None = None  # channel groups rendered beside the whole (a render setting: pinned)
     attribution: AttributionConfig = AttributionConfig()
     render: RenderConfig = RenderConfig()
 

@@ -11,7 +11,9 @@ Files in the output folder (beside the sweep's results.csv / summary.csv / store
 ablation.csv, ablation.json (table + ranking + settings), and one bar chart per metric:
 ablation_pcc.png (the paper's PCC with R+), ablation_pcc_directed.png (PCC with sign(a - b)·R+, the
 agreement the default signed objective aims at; equal to the first on post-ReLU layers) and
-ablation_top5.png.
+ablation_top5.png; with a judge (a second network, `attrvis_jax.judge`), the table gains its
+columns (judge_top5_rate and median ranks, beside its median rank of the class on the photos and on a
+gray canvas), the ranking its verdict and ablation_judge_top5.png its chart.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
            "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
            "top5_rate": "classification consistency (top-5)"}
 CHARTS = {"pcc_mean": "ablation_pcc", "pcc_directed_mean": "ablation_pcc_directed", "top5_rate": "ablation_top5"}
+# With a judge: its verdict, ranked and charted like the others (lower median rank is better).
+JUDGED = {"judge_top5_rate": "a second network's verdict (judge top-5)",
+          "judge_rank_median": "the judge's median rank of the class (lower is better)"}
+JUDGED_CHARTS = {"judge_top5_rate": "ablation_judge_top5"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +57,14 @@ def ablation_config(images: Sequence[str] = _PRESET.images, layers: Sequence[str
                     baseline_steps: int = _PRESET.attribution.spatial_steps, path_steps: int = _PRESET.attribution.steps,
                     batch: int = _PRESET.batch, key: int = _PRESET.key, fidelity: str = _PRESET.render.fidelity,
                     weights: str = _PRESET.weights, perturbations: Sequence[str] = _PRESET.perturbations,
-                    area_weight: float = _PRESET.render.area_weight) -> SweepConfig:
+                    area_weight: float = _PRESET.render.area_weight, judge: str | None = None) -> SweepConfig:
     """The ablation preset (`attrvis_jax.configs.ablation`, a schedule that fits a CPU) with these
-    settings (the paper: 25 seeds × 2048 steps at lr 0.02; pass those for the full setting)."""
+    settings (the paper: 25 seeds × 2048 steps at lr 0.02; pass those for the full setting).
+    judge: a second network that classifies every picture (added to a finished ablation, it judges
+    the stored pictures without rendering anything again)."""
     return _PRESET.replace(
         model=model, weights=weights, images=tuple(images), targets=tuple(targets), layers=tuple(layers),
-        perturbations=tuple(perturbations), seeds=seeds, key=key, batch=batch,
+        perturbations=tuple(perturbations), seeds=seeds, key=key, batch=batch, judge=judge,
         attribution=_PRESET.attribution.replace(fidelity=attribution_fidelity(fidelity), steps=path_steps,
                                                 **configs.baseline_steps(baseline_steps)),
         render=_PRESET.render.replace(fidelity=fidelity, steps=steps, lr=lr, area_weight=area_weight),
@@ -79,7 +87,8 @@ def _write_tables(config: SweepConfig, result, out_dir: Path) -> AblationResult:
     table = sorted(result.summary, key=lambda r: (layers.index(r["layer"]), order.get(r["perturbation"], 99)))
     for row in table:
         row["name"] = CODE_NAMES.get(row["perturbation"], row["perturbation"])
-    ranking = rank(table)
+    judged = config.judge is not None
+    ranking = rank(table, judged)
     files = {}
     files["csv"] = out_dir / "ablation.csv"
     write_text(files["csv"], to_csv(table, ("name", *SUMMARY_KEYS)))
@@ -88,17 +97,22 @@ def _write_tables(config: SweepConfig, result, out_dir: Path) -> AblationResult:
         "table": table, "ranking": ranking, "settings": config.to_dict(),
         "items": len(result.rows), "images": sorted({r["image"] for r in result.rows}),
     })
-    for metric, stem in CHARTS.items():
+    for metric, stem in {**CHARTS, **(JUDGED_CHARTS if judged else {})}.items():
         files[stem] = plot_metric(table, metric, out_dir / f"{stem}.png", config)
     return AblationResult(table=table, ranking=ranking, sweep=result, files=files)
 
 
-def rank(table: Sequence[dict]) -> dict:
-    """Per layer and metric, the perturbations from best to worst (ties keep the paper's order)."""
+def rank(table: Sequence[dict], judged: bool = False) -> dict:
+    """Per layer and metric, the perturbations from best to worst (ties keep the paper's order);
+    with `judged`, also by the judge's top-5 rate and median rank (lower first)."""
+    metrics = {m: 1 for m in METRICS}
+    if judged:
+        metrics.update({"judge_top5_rate": 1, "judge_rank_median": -1})
     out: dict = {}
     for layer in dict.fromkeys(r["layer"] for r in table):
         rows = [r for r in table if r["layer"] == layer]
-        out[layer] = {m: [r["perturbation"] for r in sorted(rows, key=lambda r: -_finite(r[m]))] for m in METRICS}
+        out[layer] = {m: [r["perturbation"] for r in sorted(rows, key=lambda r: -_finite(sign * r[m]))]
+                      for m, sign in metrics.items()}
     return out
 
 
@@ -130,14 +144,16 @@ def plot_metric(table: Sequence[dict], metric: str, path: Path, config: SweepCon
         ax.bar(xs, values, width, yerr=errors if metric == "pcc_mean" else None, capsize=2,
                label=CODE_NAMES.get(p, p), color=colors[j])
     ax.set_xticks(np.arange(len(layers)), layers)
-    ax.set_ylabel(METRICS.get(metric, metric))
-    if metric == "top5_rate":
+    ax.set_ylabel({**METRICS, **JUDGED}.get(metric, metric))
+    if metric in ("top5_rate", "judge_top5_rate"):
         ax.set_ylim(0, 1.05)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(fontsize=8, ncols=min(len(perts), 6 if len(layers) > 2 else 3), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     if config is not None:
         ax.set_title(f"{config.model}: {len(config.images)} image source(s), {config.seeds} seeds x "
-                     f"{config.render.steps} steps, fidelity {config.render.fidelity}", fontsize=9)
+                     f"{config.render.steps} steps, fidelity {config.render.fidelity}"
+                     + (f", judged by {config.judge}" if config.judge and metric.startswith("judge") else ""),
+                     fontsize=9)
     fig.tight_layout()
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png"))
     plt.close(fig)

@@ -351,10 +351,13 @@ def _sweep_progress(args):
 
 
 def _print_table(rows, out: Path) -> None:
-    print(f"{'layer':<14}{'perturbation':<14}{'n':>5}{'PCC':>8}{'± sd':>7}{'top-5':>8}{'area':>7}")
+    judged = any(r.get("judged") for r in rows)
+    print(f"{'layer':<14}{'perturbation':<14}{'n':>5}{'PCC':>8}{'± sd':>7}{'top-5':>8}{'area':>7}"
+          + (f"{'judge top-5':>13}{'rank':>7}" if judged else ""))
     for r in rows:
         print(f"{r['layer']:<14}{r['perturbation']:<14}{r['n']:>5}{r['pcc_mean']:>8.3f}{r['pcc_std']:>7.3f}"
-              f"{r['top5_rate']:>8.0%}{r['mask_area_mean']:>7.3f}")
+              f"{r['top5_rate']:>8.0%}{r['mask_area_mean']:>7.3f}"
+              + (f"{r['judge_top5_rate']:>13.0%}{r['judge_rank_median']:>7g}" if judged else ""))
     print(f"results: {out}")
 
 
@@ -382,12 +385,13 @@ def cmd_ablation(args) -> int:
         images=args.images, layers=args.layers, model=args.model, targets=args.targets, seeds=args.seeds,
         steps=args.steps, lr=args.lr, baseline_steps=args.baseline_steps, path_steps=args.path_steps,
         batch=args.batch, key=args.seed, fidelity=args.fidelity, weights=args.weights,
-        area_weight=args.area_weight)
+        area_weight=args.area_weight, judge=args.judge)
     result = run_ablation(config, Path(args.out), **_sweep_progress(args))
     if not args.quiet:
         _print_table(result.table, Path(args.out) / "ablation.csv")
         for layer, ranks in result.ranking.items():
-            print(f"{layer}: best PCC {ranks['pcc_mean'][0]}, best top-5 {ranks['top5_rate'][0]}")
+            print(f"{layer}: best PCC {ranks['pcc_mean'][0]}, best top-5 {ranks['top5_rate'][0]}"
+                  + (f", best by the judge {ranks['judge_top5_rate'][0]}" if "judge_top5_rate" in ranks else ""))
     return 0
 
 
@@ -578,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=ablation.batch, help="visualizations per compiled batch")
     p.add_argument("--fidelity", choices=RENDER_FIDELITIES, default=ablation.render.fidelity)
     p.add_argument("--seed", type=seed_int, default=ablation.key)
+    p.add_argument("--judge", default=None, metavar="MODEL",
+                   help="a second network that classifies every picture (its top-5 rate and ranks join the table); "
+                        "added to a finished ablation, it judges the saved pictures without rendering again")
     p.add_argument("--out", required=True, type=path_arg, help="output folder; rerunning resumes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablation)

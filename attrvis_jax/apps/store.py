@@ -49,9 +49,20 @@ COLUMNS = (
     ("batch", "INTEGER"),
     ("session", "INTEGER"),
     ("finished_at", "REAL"),
+    # added since stores were first written (ALTER TABLE on open; NULL in rows stored before): the
+    # judge's verdict (judge: its name, NULL where no judge has judged the item) and the groups
+    ("judge", "TEXT"),
+    ("judge_rank", "INTEGER"),
+    ("judge_top5", "INTEGER"),
+    ("judge_photo_rank", "INTEGER"),
+    ("judge_gray_rank", "INTEGER"),
+    ("groups", "TEXT"),  # JSON: one entry per channel group of the item (NULL: a sweep without groups)
 )
 NAMES = tuple(name for name, _ in COLUMNS)
-BOOLEAN = ("top5_hit", "finite")
+ADDED = ("judge", "judge_rank", "judge_top5", "judge_photo_rank", "judge_gray_rank", "groups")  # may be absent from a row
+JUDGE_COLUMNS = ("judge", "judge_rank", "judge_top5", "judge_photo_rank", "judge_gray_rank")
+BOOLEAN = ("top5_hit", "finite", "judge_top5")
+JSON = ("groups",)
 REDO = "redoes the items it recorded (pictures and attributions in the folder are kept)"
 
 
@@ -69,6 +80,10 @@ class ResultStore:
             with self.db:
                 self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
                 self.db.execute(f"CREATE TABLE IF NOT EXISTS items ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
+                have = {row[1] for row in self.db.execute("PRAGMA table_info(items)")}
+                for name, kind in COLUMNS:  # a store of an earlier version: its rows get NULL there
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
             stored = self._meta("fingerprint")
             stored = None if stored is None else json.loads(stored)
             count = self.count()
@@ -102,6 +117,13 @@ class ResultStore:
         with self.db:
             self.db.executemany(f"INSERT INTO items VALUES ({', '.join('?' * len(NAMES))})", values)
 
+    def update(self, rows: Iterable[dict], names: Iterable[str]) -> None:
+        """Set the columns `names` of recorded items (by id) in one transaction: a verdict added later."""
+        names = list(names)
+        values = [tuple(_value(row, name, 0.0, self.session) for name in names) + (row["id"],) for row in rows]
+        with self.db:
+            self.db.executemany(f"UPDATE items SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?", values)
+
     def rows(self, ids: Iterable[str] | None = None) -> list[dict]:
         """Recorded items as dicts (booleans restored): all of them ordered by id, or only `ids`, in
         the order given (a sweep's plan order: layers as listed, then perturbations, seeds)."""
@@ -110,7 +132,9 @@ class ResultStore:
             for values in self.db.execute(f"SELECT {', '.join(NAMES)} FROM items ORDER BY id"):
                 row = dict(zip(NAMES, values))
                 for name in BOOLEAN:
-                    row[name] = bool(row[name])
+                    row[name] = None if row[name] is None else bool(row[name])
+                for name in JSON:
+                    row[name] = None if row[name] is None else json.loads(row[name])
                 out.append(row)
         if ids is not None:
             by_id = {row["id"]: row for row in out}
@@ -174,6 +198,12 @@ def _value(row: dict, name: str, now: float, session: int):
     if name == "session":
         return session
     if name not in row:
+        if name in ADDED:
+            return None
         raise KeyError(f"item row lacks {name!r}")
     value = row[name]
+    if value is None:
+        return None
+    if name in JSON:
+        return json.dumps(value)
     return int(value) if name in BOOLEAN else value

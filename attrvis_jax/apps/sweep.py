@@ -54,9 +54,10 @@ from attrvis_jax.config import RenderConfig, SweepConfig, current_fields
 from attrvis_jax.devices import agree, batch_width, device_mesh, gather, padded, rows_per_memory, shard
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.fileio import check_output_folder, input_file, write_json, write_text
+from attrvis_jax.groups import check_group_count
 from attrvis_jax.memory import check_render_memory
 from attrvis_jax.apps import interrupt
-from attrvis_jax.apps.store import NAMES, ResultStore, differences, other_settings, peek, plain
+from attrvis_jax.apps.store import JSON, JUDGE_COLUMNS, NAMES, ResultStore, differences, other_settings, peek, plain
 from attrvis_jax.apps.sweepdir import FolderLock, reading
 
 Progress = Callable[[int, int], None]
@@ -137,11 +138,13 @@ def unit_key(config: SweepConfig, unit: Unit) -> jax.Array:
 
 def fingerprint(config: SweepConfig) -> dict:
     """What must not change between a sweep and its resumption (lists may grow; items are keyed):
-    everything but the lists, how it runs, and the render config's perturbation (the sweep's list
-    replaces it)."""
+    everything but the lists, how it runs, the render config's perturbation (the sweep's list
+    replaces it) and the judge (an evaluation: each item records the judge that judged it, and
+    items a new judge has not judged are judged from their pictures, `_judge_stored`). The group
+    count is pinned: with groups, the whole is rendered in a batch with them."""
     render = {k: v for k, v in config.render.to_dict().items() if k != "perturbation"}
     return {"model": config.model, "weights": config.weights, "method": config.method, "key": config.key,
-            "attribution": config.attribution.to_dict(), "render": render}
+            "attribution": config.attribution.to_dict(), "render": render, "groups": config.groups}
 
 
 # RenderConfig fields added after sweeps were first stored, with what every earlier sweep ran.
@@ -155,7 +158,7 @@ def upgrade_fingerprint(stored: dict) -> dict:
     render = current_fields(RenderConfig, {k: v for k, v in stored.get("render", {}).items() if k != "engine"})
     for name, value in NEW_RENDER_FIELDS.items():
         render.setdefault(name, value)
-    return {**stored, "render": render}
+    return {"groups": None, **stored, "render": render}  # stores from before groups rendered none
 
 
 # ---- running -----------------------------------------------------------------------------------------
@@ -235,6 +238,7 @@ def run_sweep(
         _check_memory(config, len(records))
         units, items = plan(config, records, model)
         _check_spec(config, model, records)
+        judging = _judging(config, model)  # an unknown judge, or one of other classes: refused now
         todo = [item for item in items if item.id not in done]
         needed = list(dict.fromkeys(item.unit for item in todo))
         attributions = _saved_attributions(config, model, needed, out_dir)
@@ -242,7 +246,10 @@ def run_sweep(
         # A batch never pads past the largest (layer, perturbation) group: one shape, compiled once.
         width = batch_width(config.batch, len(records) * len(config.targets) * config.seeds, mesh)
         for layer in dict.fromkeys(unit.layer for unit in units):  # a batch too big: refused before any work
-            check_render_memory(model, layer, rows_per_memory(width, mesh), size, what="batch")
+            if config.groups:
+                check_group_count(config.groups, model.layer_shapes()[layer][-1], layer)
+            check_render_memory(model, layer, rows_per_memory(width, mesh) * (1 + (config.groups or 0)), size,
+                                what="batch")
         # Opened only now, when nothing can refuse any more: it pins the settings once it holds an
         # item (and one that holds none pins nothing: store.py).
         store = ResultStore(out_dir / "store.sqlite", fingerprint(config), upgrade=upgrade_fingerprint)
@@ -259,13 +266,17 @@ def run_sweep(
                     t0 = time.perf_counter()
                     _attributions(config, model, needed, attributions, out_dir, writer,
                                   checkpoint.wrap(attribution_progress), checkpoint)
+                    groupings = _groupings(config, model, needed, attributions, out_dir, writer, checkpoint)
                     timings["attribution_s"] = time.perf_counter() - t0
                     _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings,
-                            checkpoint.wrap(progress), len(items) - len(todo), len(items), width, checkpoint)
+                            checkpoint.wrap(progress), len(items) - len(todo), len(items), width, checkpoint,
+                            judging=judging, groupings=groupings)
                 elif progress is not None:
                     progress(len(items), len(items))
+                if judging is not None and writer:
+                    _judge_stored(judging, store, items, out_dir, log)
                 rows = store.rows(item.id for item in items)
-                summary = summarize(rows)
+                summary = summarize(rows, judge=config.judge)
                 if writer:
                     _export(out_dir, rows, summary, timings, len(todo))
         finally:
@@ -395,7 +406,8 @@ def _check_disk(config: SweepConfig, model, compute, todo: int, size: int, out_d
     cannot fit on the free disk."""
     from attrvis_jax.memory import _gb
 
-    per_item = ROW_BYTES + (PICTURE_BYTES_PER_PIXEL * size * size if config.save_images else 0)
+    pictures = 1 + (config.groups or 0)  # the whole's, and each group's
+    per_item = ROW_BYTES + (pictures * PICTURE_BYTES_PER_PIXEL * size * size if config.save_images else 0)
     shapes = model.layer_shapes(model.input_size)
     attributions = sum(math.prod(shapes[unit.layer]) * ATTRIBUTION_BYTES_PER_VALUE for unit in compute)
     need = int(todo * per_item + attributions)
@@ -507,7 +519,7 @@ def _check_reusable(path: Path, attr, unit: Unit, config: SweepConfig, model) ->
 
 
 def _render(config, model, todo, attributions, mesh, store, out_dir, writer, timings, progress, done, total, width,
-            checkpoint=None):
+            checkpoint=None, judging=None, groupings=None):
     from attrvis_jax.metrics import directed_attribution, evaluate_rows
     from attrvis_jax.render import objectives
     from attrvis_jax.render.optimize import seed_keys, visualize_rows
@@ -533,7 +545,9 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
             # seed s of an item is seed s of visualize(model, attribution, key=fold_in(unit key, 1))
             keys = jnp.stack([seed_keys(jax.random.fold_in(unit_key(config, item.unit), 1), [item.seed])[0]
                               for item in rows])
-            stacked = objectives.stack([objectives.attribution_objective(a, render_config) for a in attrs])
+            stacked = objectives.stack([objectives.attribution_objective(
+                a if not config.groups else _members(a, groupings[item.unit], config.groups), render_config)
+                for a, item in zip(attrs, rows)])
             t0 = time.perf_counter()
             out = visualize_rows(model, stacked, render_config, keys, layer=layer, mesh=mesh, variables=variables,
                                  options=config.run_options, progress=checkpoint)
@@ -546,6 +560,12 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
                                     variables=variables)
             composed, masks = gather(composed), gather(out.masks[:, 0])
             loss, finite = gather(out.loss), gather(out.finite)
+            extra = [{} for _ in real]
+            if config.groups:
+                _group_rows(model, real, attrs, groupings, gather(out.composed[:, 1:]), gather(out.masks[:, 1:]),
+                            extra)
+            if judging is not None:
+                judging.judge_rows(real, attrs, composed, extra)
             timings["compile_s"] += out.compile_s
             timings["render_s"] += time.perf_counter() - t0
             records = []
@@ -553,8 +573,11 @@ def _render(config, model, todo, attributions, mesh, store, out_dir, writer, tim
                 picture = mask = ""
                 if writer and config.save_images:
                     picture, mask = _save_pictures(out_dir, item, composed[i], masks[i])
+                if writer and config.save_images and config.groups:
+                    _save_group_pictures(out_dir, item, extra[i])
+                extra[i].pop("pictures", None), extra[i].pop("masks", None)
                 records.append(_row(
-                    item, attrs[i], batch_index, lambda0=float(stacked.lambda0[i, 0]),
+                    item, attrs[i], batch_index, **extra[i], lambda0=float(stacked.lambda0[i, 0]),
                     pcc=float(metrics.pcc[i]), pcc_raw=float(metrics.pcc_raw[i]),
                     pcc_directed=float(metrics.pcc_directed[i]),
                     top5_hit=bool(metrics.top5_hit[i]), target_rank=int(metrics.target_rank[i]),
@@ -591,16 +614,201 @@ def _save_pictures(out_dir: Path, item: Item, composed: np.ndarray, mask: np.nda
     return f"{stem}.png", f"{stem}_mask.png"
 
 
+# ---- the judge and the groups ---------------------------------------------------------------------------
+class _Judging:
+    """The judge's verdicts in a sweep: each picture's rank of its item's class, beside the class's
+    rank on the item's photo (once per image and class) and on the gray canvas (once per class)."""
+
+    def __init__(self, name: str, judge, gray: float):
+        self.name, self.judge, self.gray = name, judge, gray
+        self._photo: dict = {}
+        self._gray: dict = {}
+
+    def ranks(self, pictures, targets) -> np.ndarray:
+        """Ranks of each picture's class; pictures (N, H, W, 3) float or uint8, as saved (`judge.as_saved`)."""
+        from attrvis_jax.judge import as_saved, judge_inputs, judge_ranks
+
+        if not len(pictures):
+            return np.zeros((0,), np.int64)
+        return judge_ranks(self.judge, judge_inputs(self.judge, as_saved(pictures)), targets)[0]
+
+    def scale(self, unit: Unit, target: int) -> tuple[int, int]:
+        """(the class's rank on the unit's photo, on the gray canvas)."""
+        from attrvis_jax.data import network_input
+        from attrvis_jax.judge import judge_ranks
+
+        key = (unit.image.id, int(target))
+        if key not in self._photo:
+            size = self.judge.input_size
+            photo = network_input(unit.image.load(), self.judge.spec.preprocess)
+            ranks, _ = judge_ranks(self.judge, np.stack([photo, np.full((size, size, 3), self.gray, np.float32)]),
+                                   int(target))
+            self._photo[key], self._gray[int(target)] = int(ranks[0]), int(ranks[1])
+        return self._photo[key], self._gray[int(target)]
+
+    def columns(self, unit: Unit, target: int, rank: int) -> dict:
+        photo, gray = self.scale(unit, target)
+        return {"judge": self.name, "judge_rank": int(rank), "judge_top5": bool(rank < 5),
+                "judge_photo_rank": photo, "judge_gray_rank": gray}
+
+    def judge_rows(self, items, attrs, composed, extra) -> None:
+        """Judge a rendered batch: each item's picture (and its groups' in extra[i]["pictures"]) in one call."""
+        pictures, targets, owner = [], [], []
+        for i, item in enumerate(items):
+            pictures.append(composed[i])
+            targets.append(int(attrs[i].target))
+            owner.append((i, None))
+            for j, picture in enumerate(extra[i].get("pictures", ())):
+                pictures.append(picture)
+                targets.append(int(attrs[i].target))
+                owner.append((i, j))
+        ranks = self.ranks(np.stack(pictures), np.asarray(targets))
+        for (i, j), rank in zip(owner, ranks):
+            if j is None:
+                extra[i].update(self.columns(items[i].unit, int(attrs[i].target), int(rank)))
+            else:
+                extra[i]["groups"][j].update(judge_rank=int(rank), judge_top5=bool(rank < 5))
+
+
+def _judging(config: SweepConfig, model) -> _Judging | None:
+    """The sweep's judge, loaded and checked against the model (None without one)."""
+    if config.judge is None:
+        return None
+    from attrvis_jax.apps.extras import judge_model
+
+    return _Judging(config.judge, judge_model(model, config.judge), config.render.background)
+
+
+JUDGE_BATCH = 64  # stored pictures read and judged at a time
+
+
+def _judge_stored(judging: _Judging, store: ResultStore, items, out_dir: Path, log) -> None:
+    """Judge the sweep's recorded items that this judge has not judged (stored before the sweep had
+    a judge, or under another), from their saved pictures: a picture is judged as its PNG holds it,
+    so these verdicts are the ones a fresh render gets. Items without pictures (save_images = false)
+    stay unjudged and are not counted by the judge's columns of the summary."""
+    from PIL import Image
+
+    by_id = {item.id: item for item in items}
+    rows = [row for row in store.rows(by_id) if row["judge"] != judging.name and row["finite"]]
+    ready = [row for row in rows if row["picture"] and (out_dir / row["picture"]).is_file()]
+    if not rows:
+        return
+    log(f"judging {len(ready)} stored items with {judging.name}"
+        + (f"; {len(rows) - len(ready)} have no saved picture and stay unjudged" if len(ready) < len(rows) else ""))
+    for start in range(0, len(ready), JUDGE_BATCH):
+        chunk = ready[start : start + JUDGE_BATCH]
+        pictures, targets, owner = [], [], []
+        for i, row in enumerate(chunk):
+            for j, path in [(None, row["picture"])] + [(j, g.get("picture", "")) for j, g in enumerate(row["groups"] or [])]:
+                if path and (out_dir / path).is_file():
+                    with Image.open(out_dir / path) as img:
+                        pictures.append(np.asarray(img.convert("RGB")))
+                    targets.append(row["target_index"])
+                    owner.append((i, j))
+        ranks = judging.ranks(np.stack(pictures), np.asarray(targets))
+        for (i, j), rank in zip(owner, ranks):
+            row = chunk[i]
+            if j is None:
+                row.update(judging.columns(by_id[row["id"]].unit, row["target_index"], int(rank)))
+            else:
+                row["groups"][j].update(judge_rank=int(rank), judge_top5=bool(rank < 5))
+        store.update(chunk, (*JUDGE_COLUMNS, "groups"))
+
+
+def _groupings(config: SweepConfig, model, units, attributions, out_dir: Path, writer: bool, checkpoint=None) -> dict:
+    """unit -> {"grouping", "parts"}: `config.groups` channel groups of each unit's attribution, from
+    views of its image (`extras.GROUP_VIEWS`; a sweep of several classes has no one folder of the
+    class), saved beside the attribution as <unit>.groups.npz and reused when a sweep resumes."""
+    if not config.groups:
+        return {}
+    import warnings
+
+    from attrvis_jax.apps.extras import GROUP_VIEWS
+    from attrvis_jax.groups import ChannelGroups, group_channels, make_views, split_attribution
+
+    out = {}
+    for unit in units:
+        attr = attributions[unit]
+        if not np.any(attr.positive):
+            continue  # recorded as failed by _render
+        path = out_dir / "attributions" / f"{unit.slug}.groups.npz"
+        grouping = None
+        if path.exists():
+            with reading(path, "computes it again"):
+                grouping = ChannelGroups.load(path)
+            if grouping.n_factors != config.groups or grouping.channels != attr.values.shape[-1]:
+                grouping = None  # another group count's: computed again
+        if grouping is None:
+            _, views = make_views(model, unit.image.load(), GROUP_VIEWS)
+            grouping = group_channels(model, attr, views[1:], config.groups, method=config.method,
+                                      config=config.attribution, key=jax.random.fold_in(unit_key(config, unit), 0),
+                                      progress=checkpoint)
+            if writer:
+                grouping.save(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                parts = split_attribution(attr, grouping)
+            except AttrvisError:  # no group holds attribution of this image: the whole alone
+                parts = []
+        out[unit] = {"grouping": grouping, "parts": parts}
+    return out
+
+
+def _members(attr, grouped: dict, groups: int) -> list:
+    """The whole and its groups as one grouped objective of 1 + `groups` members; a unit with fewer
+    groups is padded with the whole again (rendered, never recorded), so every row has one shape."""
+    from attrvis_jax.groups import whole_part
+
+    whole = whole_part(attr)
+    return [whole, *grouped["parts"], *[whole] * (groups - len(grouped["parts"]))]
+
+
+def _group_rows(model, items, attrs, groupings, pictures, masks, extra) -> None:
+    """Each item's groups (extra[i]["groups"], its store JSON) and their pictures (extra[i]["pictures"],
+    extra[i]["masks"]); pictures (N, G, H, W, 3), padding members dropped."""
+    from attrvis_jax.groups import group_metrics, top_channels, whole_part
+
+    for i, item in enumerate(items):
+        attr, parts = attrs[i], groupings[item.unit]["parts"]
+        padded_parts = [*parts, *[whole_part(attr)] * (pictures.shape[1] - len(parts))]
+        metrics = group_metrics(model, pictures[i][None], padded_parts, attr)  # one shape: compiled once
+        total = float(np.sum(attr.positive))
+        extra[i]["groups"] = [{
+            "group": j + 1, "factor": int(part["group"]), "channels": len(part["channels"]),
+            "share_of_r_plus": float(np.sum(part["r_plus"]) / total) if total > 0 else 0.0,
+            "top_channels": top_channels(part, total, 3), "beta": float(part["beta"]),
+            "pcc": float(metrics["pcc"][0, j]), "pcc_directed": float(metrics["pcc_directed"][0, j]),
+            "target_rank": int(metrics["target_rank"][0, j]), "top5_hit": bool(metrics["top5_hit"][0, j]),
+            "mask_area": float(masks[i, j].mean()), "picture": "", "mask": ""} for j, part in enumerate(parts)]
+        extra[i]["pictures"] = list(pictures[i, : len(parts)])
+        extra[i]["masks"] = list(masks[i, : len(parts)])
+
+
+def _save_group_pictures(out_dir: Path, item: Item, extra: dict) -> None:
+    from attrvis_jax.apps.report import save_png
+
+    stem = f"images/{item.unit.slug}/{item.perturbation}_seed{item.seed:02d}"
+    for g, picture, mask in zip(extra["groups"], extra["pictures"], extra["masks"]):
+        g["picture"], g["mask"] = f"{stem}_group{g['group']}.png", f"{stem}_group{g['group']}_mask.png"
+        save_png(out_dir / g["picture"], picture)
+        save_png(out_dir / g["mask"], mask)
+
+
 # ---- tables ------------------------------------------------------------------------------------------
 SUMMARY_KEYS = ("layer", "perturbation", "n", "pcc_mean", "pcc_std", "pcc_raw_mean", "pcc_directed_mean", "top5_rate",
-                "mask_area_mean", "beta_mean", "finite_rate")
+                "mask_area_mean", "beta_mean", "finite_rate", "judged", "judge_top5_rate", "judge_rank_median",
+                "judge_photo_rank_median", "judge_gray_rank_median")
 
 
-def summarize(rows: Sequence[dict], by: Sequence[str] = ("layer", "perturbation")) -> list[dict]:
+def summarize(rows: Sequence[dict], by: Sequence[str] = ("layer", "perturbation"), judge: str | None = None) -> list[dict]:
     """Mean/spread of the metrics per group (default: layer × perturbation, the ablation table).
 
     PCC is averaged over seeds within each (image, target) first and then over images, as the paper
-    does; pcc_std is the spread over all visualizations of the group."""
+    does; pcc_std is the spread over all visualizations of the group. The judge's columns (judged:
+    how many items it judged; its top-5 rate and median ranks of the pictures, the photos and the
+    gray canvas) count the items judged by `judge` only (NaN where it judged none)."""
     groups = defaultdict(list)
     for row in rows:
         groups[tuple(row[k] for k in by)].append(row)
@@ -622,8 +830,18 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("layer", "perturbation"
             "beta_mean": float(np.mean([row["beta"] for row in members])),
             "finite_rate": float(np.mean([row["finite"] for row in members])),
         })
+        entry.update(_judge_summary([row for row in members if judge is not None and row.get("judge") == judge]))
         out.append(entry)
     return out
+
+
+def _judge_summary(judged: Sequence[dict]) -> dict:
+    nan = float("nan")
+    median = lambda name: float(np.median([row[name] for row in judged])) if judged else nan  # noqa: E731
+    return {"judged": len(judged),
+            "judge_top5_rate": float(np.mean([row["judge_top5"] for row in judged])) if judged else nan,
+            "judge_rank_median": median("judge_rank"), "judge_photo_rank_median": median("judge_photo_rank"),
+            "judge_gray_rank_median": median("judge_gray_rank")}
 
 
 def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -636,7 +854,7 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def _export(out_dir: Path, rows, summary, timings, ran: int) -> None:
-    write_text(out_dir / "results.csv", to_csv(rows, NAMES))
+    write_text(out_dir / "results.csv", to_csv(rows, [n for n in NAMES if n not in JSON]))  # groups: results.json
     write_text(out_dir / "summary.csv", to_csv(summary, SUMMARY_KEYS))
     write_json(out_dir / "results.json", {"items": rows, "summary": summary,
                                           "this_session": {"items_run": ran, **timings}})
