@@ -340,6 +340,17 @@ class Inputs(dict):
     def make_brokenlink(self, path):
         path.symlink_to(self.root / "nowhere")
 
+    # -- issue 31: judges and groups
+    def make_tinyfactory(self, path):
+        """A model factory of the tiny 10-class network (tests/tiny.py): a judge of other classes."""
+        path.write_text("from tiny import tiny_model\n")
+
+    def make_groupszero(self, path):
+        self._spec(path, **self.TINY, groups=0)
+
+    def make_nosuchjudge(self, path):
+        self._spec(path, **self.TINY, judge="nosuchmodel")
+
 
 def _item_row(item_id):
     from attrvis_jax.apps.store import NAMES
@@ -588,6 +599,24 @@ CASES = [
           ("convert-path", "path", ["weights", "convert", "googlenet", "", "--out", "{emptydir}/g.npz"]),
           ("convert-out", "--out", ["weights", "convert", "googlenet", "--out", ""]),
       ]],
+    # -- issue 31: a second network's verdict (--judge) and channel groups (--groups), refused before any work
+    ("groups-0", RUN + ["--groups", "0"], 2, "argument --groups: must be at least 1, got 0", None),
+    ("groups-beyond-channels", RUN + FAST + ["--groups", "193"], 1,
+     "groups must be between 1 and the 192 channels of blocks.14, got 193", _absent("out")),
+    ("group-images-without-groups", RUN + ["--group-images", "{folder}"], 2,
+     "--group-images is for --groups: name the number of groups too", _absent("out")),
+    ("group-images-missing", RUN + FAST + ["--groups", "2", "--group-images", "{out}.d"], 1,
+     "image source not found: '{out}.d' is not an existing file or folder", _absent("out")),
+    ("judge-unknown", RUN + FAST + ["--judge", "nosuchmodel"], 2, "unknown model 'nosuchmodel'", _absent("out")),
+    ("judge-other-classes", RUN + FAST + ["--judge", "{tinyfactory_py}:tiny_model"], 1,
+     "the judge tiny has other classes than efficientnet_lite0 (10 classes, efficientnet_lite0 has 1000): a judge "
+     "must give every class the same index", _absent("out")),
+    ("demo-judge-unknown", ["demo", "--judge", "nosuchmodel", "--out", "{out}"], 2, "unknown model 'nosuchmodel'",
+     _absent("out")),
+    ("sweep-groups-0", ["sweep", "{groupszero_json}", "--out", "{out}"], 1, "groups must be in [1, 1_000_000], got 0",
+     _absent("out")),
+    ("sweep-judge-unknown", ["sweep", "{nosuchjudge_json}", "--out", "{out}"], 2, "unknown model 'nosuchmodel'",
+     _absent("out")),
     # weights convert: its --out checked before the conversion, the write atomic, every failure one line
     ("convert-out-is-a-folder", ["weights", "convert", "efficientnet_lite0", "--out", "{emptydir}"], 1,
      "output file {emptydir} is an existing folder: name the file to write", _unchanged("emptydir")),

@@ -1,5 +1,6 @@
 """A tiny random StagedNet (32×32 input, conv1 16×16×8, conv2 8×8×16, 10 classes) for tests of the
-render kernel that must run in seconds; `signed=True` leaves conv2 without its ReLU (a signed layer)."""
+render kernel that must run in seconds; `signed=True` leaves conv2 without its ReLU (a signed layer).
+`tiny_judge()` is another one of the same classes (other weights, a 40×40 input) to judge its pictures."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def tiny_model(signed: bool = False) -> Model:
     variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
     spec = ModelSpec("tiny", ("conv1", "conv2"), 10, Preprocess(size=SIZE))
     return Model(spec, net, variables, tuple(str(i) for i in range(10)))
+
+
+JUDGE_SIZE = 40
+
+
+def tiny_judge() -> Model:
+    """Another tiny network with the same 10 classes: other weights, a 40×40 input that it reaches
+    by its own preprocessing (resize the shorter side to 44, crop the center), for judge tests."""
+    net = TinyNet()
+    variables = jax.jit(net.init)(jax.random.key(7), jnp.zeros((1, JUDGE_SIZE, JUDGE_SIZE, 3)))
+    spec = ModelSpec("tiny_judge", ("conv1", "conv2"), 10, Preprocess(size=JUDGE_SIZE, resize=44))
+    return Model(spec, net, variables, tuple(str(i) for i in range(10)), weights_source="tiny key 7")
