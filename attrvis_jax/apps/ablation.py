@@ -152,7 +152,7 @@ def plot_metric(table: Sequence[dict], metric: str, path: Path, config: SweepCon
     if config is not None:
         ax.set_title(f"{config.model}: {len(config.images)} image source(s), {config.seeds} seeds x "
                      f"{config.render.steps} steps, fidelity {config.render.fidelity}"
-                     + (f", judged by {config.judge}" if config.judge and metric.startswith("judge") else ""),
+                     + (f"\njudged by {config.judge}" if config.judge and metric.startswith("judge") else ""),
                      fontsize=9)
     fig.tight_layout()
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png"))

@@ -6,6 +6,9 @@ adds the metrics, the contact sheet and report.html.
 The results.json keys are a public interface (scripts read them): model, layer, target,
 target_index, beta, lambda0, method, completeness_error, and per-seed lists pcc, top5_hit,
 mask_area, final_loss, plus timings, versions, config, key and files (every file the run wrote).
+With a judge: judge, judge_weights, judge_same_model, per-seed judge_rank, judge_top5, judge_top1,
+and judge_photo_rank, judge_gray_rank. With groups: groups (apps/extras.py group_results); then
+final_loss is the loss of each seed's whole batch (the whole and its groups, summed).
 Add keys; never rename them.
 """
 

@@ -260,6 +260,8 @@ def run_sweep(
                     write_json(out_dir / "sweep.json", config.to_dict())
                 log(f"{len(items)} items ({len(units)} attributions x {len(config.perturbations)} perturbations x "
                     f"{config.seeds} seeds); {len(items) - len(todo)} already done; {mesh.size} device(s)")
+                if judging is not None and judging.same_model:
+                    log(f"the judge {judging.name} is the network itself: its verdict is the network's own")
                 timings = {"attribution_s": 0.0, "render_s": 0.0, "compile_s": 0.0, "devices": mesh.size,
                            "processes": jax.process_count()}
                 if todo:
@@ -619,8 +621,8 @@ class _Judging:
     """The judge's verdicts in a sweep: each picture's rank of its item's class, beside the class's
     rank on the item's photo (once per image and class) and on the gray canvas (once per class)."""
 
-    def __init__(self, name: str, judge, gray: float):
-        self.name, self.judge, self.gray = name, judge, gray
+    def __init__(self, name: str, judge, gray: float, same_model: bool = False):
+        self.name, self.judge, self.gray, self.same_model = name, judge, gray, same_model
         self._photo: dict = {}
         self._gray: dict = {}
 
@@ -675,8 +677,10 @@ def _judging(config: SweepConfig, model) -> _Judging | None:
     if config.judge is None:
         return None
     from attrvis_jax.apps.extras import judge_model
+    from attrvis_jax.judge import same_model
 
-    return _Judging(config.judge, judge_model(model, config.judge), config.render.background)
+    judge = judge_model(model, config.judge)
+    return _Judging(config.judge, judge, config.render.background, same_model(model, judge))
 
 
 JUDGE_BATCH = 64  # stored pictures read and judged at a time
