@@ -344,9 +344,10 @@ def whole_part(attribution) -> dict:
     """The whole attribution (an `Attribution` or a mapping) as one member of a grouped render, in
     the form `split_attribution`'s parts have (group -1: every channel)."""
     get = attribution.get if isinstance(attribution, Mapping) else (lambda k: getattr(attribution, k, None))
-    r_plus = np.asarray(get("positive") if get("positive") is not None else get("r_plus"))
-    return {"r_plus": r_plus, "beta": float(get("beta")), "lambda0": get("lambda0"), "activations": get("activations"),
-            "baseline": get("baseline"), "layer": get("layer"), "channels": np.arange(r_plus.shape[-1]), "group": -1}
+    positive = np.asarray(get("positive"))
+    return {"positive": positive, "beta": float(get("beta")), "lambda0": get("lambda0"),
+            "activations": get("activations"), "baseline": get("baseline"), "layer": get("layer"),
+            "channels": np.arange(positive.shape[-1]), "group": -1}
 
 
 def member(result, index):
@@ -443,7 +444,7 @@ def group_channels(model, attribution, images, n_groups: int, *, method: str = "
 def top_channels(part: dict, total: float, count: int = 5) -> list[dict]:
     """A group's channels that carry the most of its R⁺ in this image, with their share of the
     whole R⁺ (`total`), largest first."""
-    per_channel = np.asarray(part["r_plus"], np.float64).sum(axis=(0, 1))
+    per_channel = np.asarray(part["positive"], np.float64).sum(axis=(0, 1))
     channels = np.asarray(part["channels"])
     order = channels[np.argsort(-per_channel[channels], kind="stable")][:count]
     return [{"channel": int(k), "share": float(per_channel[k] / total) if total > 0 else 0.0}
@@ -461,12 +462,12 @@ def group_metrics(model, pictures, parts, attribution) -> dict:
     pictures = np.asarray(pictures, np.float32)
     seeds, g = pictures.shape[:2]
     values = np.asarray(attribution.values, np.float32)
-    r_plus = np.stack([np.asarray(p["r_plus"], np.float32) for p in parts])
+    positive = np.stack([np.asarray(p["positive"], np.float32) for p in parts])
     raw = np.stack([values * np.isin(np.arange(values.shape[-1]), p["channels"]) for p in parts])
-    directed = np.stack([directed_weights(p["r_plus"], attribution.activations, attribution.baseline) for p in parts])
+    directed = np.stack([directed_weights(p["positive"], attribution.activations, attribution.baseline) for p in parts])
     rows = lambda a: np.broadcast_to(a, (seeds, *a.shape)).reshape(seeds * g, *a.shape[1:])  # noqa: E731
-    m = evaluate_rows(model, pictures.reshape(seeds * g, *pictures.shape[2:]), rows(r_plus), rows(raw),
-                      attribution.layer, np.full((seeds * g,), int(attribution.target)), r_directed=rows(directed))
+    m = evaluate_rows(model, pictures.reshape(seeds * g, *pictures.shape[2:]), rows(positive), rows(raw),
+                      attribution.layer, np.full((seeds * g,), int(attribution.target)), directed=rows(directed))
     shape = lambda a: np.asarray(a).reshape(seeds, g)  # noqa: E731
     return {"pcc": shape(m.pcc), "pcc_raw": shape(m.pcc_raw), "pcc_directed": shape(m.pcc_directed),
             "target_rank": shape(m.target_rank), "top5_hit": shape(m.top5_hit)}

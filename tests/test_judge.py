@@ -128,7 +128,7 @@ def test_group_metrics_and_top_channels_against_a_reference(nets):
     got = group_metrics(model, pictures, parts, attr)
     for j, part in enumerate(parts):
         acts = np.asarray(model.features(pictures[:, j], "conv2"))
-        np.testing.assert_allclose(got["pcc"][:, j], pearson_rows(acts, part["r_plus"]), atol=1e-5)
+        np.testing.assert_allclose(got["pcc"][:, j], pearson_rows(acts, part["positive"]), atol=1e-5)
         logits = np.asarray(model.logits(pictures[:, j]))
         assert list(got["target_rank"][:, j]) == [_rank(row, attr.target) for row in logits]
     total = float(attr.positive.sum())

@@ -129,7 +129,7 @@ def group_results(model, attr, grouped: dict, seed_ids, verdict=None) -> dict:
         g = j + 1  # groups are numbered as shown; "factor" is the factor analysis's own index
         entry = {
             "group": g, "factor": int(part["group"]), "channels": [int(c) for c in part["channels"]],
-            "share_of_r_plus": float(np.sum(part["r_plus"]) / total) if total > 0 else 0.0,
+            "share_of_r_plus": float(np.sum(part["positive"]) / total) if total > 0 else 0.0,
             "top_channels": top_channels(part, total), "beta": float(part["beta"]),
             "heatmap": f"group{g}_heatmap.png",
             "images": [f"seed{s:02d}_group{g}.png" for s in seed_ids],
@@ -159,7 +159,7 @@ def save_groups(out_dir: Path, x, attr, grouped: dict, record: dict) -> None:
     render = grouped["render"]
     percentile = attr.config.heatmap_percentile
     for j, (part, entry) in enumerate(zip(grouped["parts"], record["groups"])):
-        save_png(out_dir / entry["heatmap"], heatmap_overlay(x, np.asarray(heatmap(part["r_plus"], percentile))))
+        save_png(out_dir / entry["heatmap"], heatmap_overlay(x, np.asarray(heatmap(part["positive"], percentile))))
         for i, (picture, mask) in enumerate(zip(entry["images"], entry["masks"])):
             save_png(out_dir / picture, render.composed[i, j])
             save_png(out_dir / mask, render.masks[i, j])

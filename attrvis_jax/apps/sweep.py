@@ -781,7 +781,7 @@ def _group_rows(model, items, attrs, groupings, pictures, masks, extra) -> None:
         total = float(np.sum(attr.positive))
         extra[i]["groups"] = [{
             "group": j + 1, "factor": int(part["group"]), "channels": len(part["channels"]),
-            "share_of_r_plus": float(np.sum(part["r_plus"]) / total) if total > 0 else 0.0,
+            "share_of_r_plus": float(np.sum(part["positive"]) / total) if total > 0 else 0.0,
             "top_channels": top_channels(part, total, 3), "beta": float(part["beta"]),
             "pcc": float(metrics["pcc"][0, j]), "pcc_directed": float(metrics["pcc_directed"][0, j]),
             "target_rank": int(metrics["target_rank"][0, j]), "top5_hit": bool(metrics["top5_hit"][0, j]),
