@@ -67,15 +67,20 @@ class VisMetrics:
     # vs the directed attribution sign(a − b)·R⁺ the default objective excites (= pcc on post-ReLU
     # layers; on a signed layer, PCC with R⁺ undervalues a neuron driven down as it contributed)
     pcc_directed: np.ndarray | None = None
+    # a second network's verdict on the same pictures (`attrvis_jax.judge.Verdict`), when one was asked
+    judge: object | None = None
 
     def summary(self) -> dict:
-        return {
+        out = {
             "pcc_mean": float(np.mean(self.pcc)),
             "pcc_std": float(np.std(self.pcc)),
             "pcc_raw_mean": float(np.mean(self.pcc_raw)),
             "pcc_directed_mean": float(np.mean(self.pcc if self.pcc_directed is None else self.pcc_directed)),
             "top5_rate": float(np.mean(self.top5_hit)),
         }
+        if self.judge is not None:
+            out["judge_top5_rate"] = float(np.mean(self.judge.top5))
+        return out
 
 
 def _evaluate(model, variables, images, references, layer: str, targets, classes: int):
@@ -131,7 +136,7 @@ def _takes_the_old_call(fn):
 
 
 @_takes_the_old_call
-def evaluate_visualizations(model, attribution, visualizations) -> VisMetrics:
+def evaluate_visualizations(model, attribution, visualizations, *, judge=None) -> VisMetrics:
     """The paper's two measures of each visualization of one attribution: PCC of the layer's
     response to it with R⁺ (`pcc`), with the raw R (`pcc_raw`) and with the directed attribution
     sign(a − b)·R⁺ the default objective excites (`pcc_directed`), and the target's rank among the
@@ -141,6 +146,11 @@ def evaluate_visualizations(model, attribution, visualizations) -> VisMetrics:
     visualizations: `visualize`'s `RenderResult` (its composed pictures are measured) or images
     (N, H, W, 3) or (H, W, 3) in [0, 1]. A grouped result is refused: each group has its own part
     of the attribution (`groups.split_attribution`).
+
+    judge: another network with the model's classes (a `Model`): its verdict on each picture
+    (`attrvis_jax.judge.judge_pictures`: its rank of the target through its own preprocessing, beside
+    its rank on the photo the attribution was made from, as the network saw it, and on the gray of
+    the render's background) in `VisMetrics.judge`.
 
     The call of earlier versions, evaluate_visualizations(model, images, r_plus, r_raw, layer,
     target, r_directed=None), still works for one release, with a warning.
@@ -153,8 +163,21 @@ def evaluate_visualizations(model, attribution, visualizations) -> VisMetrics:
     if rendered_at is not None and rendered_at != attribution.layer:
         raise AttrvisError(f"the visualizations were rendered at layer {rendered_at!r}, the attribution is at "
                            f"{attribution.layer!r}")
-    return _evaluate_images(model, images, attribution.positive, attribution.values, attribution.layer,
-                            attribution.target, attribution.directed)
+    if judge is not None:  # before any work: a judge of other classes is refused
+        from attrvis_jax.judge import check_judge
+
+        check_judge(model, judge)
+    metrics = _evaluate_images(model, images, attribution.positive, attribution.values, attribution.layer,
+                               attribution.target, attribution.directed)
+    if judge is None:
+        return metrics
+    from attrvis_jax.config import CODE_GRAY
+    from attrvis_jax.judge import judge_pictures
+
+    gray = getattr(getattr(visualizations, "config", None), "background", CODE_GRAY)
+    verdict = judge_pictures(judge, np.asarray(images), attribution.target, photo=getattr(attribution, "image", None),
+                             gray=gray, model=model)
+    return dataclasses.replace(metrics, judge=verdict)
 
 
 def _evaluate_old_call(model, *args, **kwargs) -> VisMetrics:

@@ -93,7 +93,9 @@ def test_the_whole_renders_in_one_batch_with_its_groups(nets):
     from attrvis_jax.groups import ChannelGroups, member, visualize_groups
     from attrvis_jax.render import visualize
 
-    model, _ = nets
+    from attrvis_jax.metrics import evaluate_visualizations
+
+    model, judge = nets
     attr = attribute(model, model.load_image(sample_image("chelsea")), "conv2", config=ATTRIBUTION)
     k = attr.values.shape[-1]
     grouping = ChannelGroups(groups=(np.arange(0, k, 2), np.arange(1, k, 2)), n_factors=2, explained_variance={2: 1.0},
@@ -111,6 +113,15 @@ def test_the_whole_renders_in_one_batch_with_its_groups(nets):
     assert float(shown.integral.beta) == pytest.approx(attr.beta)
     with pytest.raises(AttrvisError, match="takes a grouped render"):
         member(alone, 0)
+
+    # judge= in the library's evaluation: the verdict on the composed pictures, the photo as the
+    # network saw it and the render's gray
+    measured = evaluate_visualizations(model, attr, alone, judge=judge)
+    verdict = judge_pictures(judge, alone.composed, attr.target, photo=attr.image, gray=config.background)
+    assert list(measured.judge.rank) == list(verdict.rank) and measured.judge.photo_rank == verdict.photo_rank
+    assert measured.summary()["judge_top5_rate"] == float(np.mean(verdict.top5))
+    with pytest.raises(AttrvisError, match="has other classes"):
+        evaluate_visualizations(model, attr, alone, judge=dataclasses.replace(judge, labels=tuple("abcdefghij")))
 
 
 def test_group_metrics_and_top_channels_against_a_reference(nets):
