@@ -135,3 +135,49 @@ def test_docstrings_become_restructured_text(generators):
                    "model: the network", "    and more of it.", "key: a key"])
     assert got == ["Read a ``save``\\ d file: \\*any\\* \\|x\\| ok.", "", "::", "", "    y = a·x  (a formula)", "",
                    "**model**: the network", "and more of it.", "", "**key**: a key"]
+
+
+# ---- the tutorials: jupytext pairs, listed in the table of contents ---------------------------------
+TUTORIALS = DOCS / "tutorials"
+CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```$", re.S | re.M)
+
+
+def _myst_cells(page: Path) -> tuple[list[str], list[str]]:
+    """(markdown cells, code cells) of a MyST notebook (jupytext's `md:myst`), without jupytext."""
+    body = re.sub(r"\A---\n.*?\n---\n", "", page.read_text(encoding="utf-8"), flags=re.S)  # the front matter
+    parts = CODE_CELL.split(body)
+    return [p.strip() for p in parts[0::2] if p.strip()], [p.rstrip("\n") for p in parts[1::2]]
+
+
+def _ipynb_cells(path: Path) -> tuple[list[str], list[str], list]:
+    """(markdown cells, code cells, outputs of the code cells) of an .ipynb."""
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = lambda kind: ["".join(c["source"]) for c in cells if c["cell_type"] == kind]  # noqa: E731
+    return text("markdown"), text("code"), [c.get("outputs") for c in cells if c["cell_type"] == "code"]
+
+
+def test_each_tutorial_is_a_notebook_pair_in_sync_and_without_outputs():
+    """The site runs the .md; people open the .ipynb in Jupyter: they must hold the same cells
+    (`jupytext --sync` on either after editing it), and the .ipynb no outputs (the
+    site's build makes them; stale ones would disagree with the code)."""
+    pages = sorted(TUTORIALS.glob("*.md"))
+    assert len(pages) >= 3
+    for page in pages:
+        twin = page.with_suffix(".ipynb")
+        assert twin.is_file(), f"no {twin.name}: run jupytext --sync docs/tutorials/{page.name}"
+        markdown, code, outputs = _ipynb_cells(twin)
+        assert (markdown, code) == _myst_cells(page), f"{page.name} and {twin.name} differ: jupytext --sync"
+        assert code and not any(outputs), f"{twin.name} carries outputs"
+    orphans = [p for p in DOCS.rglob("*.ipynb") if "_build" not in p.parts and not p.with_suffix(".md").is_file()]
+    assert not orphans, orphans  # conf.py builds the .md only: a lone .ipynb would never be shown
+
+
+def test_each_tutorial_is_in_the_table_of_contents_and_the_contents_list():
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    entries = {line.strip() for tree in re.findall(r"```\{toctree\}\n(.*?)```", index, re.S)
+               for line in tree.splitlines() if line.strip() and not line.startswith(":")}
+    for page in sorted(TUTORIALS.glob("*.md")):
+        assert f"tutorials/{page.stem}" in entries, page.name
+        assert f"(tutorials/{page.name})" in index, page.name  # the "Contents" list links it

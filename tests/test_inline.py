@@ -89,6 +89,27 @@ def test_a_sweep_result_shows_its_table_and_pictures(tmp_path):
     np.testing.assert_array_equal(shown, picture)
 
 
+def test_a_sweep_summary_shows_full_size_pictures_as_thumbnails_in_one_row(tmp_path):
+    """A 224² picture is embedded at twice the 72 px it is shown at (a docs page shows 24 of them),
+    the same picture scaled down; the pictures of a row stay side by side."""
+    from attrvis_jax.apps.sweep import THUMBNAIL, SweepResult, summarize
+
+    picture = np.zeros((224, 224, 3), np.uint8)
+    picture[:, :112] = (200, 40, 10)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(picture).save(tmp_path / "images" / "a.png")
+    rows = [{"id": f"x|{s}", "image": "x", "target": "top1", "layer": "blocks.1", "perturbation": "pyramid",
+             "pcc": 0.5, "pcc_raw": 0.1, "pcc_directed": 0.4, "top5_hit": True, "mask_area": 0.2,
+             "beta": 0.2, "finite": True, "picture": "images/a.png"} for s in range(2)]
+    html_text = SweepResult(rows=rows, summary=summarize(rows), out_dir=tmp_path, ran=2, timings={})._repr_html_()
+    shown = _images(html_text)
+    assert len(shown) == 2 and shown[0].shape == (2 * THUMBNAIL, 2 * THUMBNAIL, 3)
+    half = THUMBNAIL
+    np.testing.assert_array_equal(shown[0][:, : half - 2], np.broadcast_to((200, 40, 10), (2 * half, half - 2, 3)))
+    assert not shown[0][:, half + 2 :].any()
+    assert f'width="{THUMBNAIL}"' in html_text and "<td style='white-space:nowrap'><img" in html_text
+
+
 def test_show_displays_in_a_notebook_and_says_what_it_needs_elsewhere(attribution, monkeypatch):
     shown = []
     display = types.ModuleType("IPython.display")

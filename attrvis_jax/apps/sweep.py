@@ -188,10 +188,10 @@ class SweepResult:
                 if (row["layer"], row["perturbation"]) == (entry["layer"], entry["perturbation"]) and row["picture"] \
                         and (self.out_dir / row["picture"]).exists() and len(shown) < 4:
                     with Image.open(self.out_dir / row["picture"]) as img:
-                        shown.append(pictures.img_tag(np.asarray(img.convert("RGB")), 72, row["id"]))
+                        shown.append(pictures.img_tag(_thumbnail(img), THUMBNAIL, row["id"]))
             cells = "".join(f"<td style='padding-right:10px'>{f'{entry[k]:.3f}' if isinstance(entry[k], float) else html_mod.escape(str(entry[k]))}</td>"
                             for k in SUMMARY_KEYS)
-            body.append(f"<tr>{cells}<td>{''.join(shown)}</td></tr>")
+            body.append(f"<tr>{cells}<td style='white-space:nowrap'>{''.join(shown)}</td></tr>")
         return (f"<p style='font-size:13px'>{len(self.rows)} items in {html_mod.escape(str(self.out_dir))} "
                 f"({self.ran} run now)</p><table style='font-size:13px'><tr>{head}</tr>{''.join(body)}</table>")
 
@@ -200,6 +200,17 @@ class SweepResult:
         from attrvis_jax import pictures
 
         pictures.show(self)
+
+
+THUMBNAIL = 72  # px: the width a picture is shown at in a sweep's summary
+
+
+def _thumbnail(img) -> np.ndarray:
+    """A picture for the summary, at most twice THUMBNAIL on a side (sharp on a high-density
+    screen; a 224² picture would be 2.4 times the pixels, and a page shows 24 of them)."""
+    thumb = img.convert("RGB")
+    thumb.thumbnail((2 * THUMBNAIL, 2 * THUMBNAIL))
+    return np.asarray(thumb)
 
 
 def run_sweep(
