@@ -195,7 +195,7 @@ def _conv_count(tiny, objective):
 
     config = av.RenderConfig(perturbation="none", steps=2)
     taps = _taps(tiny, objective)
-    eng = engine(tiny.net, max((l for _, l in taps), key=tiny.layers.index), config, SIZE, taps=taps)
+    eng = engine(tiny.net, max((l for _, l in taps), key=tiny.depth), config, SIZE, taps=taps)
     carry, seed_data = eng.init(seed_keys(jax.random.key(0), [0, 1]), objective.groups)
     data = {"objective": jax.tree_util.tree_map(jnp.asarray, objective), "beta": jnp.full((1,), jnp.nan)}
     text = eng.chunk.lower(tiny.variables, carry, seed_data, data, jnp.int32(0), jnp.int32(2)).as_text()
@@ -211,6 +211,17 @@ def test_the_network_runs_once_up_to_the_deepest_layer(tiny):
     assert _conv_count(tiny, deep) == 4
     assert _conv_count(tiny, both) == 4
     assert _conv_count(tiny, shallow) == 2
+
+
+def test_an_objective_of_the_logits_renders_through_the_whole_network(tiny):
+    """"logits" is a tap like any layer (it comes after every named layer): an objective of a class
+    logit runs the whole network and raises that logit."""
+    logit = O.from_function(lambda a: a["logits"][:, 1], ["logits"])
+    assert _conv_count(tiny, logit) == _conv_count(tiny, O.from_function(lambda a: a["conv2"].mean((1, 2, 3)),
+                                                                         ["conv2"]))
+    result = av.visualize(tiny, logit, perturbation="none", steps=24, seeds=1, key=jax.random.key(0))
+    assert np.isfinite(result.loss_history).all()
+    assert result.loss_history[0, -1] < result.loss_history[0, 0]  # -logit: 24 updates raise it
 
 
 def _gram_similarity(tiny, images) -> float:

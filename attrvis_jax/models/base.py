@@ -175,13 +175,14 @@ class Model:
     def apply_intermediates(self, variables, x: jax.Array, layers: Sequence[str] | None = None):
         """Dict of the named layers' activations (all of them by default) and "logits"."""
         names = tuple(self.resolve_layer(l) for l in (layers or self.layers))
-        stop = max(names, key=self._order) if layers else None
+        stop = max(names, key=self.depth) if layers else None
         out, acts = self.net.apply(variables, x, stop=stop, collect=names)
         if stop is None:
             acts["logits"] = out
         return acts
 
-    def _order(self, layer: str) -> int:
+    def depth(self, layer: str) -> int:
+        """A layer's place in the network (0 for the first; "logits" after every named layer)."""
         return len(self.layers) if layer == "logits" else self.layers.index(layer)
 
     # ---- jitted conveniences closing over self.variables ---------------------------------------

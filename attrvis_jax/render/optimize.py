@@ -401,7 +401,7 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         data = {"weights": jnp.asarray(linear.weights), "beta": jnp.asarray(beta), "lambda0": jnp.asarray(lambda0)}
     else:
         taps = _taps(model, objective)
-        layer = max((l for _, l in taps), key=model.layers.index, default=None)
+        layer = max((l for _, l in taps), key=model.depth, default=None)
         eng = engine(model.net, layer, config, size, False, options.chunk_size, taps)
         data = {"objective": jax.tree_util.tree_map(jnp.asarray, objective), "beta": jnp.asarray(beta)}
     carry, seed_data = eng.init(keys, objective.groups)
