@@ -92,6 +92,22 @@ def rows_per_memory(width: int, mesh: Mesh) -> int:
     return width if mesh.devices.flat[0].platform == "cpu" else width // mesh.size
 
 
+def fixed_batches(fn, *arrays, width: int):
+    """fn over batches of exactly `width` rows of `arrays` (each zero-padded at the end), its
+    outputs (an array or a tuple of arrays) concatenated with the padding dropped: one compile of a
+    jitted fn, whatever the row count."""
+    n = len(arrays[0])
+    parts = []
+    for start in range(0, n, width):
+        chunks = [np.asarray(a[start : start + width]) for a in arrays]
+        real = len(chunks[0])
+        chunks = [np.concatenate([c, np.zeros((width - real, *c.shape[1:]), c.dtype)]) for c in chunks]
+        out = fn(*(jax.numpy.asarray(c) for c in chunks))
+        parts.append([np.asarray(o)[:real] for o in (out if isinstance(out, tuple) else (out,))])
+    joined = tuple(np.concatenate(column) for column in zip(*parts))
+    return joined[0] if len(joined) == 1 else joined
+
+
 def padded(items: Sequence, width: int):
     """(the real items, the batch padded to `width` with copies of the last) for each batch of `items`."""
     for start in range(0, len(items), width):

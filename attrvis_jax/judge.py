@@ -26,8 +26,9 @@ import numpy as np
 
 from attrvis_jax.config import CODE_GRAY
 from attrvis_jax.data import network_input, network_inputs
+from attrvis_jax.devices import fixed_batches
 from attrvis_jax.errors import AttrvisError
-from attrvis_jax.metrics import target_rank
+from attrvis_jax.ranks import target_rank
 from attrvis_jax.pictures import to_uint8
 
 BATCH = 8  # pictures per compiled forward pass: one compile per judge, whatever the count
@@ -78,17 +79,8 @@ def judge_ranks(judge, images, targets, *, variables=None) -> tuple[np.ndarray, 
     images = np.asarray(images, np.float32)
     targets = np.broadcast_to(np.asarray(targets, np.int32), (len(images),))
     variables = judge.variables if variables is None else variables
-    ranks, tops = [], []
-    for start in range(0, len(images), BATCH):
-        chunk, labels = images[start : start + BATCH], targets[start : start + BATCH]
-        pad = BATCH - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-            labels = np.concatenate([labels, np.zeros((pad,), np.int32)])
-        rank, top = _ranks_jit(judge, variables, jnp.asarray(chunk), jnp.asarray(labels))
-        ranks.append(np.asarray(rank)[: BATCH - pad])
-        tops.append(np.asarray(top)[: BATCH - pad])
-    return np.concatenate(ranks).astype(np.int64), np.concatenate(tops).astype(np.int64)
+    ranks, tops = fixed_batches(lambda x, t: _ranks_jit(judge, variables, x, t), images, targets, width=BATCH)
+    return ranks.astype(np.int64), tops.astype(np.int64)
 
 
 def as_saved(pictures) -> np.ndarray:

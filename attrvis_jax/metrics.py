@@ -20,6 +20,8 @@ import numpy as np
 from attrvis_jax import _deprecated
 from attrvis_jax.data import INPUT_SLACK, check_unit_range
 from attrvis_jax.errors import AttrvisError
+from attrvis_jax.judge import check_judge, judge_pictures
+from attrvis_jax.ranks import target_rank  # noqa: F401  (the metrics' rank, also used here)
 
 
 def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -41,19 +43,6 @@ def pearson_rows(acts, reference) -> np.ndarray:
     r = r - r.mean()
     denom = np.sqrt((a * a).sum(axis=1) * (r * r).sum())
     return np.where(denom > 0, (a @ r) / np.where(denom > 0, denom, 1.0), 0.0)
-
-
-def target_rank(logits, targets, classes: int | None = None):
-    """How many classes score above each row's target (0 = top-1; < 5 = a top-5 hit).
-
-    logits (N, C); targets (N,) or one int. Only the first `classes` logits compete: InceptionV1 has
-    1008 logits for 1000 named classes, and an unnamed one must not push the target out of the top 5.
-    Works on numpy (host) and jax (traced) arrays alike."""
-    xp = jnp if isinstance(logits, jax.Array) else np
-    logits = logits[:, :classes] if classes else logits
-    targets = xp.broadcast_to(xp.asarray(targets), (logits.shape[0],)).astype(xp.int32)
-    own = xp.take_along_axis(logits, targets[:, None], axis=-1)
-    return xp.sum(logits > own, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,16 +153,12 @@ def evaluate_visualizations(model, attribution, visualizations, *, judge=None) -
         raise AttrvisError(f"the visualizations were rendered at layer {rendered_at!r}, the attribution is at "
                            f"{attribution.layer!r}")
     if judge is not None:  # before any work: a judge of other classes is refused
-        from attrvis_jax.judge import check_judge
-
         check_judge(model, judge)
     metrics = _evaluate_images(model, images, attribution.positive, attribution.values, attribution.layer,
                                attribution.target, attribution.directed)
     if judge is None:
         return metrics
     from attrvis_jax.config import CODE_GRAY
-    from attrvis_jax.judge import judge_pictures
-
     gray = getattr(getattr(visualizations, "config", None), "background", CODE_GRAY)
     verdict = judge_pictures(judge, np.asarray(images), attribution.target, photo=getattr(attribution, "image", None),
                              gray=gray, model=model)

@@ -9,9 +9,10 @@ from typing import Sequence
 import numpy as np
 
 from attrvis_jax.apps.figures.analysis import comparison_maps
-from attrvis_jax.apps.figures.context import FigureContext, _padded_batches, _stats, forward, head, render_record
+from attrvis_jax.apps.figures.context import FORWARD_BATCH, FigureContext, _stats, forward, head, render_record
 from attrvis_jax.apps.figures.layout import _ok, _write, blank, grid_figure, heat_cell
 from attrvis_jax.apps.figures.schedule import Schedule
+from attrvis_jax.devices import fixed_batches
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.metrics import directed_attribution, pearson_rows, target_rank
 
@@ -47,7 +48,7 @@ def compute_comparison(ctx: FigureContext, share: float = 0.5) -> dict:
     model, layer, s = ctx.model, ctx.layer, ctx.schedule
     attr = ctx.attribution()
     gxa = attribute(model, ctx.x, layer, ctx.target, method="grad_x_activation", config=ctx.attribution_config)
-    acts = _padded_batches(ctx.x[None], lambda x: model.features(x, layer))[0]
+    acts = fixed_batches(lambda x: model.features(x, layer), ctx.x[None], width=FORWARD_BATCH)[0]
     scores = np.asarray(gxa.values, np.float64).sum(axis=(0, 1))
     maps = comparison_maps(acts, scores, s.nmf_factors, share)
     if maps["selected"].size == 0:

@@ -13,13 +13,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from attrvis_jax.apps import progress as progress_mod
 from attrvis_jax.apps.figures.schedule import Schedule, get_schedule
 from attrvis_jax.attribution.api import resolve_targets
 from attrvis_jax.config import RenderConfig
+from attrvis_jax.devices import fixed_batches
 from attrvis_jax.prng import as_key
 
 
@@ -161,29 +161,16 @@ def render_record(result, group: int | None = None) -> dict:
 FORWARD_BATCH = 8  # fixed batch of the metric forward passes: one compile per layer, whatever N is
 
 
-def _padded_batches(arrays: np.ndarray, fn) -> np.ndarray:
-    """fn over fixed-size batches of `arrays` (zero-padded at the end), concatenated, padding dropped."""
-    n = len(arrays)
-    out = []
-    for i in range(0, n, FORWARD_BATCH):
-        chunk = arrays[i : i + FORWARD_BATCH]
-        pad = FORWARD_BATCH - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(jnp.asarray(chunk)))[: FORWARD_BATCH - pad])
-    return np.concatenate(out)
-
-
 def forward(model, images, layer: str) -> tuple[np.ndarray, np.ndarray]:
     """(activations at `layer` (N, H, W, K), logits (N, classes)) of images (N, size, size, 3)."""
     images = np.asarray(images, np.float32)
-    acts = _padded_batches(images, lambda x: model.features(x, layer))
+    acts = fixed_batches(lambda x: model.features(x, layer), images, width=FORWARD_BATCH)
     return acts, head(model, acts, layer)
 
 
 def head(model, acts, layer: str) -> np.ndarray:
     """Logits from activations (N, H, W, K) of `layer` (the network above the layer)."""
-    return _padded_batches(np.asarray(acts, np.float32), lambda a: model.head(a, layer))
+    return fixed_batches(lambda a: model.head(a, layer), np.asarray(acts, np.float32), width=FORWARD_BATCH)
 
 
 def _stats(values) -> dict:
