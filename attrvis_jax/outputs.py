@@ -149,8 +149,10 @@ def _row(pictures, grouped: bool) -> np.ndarray:
     return np.concatenate(list(pictures), axis=1) if grouped else np.asarray(pictures)
 
 
-def _png(path: Path, image) -> None:
-    write_bytes(path, pictures.png_bytes(image))
+def save_png(path, image) -> Path:
+    """Write a float [0, 1] or uint8 image as PNG, atomically."""
+    write_bytes(Path(path), pictures.png_bytes(image))
+    return Path(path)
 
 
 def write_files(folder: Path, result, attribution=None) -> list[str]:
@@ -163,18 +165,18 @@ def write_files(folder: Path, result, attribution=None) -> list[str]:
         photo = None if attribution.image is None else np.asarray(attribution.image, np.float32) / (
             255.0 if attribution.image.dtype == np.uint8 else 1.0)
         if photo is not None:
-            _png(folder / "input.png", attribution.image)
+            save_png(folder / "input.png", attribution.image)
             names.append("input.png")
             heat = pictures.heatmap_overlay(photo, attribution.heatmap)
         else:
             size = (attribution.input_size, attribution.input_size)
             heat = pictures.colorize(pictures.resize(attribution.heatmap, size))
-        _png(folder / "heatmap.png", heat)
+        save_png(folder / "heatmap.png", heat)
         attribution.save(folder / "attribution.npz")
         names += ["heatmap.png", "attribution.npz"]
     for i, seed in enumerate(result.seed_ids):
-        _png(folder / f"seed{seed:02d}.png", _row(result.composed[i], result.grouped))
-        _png(folder / f"seed{seed:02d}_mask.png", _row(result.masks[i], result.grouped))
+        save_png(folder / f"seed{seed:02d}.png", _row(result.composed[i], result.grouped))
+        save_png(folder / f"seed{seed:02d}_mask.png", _row(result.masks[i], result.grouped))
         names += [f"seed{seed:02d}.png", f"seed{seed:02d}_mask.png"]
     meta = {"format": FORMAT_VERSION, "config": result.config.to_dict(), "options": result.options.to_dict(),
             "layer": result.layer, "seed_ids": [int(s) for s in result.seed_ids], "grouped": bool(result.grouped),

@@ -14,18 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from attrvis_jax.fileio import write_bytes, write_text
-# The pictures are the library's (attrvis_jax.pictures); the drivers take them from here too.
+from attrvis_jax.fileio import write_text
+# Pictures and the PNG writer are the library's (attrvis_jax.pictures, .outputs); drivers take them from here.
+from attrvis_jax.outputs import save_png  # noqa: F401  (the drivers' PNG writer)
 from attrvis_jax.pictures import colorize, contact_sheet, heatmap_overlay, png_bytes, resize, to_uint8  # noqa: F401
 
 
 # ---- pictures ---------------------------------------------------------------------------------
-
-def save_png(path: Path, image) -> Path:
-    """Write a float [0, 1] or uint8 image as PNG, atomically."""
-    write_bytes(Path(path), png_bytes(image))
-    return Path(path)
-
 
 
 # ---- the HTML report --------------------------------------------------------------------------
