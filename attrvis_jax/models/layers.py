@@ -24,7 +24,7 @@ Padding = str | Sequence[tuple[int, int]]
 # chosen because XLA:CPU runs the plain op (or its gradient) slowly:
 #   conv_gradient  convolutions whose input/kernel gradients stay canonical inside loops (below)
 #   depthwise      depthwise convolutions as a sum of k² shifted, scaled copies (DepthwiseConv)
-#   max_pool       max pools as the max of k² strided slices, with a scatter-free gradient
+#   max_pool       max pools as the max of strided slices (rows, then columns), with a scatter-free gradient
 # A network's `kernels` field names which to use: "auto" (what AUTO_REWRITES lists for the backend
 # jax traces for, read at trace time), "lax" (none), "all", or names joined by "+"
 # ("depthwise+max_pool"). Being a field, the choice is part of the network's hash, so compiled
@@ -249,54 +249,62 @@ def _pool_out(size: int, pad: tuple[int, int], kernel: int, stride: int) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
-def _taps(xp, kernel: int, stride: int, oh: int, ow: int):
-    return [xp[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :]
-            for i in range(kernel) for j in range(kernel)]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool_taps(x, kernel: int, stride: int, pads):
-    """Max over the k² strided slices of the -inf-padded input.
+    """Max over the k×k windows of the -inf-padded input, as two one-dimensional pools: the max of k
+    strided slices along W, then of k along H (a k×k max is the max of its rows' maxes).
 
     Why not `reduce_window`: XLA:CPU differentiates it with select-and-scatter, which is several
-    times slower than this (measured in benchmarks/README.md, section "Max pool on XLA:CPU"), for
-    the same gradient: each window's gradient goes to its first maximal tap in row-major order, as
-    select-and-scatter does.
+    times slower (benchmarks/README.md, "Kernels per backend"), for the same gradient: each
+    window's gradient goes to its first maximal tap in row-major order, as select-and-scatter does
+    (the first row holding the window's max, and in it the first column holding its row's max).
+    Why one dimension at a time: the gradient then spreads back from k taps twice instead of k²
+    taps once, which XLA:CPU fuses into loops k/2 times cheaper per element; for the 3×3 stride-1
+    pools of InceptionV1's mixed blocks the two-dimensional form was 15× slower.
     """
     return _max_pool_fwd(x, kernel, stride, pads)[0]
 
 
-def _max_pool_fwd(x, kernel, stride, pads):
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    oh, ow = (_pool_out(n, p, kernel, stride) for n, p in zip(x.shape[1:3], pads))
-    taps = _taps(xp, kernel, stride, oh, ow)
+def _pool_1d(x, kernel: int, stride: int, pad: tuple[int, int], axis: int):
+    """(max over k strided slices along `axis` of the -inf-padded x, index of the first maximal
+    slice as int8)."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = pad
+    xp = jnp.pad(x, widths, constant_values=-jnp.inf)
+    n = _pool_out(x.shape[axis], pad, kernel, stride)
+    taps = [jax.lax.slice_in_dim(xp, i, i + stride * (n - 1) + 1, stride, axis) for i in range(kernel)]
     out = functools.reduce(jnp.maximum, taps)
-    # Index of the first tap that attains the max (int8: at most 7×7 = 49 taps in these models).
-    winner = jnp.full(out.shape, len(taps) - 1, jnp.int8)
-    for t in range(len(taps) - 2, -1, -1):
+    winner = jnp.full(out.shape, kernel - 1, jnp.int8)  # at most 7 taps in these models
+    for t in range(kernel - 2, -1, -1):
         winner = jnp.where(taps[t] == out, jnp.int8(t), winner)
-    return out, (winner, x.shape)
+    return out, winner
+
+
+def _spread_1d(g, winner, kernel: int, stride: int, pad: tuple[int, int], size: int, axis: int):
+    """The gradient of `_pool_1d`: each output's cotangent back to its winning slice, spread to the
+    slice's strided positions by interior padding (an elementwise pattern that fuses; strided
+    scatter-adds were several times slower on CPU), the padding cut off."""
+    n, padded = g.shape[axis], size + pad[0] + pad[1]
+    zero = jnp.zeros((), g.dtype)
+    total = None
+    for t in range(kernel):
+        widths = [(0, 0, 0)] * g.ndim
+        widths[axis] = (t, padded - t - stride * (n - 1) - 1, stride - 1)
+        spread = jax.lax.pad(jnp.where(winner == t, g, zero), zero, widths)
+        total = spread if total is None else total + spread
+    return jax.lax.slice_in_dim(total, pad[0], pad[0] + size, 1, axis)
+
+
+def _max_pool_fwd(x, kernel, stride, pads):
+    rows, across = _pool_1d(x, kernel, stride, pads[1], axis=2)  # each row's max over the window's columns
+    out, down = _pool_1d(rows, kernel, stride, pads[0], axis=1)  # then the max of those over its rows
+    return out, (across, down, x.shape)
 
 
 def _max_pool_bwd(kernel, stride, pads, residuals, g):
-    winner, shape = residuals
-    oh, ow = g.shape[1:3]
-    padded = (shape[0], shape[1] + pads[0][0] + pads[0][1], shape[2] + pads[1][0] + pads[1][1], shape[3])
-    # Each tap's share, spread back to its strided positions by interior padding (a pure
-    # elementwise pattern that fuses; strided scatter-adds were several times slower on CPU).
-    dxp = None
-    zero = jnp.zeros((), g.dtype)
-    for t in range(kernel * kernel):
-        i, j = divmod(t, kernel)
-        share = jnp.where(winner == t, g, zero)
-        spread = jax.lax.pad(share, zero, (
-            (0, 0, 0),
-            (i, padded[1] - i - stride * (oh - 1) - 1, stride - 1),
-            (j, padded[2] - j - stride * (ow - 1) - 1, stride - 1),
-            (0, 0, 0),
-        ))
-        dxp = spread if dxp is None else dxp + spread
-    return (dxp[:, pads[0][0] : pads[0][0] + shape[1], pads[1][0] : pads[1][0] + shape[2], :],)
+    across, down, shape = residuals
+    d_rows = _spread_1d(g, down, kernel, stride, pads[0], shape[1], axis=1)
+    return (_spread_1d(d_rows, across, kernel, stride, pads[1], shape[2], axis=2),)
 
 
 _max_pool_taps.defvjp(_max_pool_fwd, _max_pool_bwd)
