@@ -24,7 +24,7 @@ are the network's batch inside each seed (they share a
 transform draw, as in the code, but get their own noise). Steps run as one `lax.scan` per chunk of
 `RunOptions.chunk_size` updates inside a jitted call whose carry (parameters, Adam state, per-seed status) is
 donated; between chunks the progress callback runs and snapshots are taken. `RunOptions(engine=
-"loop")` runs a Python loop of a jitted single step instead (same arithmetic; measured in benchmarks/render.py).
+"loop")` runs a Python loop of a jitted single step instead (same arithmetic; benchmarks/archive/README.md).
 
 Keys: `visualize` gives seed i the row key fold_in(key, i) (`seed_keys`), so a seed's result does
 not depend on which other seeds run with it (to the bit in groups of the same size); the kernel uses fold_in(row, 0) for the init,
@@ -441,26 +441,23 @@ class Rendered(NamedTuple):
     layer: str
 
 
-def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
-                   mesh=None, variables: Any = None, options: RunOptions | None = None,
-                   progress: Progress | None = None) -> Rendered:
-    """Optimize one image (and mask) per row of `keys` toward `objective`.
+class Prepared(NamedTuple):
+    """What `visualize_rows` runs, before any step: the engine (`eng.compiled("chunk", variables,
+    carry, seed_data, data, t0, t_stop)` gives its compiled chunk of updates t0 … t_stop − 1), its
+    inputs (sharded when a mesh was given) and the layer, resolved."""
 
-    objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
-        attribution objective, channel, neuron, ..., and their sums) of G groups runs per row on the
-        fast path, shared by every row or stacked with one per row (`objectives.stack`,
-        `rows=True`: a sweep's batch of items); its layer is used when `layer` is None, and its
-        weights must have the layer's shape at the render size. Any other objective (several
-        layers, `diversity`, `from_function`, penalties) runs on the general path: one function
-        of every picture of the step, the network run once up to the deepest layer it names.
-    keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
-    mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
-        size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
-        snapshot steps, seed batch: rows per group on each device, on the fast path; its seed
-        count is not used, the keys are the rows).
-    On the fast path, and on the general path unless the objective couples the pictures
-    (`diversity`, `channel_interpolate`), a row's key alone decides its result.
-    """
+    engine: Engine
+    variables: Any
+    carry: dict
+    seed_data: dict
+    data: dict
+    layer: str | None
+
+
+def prepare_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
+                 mesh=None, variables: Any = None, options: RunOptions | None = None) -> Prepared:
+    """Check the arguments of `visualize_rows` (the same ones, but progress) and build what it runs:
+    the engine for them and its initial state. For a benchmark or a profile of the compiled step."""
     if not isinstance(objective, Objective):
         raise AttrvisError(f"expected an objective (attrvis_jax.objectives), got {type(objective).__name__}")
     linear = objective.linear()
@@ -511,6 +508,32 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         variables = shard(variables, mesh, batched=False)
         carry, seed_data = shard((carry, seed_data), mesh)
         data = shard(data, mesh, batched=objective.rows)
+    return Prepared(eng, variables, carry, seed_data, data, layer)
+
+
+def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
+                   mesh=None, variables: Any = None, options: RunOptions | None = None,
+                   progress: Progress | None = None) -> Rendered:
+    """Optimize one image (and mask) per row of `keys` toward `objective`.
+
+    objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
+        attribution objective, channel, neuron, ..., and their sums) of G groups runs per row on the
+        fast path, shared by every row or stacked with one per row (`objectives.stack`,
+        `rows=True`: a sweep's batch of items); its layer is used when `layer` is None, and its
+        weights must have the layer's shape at the render size. Any other objective (several
+        layers, `diversity`, `from_function`, penalties) runs on the general path: one function
+        of every picture of the step, the network run once up to the deepest layer it names.
+    keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
+    mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
+        size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
+        snapshot steps, seed batch: rows per group on each device, on the fast path; its seed
+        count is not used, the keys are the rows).
+    On the fast path, and on the general path unless the objective couples the pictures
+    (`diversity`, `channel_interpolate`), a row's key alone decides its result.
+    """
+    options = options or RunOptions()
+    eng, variables, carry, seed_data, data, layer = prepare_rows(
+        model, objective, config, keys, layer=layer, mesh=mesh, variables=variables, options=options)
     carry, history, raw, compile_s, run_s = run_steps(
         eng, variables, carry, seed_data, data, steps=config.steps, snapshot_steps=options.snapshot_steps,
         progress=progress, loop=options.engine == "loop")
