@@ -98,7 +98,7 @@ def conv(
 # to its canonical layout only in the entry computation: inside a `scan`/`while` body or a `cond`
 # branch the convolution stays `01oi`, YNNPACK does not take it, and it runs several times slower,
 # which made the scan render engine slower than a Python loop of steps (measured in
-# benchmarks/README.md, section "Scan vs loop on XLA:CPU").
+# benchmarks/archive/README.md, scan_vs_loop.py).
 # Below, the input gradient flips and transposes the kernel explicitly instead, so it is an ordinary
 # NHWC/HWIO convolution wherever it is traced (the kernel gradient likewise). Same arithmetic.
 
@@ -178,7 +178,7 @@ class DepthwiseConv(nn.Module):
 
     Same parameter as a grouped `nn.Conv` (kernel (k, k, 1, C), so weights load unchanged), but XLA:CPU
     runs grouped convolutions slowly, and their input gradient far more slowly (measured in
-    benchmarks/README.md, section "Depthwise convolution on XLA:CPU"). The sum of shifted slices
+    benchmarks/archive/README.md, depthwise.py). The sum of shifted slices
     fuses into one elementwise loop and its gradient is just as simple.
     """
 
@@ -317,7 +317,7 @@ def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: f
     (TF's alpha multiplies the plain sum, unlike torch's LocalResponseNorm which divides by size.)
     β = 0.5 (InceptionV1's) is computed as x · rsqrt(·): XLA does not rewrite `pow(·, 0.5)`, and on
     XLA:CPU the power and its derivative (another power) were InceptionV1's largest elementwise ops
-    in the render step (benchmarks/README.md, "Small ops on XLA:CPU"); the values agree to an ulp.
+    in the render step (benchmarks/archive/README.md, small_ops.py); the values agree to an ulp.
     """
     sq = jnp.square(x)
     window = 2 * depth_radius + 1
@@ -338,7 +338,7 @@ def relu6(x):
     `jnp.clip`'s own derivative splits ties at the bounds (½ where x is exactly 0 or 6: compares,
     selects and a divide per element); XLA:CPU recomputes that inside the depthwise layers' backward
     fusions once per tap, where it was the costliest elementwise work of Lite0's head
-    (benchmarks/README.md, "Small ops on XLA:CPU").
+    (benchmarks/archive/README.md, small_ops.py).
     """
     return jnp.clip(x, 0.0, 6.0)
 
