@@ -204,7 +204,36 @@ class DepthwiseConv(nn.Module):
             for j in range(k):
                 tap = xp[:, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s, :] * kernel[i, j, 0]
                 out = tap if out is None else out + tap
-        return out
+        return _cotangent_once(out, kernel)
+
+
+@jax.custom_vjp
+def _cotangent_once(x, anchor):
+    """x itself; in the backward pass, x's cotangent is computed once and stored before the
+    depthwise layer's backward reads it at k² shifted positions.
+
+    Without this XLA:CPU fuses that cotangent (the next batch norm's scale × ReLU6's derivative ×
+    the next convolution's input gradient) into the k² shifted reads, and with it the depthwise
+    forward that ReLU6's derivative needs: k⁴ work per element, in the costliest fusions of
+    EfficientNet-Lite's render step (the step 1.6× slower; benchmarks/README.md, "Seeds"). A
+    while loop whose trip count XLA cannot know (1, from a weight of `anchor` divided by itself; 0
+    for a zero or non-finite weight, when the loop does nothing) passes the cotangent through
+    unchanged (times exactly 1), and a loop's input is always stored."""
+    return x
+
+
+def _cotangent_once_fwd(x, anchor):
+    return x, anchor
+
+
+def _cotangent_once_bwd(anchor, g):
+    weight = anchor.reshape(-1)[0]
+    one = weight / weight
+    trips = (one == 1.0).astype(jnp.int32)
+    return jax.lax.fori_loop(0, trips, lambda i, v: v * one, g), jnp.zeros_like(anchor)
+
+
+_cotangent_once.defvjp(_cotangent_once_fwd, _cotangent_once_bwd)
 
 
 def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
