@@ -151,7 +151,7 @@ RANGES = {
         "background_gray": Range(0, 1, why="a gray level"),
         "image_size": Range(8, 4096),
     },
-    "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps"),
+    "RunOptions": _counts(1, "seeds", "chunk_size", "snapshot_steps", "seed_batch"),
     "SweepConfig": {**_counts(1, "seeds", "batch", "limit", "chunk_size", "groups"), "key": SEED_RANGE},
     "CatalogConfig": {**_counts(1, "seeds", "batch"), **_counts(0, "channels"), "key": SEED_RANGE},
 }
@@ -483,12 +483,19 @@ class RunOptions(_ConfigMethods):
     seeds 0..seeds-1 unless given seed ids); snapshot_steps: keep the images after these many
     updates too; chunk_size: updates per compiled call (progress and snapshots happen between
     calls); engine: "scan" (lax.scan over each chunk) or "loop" (a Python loop of jitted steps,
-    faster to compile, the same arithmetic)."""
+    faster to compile, the same arithmetic); seed_batch: how many seeds (per device) the network
+    sees at once inside a step, the step's seeds running in groups of that many one after another
+    (a seed's picture is the same bits in any group of the same size, the seed alone in a group of
+    one; between group sizes the batched network may round differently, as any two batch sizes
+    do); None chooses per backend and network (`render.optimize.auto_seed_batch`: on a CPU the
+    groups whose activations stay small, one seed for full-size images; elsewhere all seeds at
+    once). It changes no result beyond that rounding, so like the others it is not a sweep setting."""
 
     seeds: int = 25
     snapshot_steps: tuple[int, ...] = (128,)
     chunk_size: int = 32
     engine: str = "scan"
+    seed_batch: int | None = None
 
     def __post_init__(self):
         _check_types(self)

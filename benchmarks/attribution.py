@@ -4,19 +4,15 @@ error, and memory per chunk size.
 
     python benchmarks/attribution.py [--quick] [--layer blocks.10] [--chunks 8 16 32 64] [--image chelsea]
                                      [--spatial-steps 2049] [--channel-steps 4097] [--rounds 3]
-                                     [--no-rss] [--conv-ab] [--stages-ab] [--kernels-ab] [--json out.json]
+                                     [--no-rss] [--stages-ab] [--kernels-ab] [--json out.json]
 
-Compile time is measured apart from run time (a zero-step call compiles the loop). Path times are
-medians over `--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory is
-reported two ways per chunk size: XLA's own estimate of the compiled path loop's temporary buffers,
-and the peak resident memory of a fresh child process that runs only the path with that chunk.
-Also compares the jitted fori_loop engine with a Python loop over a jitted step (as in
-docs/performance.md, 'Before the package'), and
-counts the path loop's convolutions that XLA:CPU leaves in non-canonical form inside the loop
-(kernel labels `01oi`, not YNNPACK-fused: see benchmarks/scan_vs_loop.py); `--conv-ab` times the
-path loop with the package's canonical-gradient convolution against JAX's (the network built with
-`kernels="all"` / `"depthwise+max_pool"`; chunk 32, interleaved); `--kernels-ab` times the baseline's
-update (one spatial mask, `--loop-steps` updates) with the network built with each `kernels` choice.
+Compile time is measured apart from run time (a zero-step call compiles the baseline loop; for the
+path, the first call's time less the median of the later ones). Path times are medians over
+`--rounds`, the chunk sizes interleaved in every round (the machine is shared). Memory per chunk
+size: the peak resident memory of a fresh child process that runs only the path with that chunk.
+Also compares the jitted fori_loop engine with a Python loop over a jitted step;
+`--kernels-ab` times the baseline's update (one spatial mask, `--loop-steps` updates) with the
+network built with each `kernels` choice.
 `--quick`: 64 + 64 baseline steps, chunks 8 and 32, one round, no child processes (< 2 minutes).
 """
 
@@ -24,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import subprocess
 import sys
 import time
@@ -186,23 +181,18 @@ def measure_python_loop(model, layer, acts, target, steps: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
+def path_layout(points: int, chunk: int) -> tuple[int, int]:
+    """(chunks, points per chunk) the path runs in: as even as possible, at most `chunk` a call."""
+    n = -(-points // chunk)
+    return n, -(-points // n)
+
+
 def compile_path(model, layer, acts, baseline, target, config) -> dict:
-    """Compile the chunked path loop for config.chunk: compile time, layout, XLA memory estimate,
-    and how many of its convolutions stay non-canonical inside the loop."""
-    alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
-    args = (model.net, layer, model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights),
-            jnp.zeros_like(acts), jnp.int32(0), jnp.int32(alphas.shape[0]))
+    """The path for config.chunk run once: its layout and its first call (compile + one run)."""
     t0 = time.perf_counter()
-    compiled = me._path_advance.lower(*args).compile()
-    row = {"chunk": config.chunk, "chunk_layout": list(alphas.shape), "path_compile_s": time.perf_counter() - t0}
-    memory = compiled.memory_analysis()
-    if memory is not None:
-        row["xla_temp_mib"] = memory.temp_size_in_bytes / 2**20
-    labels = re.findall(r"dim_labels=([a-z0-9_>-]*)", compiled.as_text())
-    row["convolutions"], row["non_canonical_convolutions"] = len(labels), sum("01oi" in l for l in labels)
-    # path_integral jits the same function: one warm-up call fills its cache.
     me.path_integral(model.net, layer, model.variables, acts, baseline, target, config).values.block_until_ready()
-    return row
+    return {"chunk": config.chunk, "chunk_layout": list(path_layout(config.steps, config.chunk)),
+            "first_call_s": time.perf_counter() - t0}
 
 
 def time_path(model, layer, acts, baseline, target, config):
@@ -214,36 +204,6 @@ def time_path(model, layer, acts, baseline, target, config):
         box["out"].values.block_until_ready()
 
     return common.timed(run), box["out"]
-
-
-def conv_ab(model, layer, acts, baseline, target, config, rounds: int) -> dict:
-    """The path loop compiled twice, with lax's convolution gradient and with the library's canonical
-    one (the network's `kernels` field with and without `conv_gradient`: two different static nets), timed interleaved."""
-    alphas, weights = me._chunked(*me.path_rule(config.steps, config.rule), config.chunk)
-    dynamic = (model.variables, acts, baseline, target, jnp.asarray(alphas), jnp.asarray(weights))
-    bounds = (jnp.int32(0), jnp.int32(alphas.shape[0]))
-    exes = {}
-    for label, canonical in (("jax conv", False), ("canonical-gradient conv", True)):
-        net = model.net.clone(kernels="all" if canonical else "depthwise+max_pool")
-        exes[label] = me._path_advance.lower(net, layer, *dynamic, jnp.zeros_like(acts), *bounds).compile()
-    outs = {}
-
-    def case(label):
-        def run():
-            outs[label] = exes[label](*dynamic, jnp.zeros_like(acts), *bounds)
-            outs[label].block_until_ready()
-        return lambda: [common.timed(run)]
-
-    for label in exes:
-        case(label)()  # warm-up
-    samples = common.interleave({label: case(label) for label in exes}, rounds)
-    (a, b) = (np.asarray(o) for o in outs.values())
-    result = {"chunk": config.chunk, "rel_diff": float(np.max(np.abs(a - b)) / np.max(np.abs(a)))}
-    for label, exe in exes.items():
-        labels = re.findall(r"dim_labels=([a-z0-9_>-]*)", exe.as_text())
-        result[label] = {**common.summarize(samples[label]), "non_canonical": sum("01oi" in l for l in labels),
-                         "convolutions": len(labels)}
-    return result
 
 
 def _status_kib(field: str) -> int:
@@ -286,8 +246,6 @@ def main() -> None:
     ap.add_argument("--loop-steps", type=int, default=None, help="steps for the fori_loop vs Python loop comparison (200; quick 32)")
     ap.add_argument("--rounds", type=int, default=3, help="path timings per chunk size, interleaved")
     ap.add_argument("--no-rss", action="store_true", help="skip the child processes that measure peak RSS")
-    ap.add_argument("--conv-ab", action="store_true",
-                    help="also time the path loop with the canonical-gradient convolution (benchmarks/scan_vs_loop.py)")
     ap.add_argument("--stages-ab", action="store_true",
                     help="also time the baseline's stages one after the other against one batch (interleaved)")
     ap.add_argument("--kernels-ab", action="store_true",
@@ -364,6 +322,7 @@ def main() -> None:
         samples = row.pop("samples")
         row.update(common.summarize(samples))
         row["path_s"] = row["wall_s"]
+        row["path_compile_s"] = row.pop("first_call_s") - row["wall_s"]
         out = outs[chunk]
         gap = float(out.logit[0] - out.logit_baseline[0])
         row["completeness_error"] = float(out.completeness_error[0])
@@ -374,27 +333,16 @@ def main() -> None:
         report["path"].append(row)
         print(f"path {args.steps} steps, chunk {chunk} (layout {row['chunk_layout']}): {row['path_s']:.2f} s "
               f"(median of {row['n']}, compile {row['path_compile_s']:.1f} s); completeness error "
-              f"{row['completeness_error']:.2e} ({row['completeness_relative']:.3%} of |z_c(a) - z_c(b)|); "
-              f"XLA temp {row.get('xla_temp_mib', float('nan')):.0f} MiB; non-canonical convolutions "
-              f"{row['non_canonical_convolutions']}/{row['convolutions']}"
+              f"{row['completeness_error']:.2e} ({row['completeness_relative']:.3%} of |z_c(a) - z_c(b)|)"
               + (f"; peak RSS {row['rss_peak_mib']:.0f} MiB (+{row['rss_path_extra_mib']:.0f} MiB over setup)"
                  if "rss_peak_mib" in row else ""), flush=True)
-    if args.conv_ab:
-        ab = report["conv_ab"] = conv_ab(model, args.layer, acts, baseline, target, config.replace(chunk=32), rounds)
-        print(f"path loop, chunk 32, {args.steps} steps, jax conv vs canonical-gradient conv "
-              f"(max rel diff of the gradient sums {ab['rel_diff']:.1e}): " + "; ".join(
-                  f"{label}: {ab[label]['wall_s']:.2f} s wall, {ab[label]['cpu_s']:.2f} s CPU, "
-                  f"{ab[label]['non_canonical']}/{ab[label]['convolutions']} non-canonical"
-                  for label in ("jax conv", "canonical-gradient conv")), flush=True)
     info["load_end"] = common.loadavg()
     print()
     print(common.markdown_table(
-        ["chunk", "layout", f"{args.steps}-step path s", "CPU s", "compile s", "XLA temp MiB", "peak RSS MiB",
-         "non-canonical convs", "completeness (rel.)"],
+        ["chunk", "layout", f"{args.steps}-step path s", "CPU s", "compile s", "peak RSS MiB", "completeness (rel.)"],
         [[r["chunk"], "×".join(map(str, r["chunk_layout"])), f"{r['path_s']:.2f}", f"{r['cpu_s']:.2f}",
-          f"{r['path_compile_s']:.1f}", f"{r.get('xla_temp_mib', float('nan')):.0f}",
-          f"{r['rss_peak_mib']:.0f}" if "rss_peak_mib" in r else "–",
-          f"{r['non_canonical_convolutions']}/{r['convolutions']}", f"{r['completeness_relative']:.2e}"]
+          f"{r['path_compile_s']:.1f}", f"{r['rss_peak_mib']:.0f}" if "rss_peak_mib" in r else "–",
+          f"{r['completeness_relative']:.2e}"]
          for r in report["path"]]))
     print(f"\nload average: start {info['load_start']}, path timing {load0} → {load1}, end {info['load_end']}")
     common.write_json(args.json, report)

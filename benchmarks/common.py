@@ -84,6 +84,32 @@ def loadavg() -> str:
         return "n/a"
 
 
+class StealMeter:
+    """The share of the machine's CPU time the hypervisor took (steal) and the share spent idle,
+    from /proc/stat, between its creation and `read()`: a virtual machine whose host is busy runs
+    everything slower, CPU seconds included, which no load average shows."""
+
+    def __init__(self):
+        self.start = self._counters()
+
+    @staticmethod
+    def _counters():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return fields
+
+    def read(self) -> str:
+        end = self._counters()
+        if not self.start or not end or len(end) < 8:
+            return "n/a"
+        delta = [b - a for a, b in zip(self.start, end)]
+        total = sum(delta[:8]) or 1
+        return f"{delta[7] / total:.0%} steal, {delta[3] / total:.0%} idle"
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -248,31 +274,29 @@ def write_json(path: str | None, obj) -> None:
 
 
 def engine_state(model, layer: str, r_plus, config, options, key: int = 0):
-    """The compiled-engine inputs `visualize` builds for this call (same arrays, same statics):
-    (engine, variables, carry, seed_data, data). Lets a benchmark lower `engine.step` /
-    `engine.chunk` itself (cost and memory analysis, profiling) without running `visualize`."""
+    """The compiled-engine inputs `visualize` builds for this call (same arrays, same statics, the
+    same seed batch): (engine, variables, carry, seed_data, data), from the library's own
+    `render.optimize.prepare_rows`. Lets a benchmark compile `engine.chunk` itself (cost and memory
+    analysis, profiling) without running `visualize`."""
     import jax
-    import jax.numpy as jnp
 
     import numpy as np
 
     from attrvis_jax.render.objectives import attribution_objective
-    from attrvis_jax.render.optimize import engine, seed_keys
+    from attrvis_jax.render.optimize import prepare_rows, seed_keys
 
     # reference=1: W = R+ as given (no activations here), λ0 the config's area weight
     obj = attribution_objective((r_plus, 0.15), config, reference=1.0, lambda0=20.0 * float(np.sum(r_plus)))
-    size = config.image_size or model.input_size
-    eng = engine(model.net, layer, config, size, chunk_size=options.chunk_size)
-    carry, seed_data = eng.init(seed_keys(jax.random.key(key), range(options.seeds)), obj.groups)
-    data = {"weights": jnp.asarray(obj.weights), "beta": jnp.asarray(obj.beta), "lambda0": jnp.asarray(obj.lambda0)}
-    return eng, model.variables, carry, seed_data, data
+    keys = seed_keys(jax.random.key(key), range(options.seeds))
+    return tuple(prepare_rows(model, obj, config, keys, layer=layer, options=options))[:5]
 
 
-def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None):
+def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None, config=None, seed_batch: int | None = None):
     """The render engine's compiled scan chunk for `model` (random R⁺ of `layer`'s shape, default:
-    the model's default layer; the default RenderConfig; `chunk` steps a call), built on a fresh
-    engine so its programs are traced now (what a caller patched in is what runs). Returns
-    (once, compile_s, layer): `once()` runs one chunk, feeds the donated carry back and waits."""
+    the model's default layer; `config`, default the default RenderConfig; `chunk` steps a call;
+    `seed_batch` as RunOptions), built on a fresh engine (`optimize.clear_caches`), so its programs
+    are traced now. Returns (once, compile_s, layer, executable): `once()` runs one chunk, feeds the
+    donated carry back and waits."""
     import jax
     import jax.numpy as jnp
 
@@ -280,10 +304,12 @@ def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None):
     from attrvis_jax.render import optimize
 
     layer = model.resolve_layer(layer)
-    optimize._engine.cache_clear()
+    config = config or RenderConfig(steps=2048)
+    optimize.clear_caches()
+    size = config.image_size or model.input_size
     eng, variables, carry, seed_data, data = engine_state(
-        model, layer, synthetic_r_plus(model.layer_shapes()[layer]), RenderConfig(steps=2048),
-        RunOptions(seeds=seeds, chunk_size=chunk, snapshot_steps=()))
+        model, layer, synthetic_r_plus(model.layer_shapes(size)[layer]), config,
+        RunOptions(seeds=seeds, chunk_size=chunk, snapshot_steps=(), seed_batch=seed_batch))
     args = [variables, carry, seed_data, data, jnp.int32(0), jnp.int32(chunk)]
     exe, compile_s = eng.compiled("chunk", *args)
 
@@ -293,7 +319,7 @@ def chunk_runner(model, seeds: int, chunk: int = 4, layer: str | None = None):
         jax.block_until_ready(out)
 
     once.program = program_fingerprint(exe)
-    return once, compile_s, layer
+    return once, compile_s, layer, exe
 
 
 def program_fingerprint(compiled) -> str:

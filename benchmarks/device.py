@@ -23,7 +23,7 @@ is skipped and says so):
              weights) and inception_v1 (mixed4d); wall seconds of each half, compile included.
   lucent     lucent's `render_vis` (torch-lucent, CUDA torch when there is a GPU) on InceptionV1
              at mixed4d, batch 1/8/25, against ours at the same seeds with the same weights, in one
-             interleaved run (the same cases as benchmarks/lucent_ab.py).
+             interleaved run (the same cases as benchmarks/peers.py).
   kernels    each XLA:CPU rewrite (layers.REWRITES) against plain lax, 25 seeds: efficientnet_lite0
              for `depthwise`, inception_v1 for `max_pool` and `conv_gradient`; s/step and how far
              the images of the same seeds end apart (the same function: rounding only).
@@ -255,7 +255,7 @@ def part_full(plan: Plan) -> dict:
 
 
 def part_lucent(plan: Plan) -> dict:
-    import lucent_ab  # torch, torch-lucent (and kornia where installed)
+    import peers as lucent_ab  # torch, torch-lucent (and kornia where installed)
 
     torch = lucent_ab.torch
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -54,3 +54,22 @@ def test_relu6_value_and_torchs_derivative():
     np.testing.assert_array_equal(grads, [0, 0, 0, 1, 1, 1, 0, 0])
     _, tangent = jax.jvp(relu6, (x,), (jnp.full_like(x, 3.0),))
     np.testing.assert_array_equal(tangent, 3.0 * grads)
+
+
+def test_the_depthwise_cotangent_passes_through_once_and_unchanged():
+    """DepthwiseConv's shifted sums hand their cotangent to the backward taps through a one-trip
+    loop (so XLA:CPU computes it once instead of once per tap): the values are the cotangent's own,
+    bit for bit, for any weight (a zero or non-finite weight makes it zero trips), and the compiled
+    gradient still holds the loop (its trip count is not known to XLA)."""
+    from attrvis_jax.models.layers import _cotangent_once
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 3)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((2, 5, 5, 3)), jnp.float32)
+    for first in (0.37, 0.0, float("nan"), float("inf")):
+        anchor = jnp.asarray(rng.standard_normal((3, 3, 1, 3)), jnp.float32).at[0, 0, 0, 0].set(first)
+        out, pull = jax.vjp(lambda x: _cotangent_once(x, anchor), x)
+        np.testing.assert_array_equal(out, x)
+        np.testing.assert_array_equal(jax.jit(pull)(g)[0], g)
+    grad = jax.jit(jax.grad(lambda x, a: jnp.sum(_cotangent_once(x, a) * g)))
+    assert " while(" in grad.lower(x, anchor).compile().as_text()

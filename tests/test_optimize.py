@@ -17,7 +17,9 @@ from attrvis_jax.config import RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.render import RenderResult, seed_keys, visualize
 from attrvis_jax.render.objectives import attribution_objective
-from attrvis_jax.render.optimize import engine
+from attrvis_jax.memory import activation_bytes
+from attrvis_jax.render import optimize
+from attrvis_jax.render.optimize import auto_seed_batch, clear_caches, engine, join_groups, split_groups
 from tiny import SIZE, TinyNet, tiny_model
 
 LAYER, BETA = "conv2", 0.25
@@ -117,6 +119,50 @@ def test_vmapped_seeds_equal_the_same_seeds_run_one_at_a_time(base, tiny, r_plus
         np.testing.assert_allclose(alone.images[0], res.images[seed], atol=1e-5)
         np.testing.assert_allclose(alone.masks[0], res.masks[seed], atol=1e-5)
         np.testing.assert_allclose(alone.loss_history[0], res.loss_history[seed], rtol=1e-5)
+
+
+def test_seeds_run_in_groups_give_each_seed_the_bits_of_its_group_size(base, tiny, r_plus):
+    # RunOptions.seed_batch: the step's seeds run in groups (lax.map over groups, vmapped inside).
+    # A seed's picture is then a function of its key and its group's size only: the same bits
+    # whichever seeds share its group, at whatever position, and however many groups there are.
+    # Between group sizes only the batched network's rounding differs. (The loss is reported, it
+    # does not feed back into the picture: its last bit may differ with the program around it.)
+    run = lambda seeds, ids=None, **kw: visualize(tiny, attr(r_plus), CONFIG, options=RUN.replace(seeds=seeds, **kw),
+                                                  key=KEY, layer=LAYER, seed_ids=ids)
+    res, _ = base
+    pairs = run(5, seed_batch=2)  # (0, 1), (2, 3), then seed 4 in a group of one
+    np.testing.assert_allclose(pairs.images[:3], res.images, atol=1e-5)
+    shifted = run(4, [1, 2, 3, 4], seed_batch=2)  # (1, 2), (3, 4): other partners and positions
+    np.testing.assert_array_equal(shifted.images[:3], pairs.images[1:4])
+    np.testing.assert_array_equal(shifted.masks[:3], pairs.masks[1:4])
+    alone = run(1, [4])  # a group of one is the seed run alone
+    np.testing.assert_array_equal(alone.images[0], pairs.images[4])
+    np.testing.assert_array_equal(alone.masks[0], pairs.masks[4])
+    np.testing.assert_allclose(alone.loss_history[0], pairs.loss_history[4], rtol=1e-6)
+    np.testing.assert_allclose(shifted.images[3], pairs.images[4], atol=1e-5)
+    assert not np.allclose(pairs.images[0], pairs.images[1])  # each seed its own stream
+
+
+def test_the_rows_of_groups_come_back_in_order_and_each_group_spans_every_device():
+    rows = np.arange(2 * 7)  # 2 devices' shares of 7 rows: 0-6 and 7-13
+    full, rest = split_groups({"x": rows}, devices=2, g=3)
+    np.testing.assert_array_equal(full["x"], [[0, 1, 2, 7, 8, 9], [3, 4, 5, 10, 11, 12]])
+    np.testing.assert_array_equal(rest["x"], [6, 13])
+    np.testing.assert_array_equal(join_groups(full, rest, devices=2)["x"], rows)
+    full, rest = split_groups(rows.reshape(14, 1), devices=1, g=7)
+    assert rest is None and full.shape == (2, 7, 1)
+    np.testing.assert_array_equal(join_groups(full, None, devices=1), rows.reshape(14, 1))
+
+
+def test_the_seed_batch_a_render_chooses(tiny, monkeypatch):
+    assert auto_seed_batch(tiny, LAYER, SIZE, 25) is None  # a tiny network's seeds all fit at once
+    per_seed = activation_bytes(tiny, LAYER, SIZE)
+    monkeypatch.setattr(optimize, "CPU_GROUP_BYTES", 5 * per_seed)  # room for 5 seeds' activations
+    clear_caches()
+    assert [auto_seed_batch(tiny, LAYER, SIZE, rows) for rows in (25, 24, 7, 5, 1)] == [5, 4, 1, None, None]
+    assert auto_seed_batch(tiny, LAYER, SIZE, 25, platform="gpu") is None  # accelerators: all at once
+    with pytest.raises(AttrvisError, match="seed_batch"):
+        RunOptions(seed_batch=0)
 
 
 def test_python_loop_engine_matches_the_scan(base, tiny, r_plus):

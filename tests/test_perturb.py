@@ -152,8 +152,8 @@ def test_pyramid_composition_and_mask_gradient_through_the_interpolation(xm):
 def test_the_mask_gradient_needs_no_reduction_or_dot_over_channels(name, xm):
     """M (…, 1) meets the image's 3 channels (and the pyramid's 6 levels) only through
     `repeat_channels` and elementwise sums: its gradient must not be a `reduce` over a small minor
-    axis nor a `dot` of tiny matrices, which XLA:CPU runs 5–20× slower (benchmarks/README.md,
-    "Small ops on XLA:CPU"). The blur pyramid's own blurs are matrix products (dots), so for blur
+    axis nor a `dot` of tiny matrices, which XLA:CPU runs 5–20× slower (benchmarks/archive/README.md,
+    small_ops.py). The blur pyramid's own blurs are matrix products (dots), so for blur
     only reductions are checked."""
     x, m = xm
     fn = PERTURBATIONS[name]

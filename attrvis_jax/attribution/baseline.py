@@ -19,7 +19,7 @@ element-wise, so each image's masks follow exactly their own optimization.
 The two stages are independent, so they run as one batch: for the first min(spatial, channel) steps
 the network sees the 2N masked maps at once (one compiled `lax.fori_loop`), then the longer stage
 goes on alone (2049 + 4097 default steps cost 2049 batched + 2048 single steps instead of 6146
-single ones; measured in benchmarks/README.md, section 4). One compiled loop (`_advance`) runs one
+single ones; measured in benchmarks/README.md, section "Attribution"). One compiled loop (`_advance`) runs one
 mask or several: each mask's objective uses the same ops on the same shapes either way, only the
 network's batch is shared. On the CPU measured, the masks come out bit-identical to the stages run alone, at the full
 2049/4097 steps; another XLA program may round differently in principle, and Adam amplifies such

@@ -24,7 +24,6 @@ import functools
 import math
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from attrvis_jax.labels import imagenet1k
 from attrvis_jax.data import Preprocess

@@ -24,7 +24,7 @@ Padding = str | Sequence[tuple[int, int]]
 # chosen because XLA:CPU runs the plain op (or its gradient) slowly:
 #   conv_gradient  convolutions whose input/kernel gradients stay canonical inside loops (below)
 #   depthwise      depthwise convolutions as a sum of k² shifted, scaled copies (DepthwiseConv)
-#   max_pool       max pools as the max of k² strided slices, with a scatter-free gradient
+#   max_pool       max pools as the max of strided slices (rows, then columns), with a scatter-free gradient
 # A network's `kernels` field names which to use: "auto" (what AUTO_REWRITES lists for the backend
 # jax traces for, read at trace time), "lax" (none), "all", or names joined by "+"
 # ("depthwise+max_pool"). Being a field, the choice is part of the network's hash, so compiled
@@ -98,7 +98,7 @@ def conv(
 # to its canonical layout only in the entry computation: inside a `scan`/`while` body or a `cond`
 # branch the convolution stays `01oi`, YNNPACK does not take it, and it runs several times slower,
 # which made the scan render engine slower than a Python loop of steps (measured in
-# benchmarks/README.md, section "Scan vs loop on XLA:CPU").
+# benchmarks/archive/README.md, scan_vs_loop.py).
 # Below, the input gradient flips and transposes the kernel explicitly instead, so it is an ordinary
 # NHWC/HWIO convolution wherever it is traced (the kernel gradient likewise). Same arithmetic.
 
@@ -178,7 +178,7 @@ class DepthwiseConv(nn.Module):
 
     Same parameter as a grouped `nn.Conv` (kernel (k, k, 1, C), so weights load unchanged), but XLA:CPU
     runs grouped convolutions slowly, and their input gradient far more slowly (measured in
-    benchmarks/README.md, section "Depthwise convolution on XLA:CPU"). The sum of shifted slices
+    benchmarks/archive/README.md, depthwise.py). The sum of shifted slices
     fuses into one elementwise loop and its gradient is just as simple.
     """
 
@@ -204,7 +204,36 @@ class DepthwiseConv(nn.Module):
             for j in range(k):
                 tap = xp[:, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s, :] * kernel[i, j, 0]
                 out = tap if out is None else out + tap
-        return out
+        return _cotangent_once(out, kernel)
+
+
+@jax.custom_vjp
+def _cotangent_once(x, anchor):
+    """x itself; in the backward pass, x's cotangent is computed once and stored before the
+    depthwise layer's backward reads it at k² shifted positions.
+
+    Without this XLA:CPU fuses that cotangent (the next batch norm's scale × ReLU6's derivative ×
+    the next convolution's input gradient) into the k² shifted reads, and with it the depthwise
+    forward that ReLU6's derivative needs: k⁴ work per element, in the costliest fusions of
+    EfficientNet-Lite's render step (the step 1.6× slower; benchmarks/README.md, "Seeds"). A
+    while loop whose trip count XLA cannot know (1, from a weight of `anchor` divided by itself; 0
+    for a zero or non-finite weight, when the loop does nothing) passes the cotangent through
+    unchanged (times exactly 1), and a loop's input is always stored."""
+    return x
+
+
+def _cotangent_once_fwd(x, anchor):
+    return x, anchor
+
+
+def _cotangent_once_bwd(anchor, g):
+    weight = anchor.reshape(-1)[0]
+    one = weight / weight
+    trips = (one == 1.0).astype(jnp.int32)
+    return jax.lax.fori_loop(0, trips, lambda i, v: v * one, g), jnp.zeros_like(anchor)
+
+
+_cotangent_once.defvjp(_cotangent_once_fwd, _cotangent_once_bwd)
 
 
 def batch_norm(epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
@@ -249,54 +278,62 @@ def _pool_out(size: int, pad: tuple[int, int], kernel: int, stride: int) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
-def _taps(xp, kernel: int, stride: int, oh: int, ow: int):
-    return [xp[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :]
-            for i in range(kernel) for j in range(kernel)]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool_taps(x, kernel: int, stride: int, pads):
-    """Max over the k² strided slices of the -inf-padded input.
+    """Max over the k×k windows of the -inf-padded input, as two one-dimensional pools: the max of k
+    strided slices along W, then of k along H (a k×k max is the max of its rows' maxes).
 
     Why not `reduce_window`: XLA:CPU differentiates it with select-and-scatter, which is several
-    times slower than this (measured in benchmarks/README.md, section "Max pool on XLA:CPU"), for
-    the same gradient: each window's gradient goes to its first maximal tap in row-major order, as
-    select-and-scatter does.
+    times slower (benchmarks/README.md, "Kernels per backend"), for the same gradient: each
+    window's gradient goes to its first maximal tap in row-major order, as select-and-scatter does
+    (the first row holding the window's max, and in it the first column holding its row's max).
+    Why one dimension at a time: the gradient then spreads back from k taps twice instead of k²
+    taps once, which XLA:CPU fuses into loops k/2 times cheaper per element; for the 3×3 stride-1
+    pools of InceptionV1's mixed blocks the two-dimensional form was 15× slower.
     """
     return _max_pool_fwd(x, kernel, stride, pads)[0]
 
 
-def _max_pool_fwd(x, kernel, stride, pads):
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    oh, ow = (_pool_out(n, p, kernel, stride) for n, p in zip(x.shape[1:3], pads))
-    taps = _taps(xp, kernel, stride, oh, ow)
+def _pool_1d(x, kernel: int, stride: int, pad: tuple[int, int], axis: int):
+    """(max over k strided slices along `axis` of the -inf-padded x, index of the first maximal
+    slice as int8)."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = pad
+    xp = jnp.pad(x, widths, constant_values=-jnp.inf)
+    n = _pool_out(x.shape[axis], pad, kernel, stride)
+    taps = [jax.lax.slice_in_dim(xp, i, i + stride * (n - 1) + 1, stride, axis) for i in range(kernel)]
     out = functools.reduce(jnp.maximum, taps)
-    # Index of the first tap that attains the max (int8: at most 7×7 = 49 taps in these models).
-    winner = jnp.full(out.shape, len(taps) - 1, jnp.int8)
-    for t in range(len(taps) - 2, -1, -1):
+    winner = jnp.full(out.shape, kernel - 1, jnp.int8)  # at most 7 taps in these models
+    for t in range(kernel - 2, -1, -1):
         winner = jnp.where(taps[t] == out, jnp.int8(t), winner)
-    return out, (winner, x.shape)
+    return out, winner
+
+
+def _spread_1d(g, winner, kernel: int, stride: int, pad: tuple[int, int], size: int, axis: int):
+    """The gradient of `_pool_1d`: each output's cotangent back to its winning slice, spread to the
+    slice's strided positions by interior padding (an elementwise pattern that fuses; strided
+    scatter-adds were several times slower on CPU), the padding cut off."""
+    n, padded = g.shape[axis], size + pad[0] + pad[1]
+    zero = jnp.zeros((), g.dtype)
+    total = None
+    for t in range(kernel):
+        widths = [(0, 0, 0)] * g.ndim
+        widths[axis] = (t, padded - t - stride * (n - 1) - 1, stride - 1)
+        spread = jax.lax.pad(jnp.where(winner == t, g, zero), zero, widths)
+        total = spread if total is None else total + spread
+    return jax.lax.slice_in_dim(total, pad[0], pad[0] + size, 1, axis)
+
+
+def _max_pool_fwd(x, kernel, stride, pads):
+    rows, across = _pool_1d(x, kernel, stride, pads[1], axis=2)  # each row's max over the window's columns
+    out, down = _pool_1d(rows, kernel, stride, pads[0], axis=1)  # then the max of those over its rows
+    return out, (across, down, x.shape)
 
 
 def _max_pool_bwd(kernel, stride, pads, residuals, g):
-    winner, shape = residuals
-    oh, ow = g.shape[1:3]
-    padded = (shape[0], shape[1] + pads[0][0] + pads[0][1], shape[2] + pads[1][0] + pads[1][1], shape[3])
-    # Each tap's share, spread back to its strided positions by interior padding (a pure
-    # elementwise pattern that fuses; strided scatter-adds were several times slower on CPU).
-    dxp = None
-    zero = jnp.zeros((), g.dtype)
-    for t in range(kernel * kernel):
-        i, j = divmod(t, kernel)
-        share = jnp.where(winner == t, g, zero)
-        spread = jax.lax.pad(share, zero, (
-            (0, 0, 0),
-            (i, padded[1] - i - stride * (oh - 1) - 1, stride - 1),
-            (j, padded[2] - j - stride * (ow - 1) - 1, stride - 1),
-            (0, 0, 0),
-        ))
-        dxp = spread if dxp is None else dxp + spread
-    return (dxp[:, pads[0][0] : pads[0][0] + shape[1], pads[1][0] : pads[1][0] + shape[2], :],)
+    across, down, shape = residuals
+    d_rows = _spread_1d(g, down, kernel, stride, pads[0], shape[1], axis=1)
+    return (_spread_1d(d_rows, across, kernel, stride, pads[1], shape[2], axis=2),)
 
 
 _max_pool_taps.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -309,7 +346,7 @@ def local_response_norm(x, depth_radius: int, bias: float, alpha: float, beta: f
     (TF's alpha multiplies the plain sum, unlike torch's LocalResponseNorm which divides by size.)
     β = 0.5 (InceptionV1's) is computed as x · rsqrt(·): XLA does not rewrite `pow(·, 0.5)`, and on
     XLA:CPU the power and its derivative (another power) were InceptionV1's largest elementwise ops
-    in the render step (benchmarks/README.md, "Small ops on XLA:CPU"); the values agree to an ulp.
+    in the render step (benchmarks/archive/README.md, small_ops.py); the values agree to an ulp.
     """
     sq = jnp.square(x)
     window = 2 * depth_radius + 1
@@ -330,7 +367,7 @@ def relu6(x):
     `jnp.clip`'s own derivative splits ties at the bounds (½ where x is exactly 0 or 6: compares,
     selects and a divide per element); XLA:CPU recomputes that inside the depthwise layers' backward
     fusions once per tap, where it was the costliest elementwise work of Lite0's head
-    (benchmarks/README.md, "Small ops on XLA:CPU").
+    (benchmarks/archive/README.md, small_ops.py).
     """
     return jnp.clip(x, 0.0, 6.0)
 

@@ -75,7 +75,7 @@ def select_levels(pyramid: jax.Array, mask: jax.Array, index_scale: float) -> ja
     Elementwise, one level at a time, with M repeated over the colour channels first: the weights
     never broadcast against a channel or level axis, so the gradient to M is a sum of planes, not
     a reduction over a small minor axis or a batch of tiny `dot`s (both several times slower on
-    XLA:CPU; benchmarks/README.md, "Small ops on XLA:CPU").
+    XLA:CPU; benchmarks/archive/README.md, small_ops.py).
     """
     u = index_scale * repeat_channels(mask, pyramid.shape[-1])
     k = jax.lax.stop_gradient(jnp.floor(u))

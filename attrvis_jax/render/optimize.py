@@ -18,14 +18,16 @@ W = sign(a − b)·R⁺ / L(photo) and λ0 = area_weight (the relative balance),
 term); `fidelity="code"` gives W = R⁺ and λ0 = 20·ΣR_f with the plain transformed mask.
     P    ← Adam(lr(t)) step
 
-Seeds are a vmapped axis; attribution groups are the network's batch inside each seed (they share a
+Seeds are a vmapped axis, run in groups of `RunOptions.seed_batch` (a `lax.map` over groups of
+vmapped seeds; on a CPU a small batch costs less per seed, `auto_seed_batch`); attribution groups
+are the network's batch inside each seed (they share a
 transform draw, as in the code, but get their own noise). Steps run as one `lax.scan` per chunk of
 `RunOptions.chunk_size` updates inside a jitted call whose carry (parameters, Adam state, per-seed status) is
 donated; between chunks the progress callback runs and snapshots are taken. `RunOptions(engine=
-"loop")` runs a Python loop of a jitted single step instead (same arithmetic; measured in benchmarks/render.py).
+"loop")` runs a Python loop of a jitted single step instead (same arithmetic; benchmarks/archive/README.md).
 
 Keys: `visualize` gives seed i the row key fold_in(key, i) (`seed_keys`), so a seed's result does
-not depend on which other seeds run with it; the kernel uses fold_in(row, 0) for the init,
+not depend on which other seeds run with it (to the bit in groups of the same size); the kernel uses fold_in(row, 0) for the init,
 fold_in(row, 1) for the Gaussian background and fold_in(fold_in(row, 2), t) at step t, split into the transform key and the noise key (which is split
 per pyramid level). Same key and config → bit-identical results; chunking does not change them.
 
@@ -48,6 +50,7 @@ from attrvis_jax import _deprecated
 from attrvis_jax.config import CODE_GRAY, RenderConfig, RunOptions
 from attrvis_jax.errors import AttrvisError
 from attrvis_jax.devices import shard
+from attrvis_jax.memory import activation_bytes
 from attrvis_jax.render import loss as loss_mod
 from attrvis_jax.render.objectives import ALPHA, INPUT, Linear, Objective, area_terms, modes
 from attrvis_jax.render.param import init_params, mask_bias, picture
@@ -80,14 +83,19 @@ class Engine:
     """Pure step functions for one (network, layer, config, image size); jitted ones are built once."""
 
     def __init__(self, net, layer: str | None, config: RenderConfig, size: int, rows: bool = False,
-                 chunk_size: int = 32, taps: tuple | None = None):
+                 chunk_size: int = 32, taps: tuple | None = None, seed_batch: int | None = None,
+                 devices: int = 1):
         # rows=False: every seed optimizes against the same objective `data`; rows=True: `data`
         # has a leading axis like the seeds (one objective per row: a sweep's batch of items).
         # taps=None: the fast path, a linear read-out W of `layer` per seed (data: weights, beta,
         # lambda0); taps = ((name, layer), ...): the general path, data["objective"] a function of
         # those layers' activations (under its own names) for every picture of the step at once,
         # the network run once up to `layer`, the deepest of them (None: the pictures alone).
+        # seed_batch: on the fast path, the rows of a step run in groups of this many per device
+        # (`lax.map` over the groups, vmapped inside), the rows split over `devices` devices; None:
+        # all rows at once.
         self.net, self.layer, self.config, self.size, self.rows = net, layer, config, size, rows
+        self.seed_batch, self.devices = seed_batch, devices
         self.taps = taps
         self.chunk_size = chunk_size
         self.perturb = make_perturbation(config)
@@ -206,8 +214,26 @@ class Engine:
     def _all_step(self, variables, carry, seed_data, data, t):
         if self.taps is not None:
             return self._joint_step(variables, carry, seed_data, data, t)
-        data_axis = 0 if self.rows else None
-        return jax.vmap(self._seed_step, in_axes=(None, 0, 0, data_axis, None))(variables, carry, seed_data, data, t)
+
+        def rows(carry, seed_data, data):
+            data_axis = 0 if self.rows else None
+            return jax.vmap(self._seed_step, in_axes=(None, 0, 0, data_axis, None))(variables, carry, seed_data, data, t)
+
+        n = carry["alive"].shape[0]
+        if self.seed_batch is None or self.seed_batch * self.devices >= n:
+            return rows(carry, seed_data, data)
+        # Groups of seed_batch rows per device, one after another (a loop: the network's batch,
+        # and what it keeps for the backward pass, is one group's). Each group takes the same
+        # number of rows from every device's share, so the devices stay busy and nothing moves.
+        per_row = (carry, seed_data) + ((data,) if self.rows else ())
+        full, rest = split_groups(per_row, self.devices, self.seed_batch)
+
+        def group(args):
+            return rows(args[0], args[1], args[2] if self.rows else data)
+
+        out_full = jax.lax.map(group, full)
+        out_rest = None if rest is None else group(rest)
+        return join_groups(out_full, out_rest, self.devices)
 
     # -- the general path: one objective over every picture of the step --
     def _picture(self, params, seed_data, t):
@@ -273,16 +299,91 @@ class Engine:
 
 
 def engine(net, layer: str | None, config: RenderConfig, size: int, rows: bool = False, chunk_size: int = 32,
-           taps: tuple | None = None) -> Engine:
+           taps: tuple | None = None, seed_batch: int | None = None, devices: int = 1) -> Engine:
     """The engine for these statics (the seeds' count is a shape: each count compiles once). One
     engine per distinct value, however the arguments are passed."""
-    return _engine(net, layer, config, int(size), bool(rows), int(chunk_size), None if taps is None else tuple(taps))
+    return _engine(net, layer, config, int(size), bool(rows), int(chunk_size), None if taps is None else tuple(taps),
+                   None if seed_batch is None else int(seed_batch), int(devices))
 
 
 @functools.lru_cache(maxsize=8)
 def _engine(net, layer: str | None, config: RenderConfig, size: int, rows: bool, chunk_size: int,
-            taps: tuple | None) -> Engine:
-    return Engine(net, layer, config, size, rows, chunk_size, taps)
+            taps: tuple | None, seed_batch: int | None, devices: int) -> Engine:
+    return Engine(net, layer, config, size, rows, chunk_size, taps, seed_batch, devices)
+
+
+def clear_caches() -> None:
+    """Forget the cached engines and their compiled programs (the next render traces and compiles
+    again: what a benchmark does to time a compilation, or to see a library change it patched in)."""
+    _engine.cache_clear()
+    _SEED_BYTES.clear()
+
+
+# Seeds per group on a CPU: as many as keep one group's activations (memory.activation_bytes, the
+# convolution outputs of one image up to the layer) under this many bytes. Measured on a 2-core
+# Xeon (AVX-512), 24 or 25 seeds, the step's CPU seconds per seed by group size
+# (benchmarks/README.md, "Seeds"): InceptionV1 at 224² (11 MiB a seed) best at 1–2 seeds a group,
+# at 112² (2.8 MiB) at 2–4, EfficientNet-Lite0 at 224² (16 MiB) at 1–2; all seeds at once cost
+# 15–25 % more per seed.
+CPU_GROUP_BYTES = 16 * 2**20
+_SEED_BYTES: dict = {}
+
+
+def auto_seed_batch(model, layer: str, size: int, rows: int, platform: str | None = None) -> int | None:
+    """The seeds per group `visualize_rows` uses when `RunOptions.seed_batch` is None, for `rows`
+    seeds per device: on a CPU the largest divisor of `rows` whose activations fit CPU_GROUP_BYTES
+    (at least 1), None (all at once) when all fit, and on other platforms (GPUs, TPUs: not yet
+    measured; their throughput grows with the batch) always None."""
+    platform = platform or jax.default_backend()
+    if platform != "cpu" or rows <= 1:
+        return None
+    key = (model.net, layer, size)
+    if key not in _SEED_BYTES:
+        _SEED_BYTES[key] = max(1, activation_bytes(model, layer, size))
+    most = max(1, CPU_GROUP_BYTES // _SEED_BYTES[key])
+    if most >= rows:
+        return None
+    return max(d for d in range(1, most + 1) if rows % d == 0)
+
+
+# ---- seeds in groups ------------------------------------------------------------------------------
+# The rows of a step as `lax.map` over groups: on XLA:CPU a seed costs less in a small batch than in
+# a large one (the activations of a large batch outgrow the caches, and the memory-bound ops of the
+# backward pass slow down per seed; docs/performance.md). Row r of device d's share (rows split in
+# `devices` equal contiguous shares, as a mesh shards them) goes to group r // g, so every group
+# holds g rows of each device's share; a last, smaller group takes the remainder.
+def split_groups(tree, devices: int, g: int):
+    """(full, rest): every leaf (R, ...) as (R // (devices·g), devices·g, ...) full groups, and the
+    remainder (devices·(R/devices mod g), ...) or None."""
+    def full(x):
+        share = x.shape[0] // devices
+        n = share // g
+        x = x.reshape(devices, share, *x.shape[1:])[:, : n * g]
+        x = x.reshape(devices, n, g, *x.shape[2:])
+        return jnp.swapaxes(x, 0, 1).reshape(n, devices * g, *x.shape[3:])
+
+    def rest(x):
+        share = x.shape[0] // devices
+        x = x.reshape(devices, share, *x.shape[1:])[:, (share // g) * g:]
+        return x.reshape(-1, *x.shape[2:])
+
+    leaves = jax.tree_util.tree_leaves(tree)
+    share = leaves[0].shape[0] // devices
+    return (jax.tree_util.tree_map(full, tree),
+            jax.tree_util.tree_map(rest, tree) if share % g else None)
+
+
+def join_groups(full, rest, devices: int):
+    """The inverse of `split_groups`: leaves (R, ...) in the original row order."""
+    def join(x, r=None):
+        n, width = x.shape[:2]
+        g = width // devices
+        x = jnp.swapaxes(x.reshape(n, devices, g, *x.shape[2:]), 0, 1).reshape(devices, n * g, *x.shape[2:])
+        if r is not None:
+            x = jnp.concatenate([x, r.reshape(devices, -1, *r.shape[1:])], axis=1)
+        return x.reshape(-1, *x.shape[2:])
+
+    return jax.tree_util.tree_map(join, full) if rest is None else jax.tree_util.tree_map(join, full, rest)
 
 
 def run_steps(eng: Engine, variables, carry, seed_data, data, *, steps: int, snapshot_steps=(),
@@ -341,28 +442,23 @@ class _Rows(NamedTuple):
     layer: str
 
 
-def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
-                   mesh=None, variables: Any = None, options: RunOptions | None = None,
-                   progress: Progress | None = None) -> _Rows:
-    """Optimize one image (and mask) per row of `keys` toward `objective`.
+class Prepared(NamedTuple):
+    """What `visualize_rows` runs, before any step: the engine (`eng.compiled("chunk", variables,
+    carry, seed_data, data, t0, t_stop)` gives its compiled chunk of updates t0 … t_stop − 1), its
+    inputs (sharded when a mesh was given) and the layer, resolved."""
 
-    objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
-        attribution objective, channel, neuron, ..., and their sums) of G groups runs per row on the
-        fast path, shared by every row or stacked with one per row (`objectives.stack`,
-        `rows=True`: a sweep's batch of items); its layer is used when `layer` is None, and its
-        weights must have the layer's shape at the render size. Any other objective (several
-        layers, `diversity`, `from_function`, penalties) runs on the general path: one function
-        of every picture of the step, the network run once up to the deepest layer it names.
-    keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
-    mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
-        size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
-        snapshot steps; its seed count is not used, the keys are the rows).
-    On the fast path, and on the general path unless the objective couples the pictures
-    (`diversity`, `channel_interpolate`), a row's key alone decides its result.
-    Returns the rows as device arrays, in a named tuple: images (R, G, H, W, 3), masks (R, G, H, W),
-    composed, loss (R,), finite, stopped_at, loss_history (R, steps), snapshots {step: (images,
-    masks, composed)}, compile_s, run_s and the layer, resolved. `visualize` makes them a `RenderResult`.
-    """
+    engine: Engine
+    variables: Any
+    carry: dict
+    seed_data: dict
+    data: dict
+    layer: str | None
+
+
+def prepare_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
+                 mesh=None, variables: Any = None, options: RunOptions | None = None) -> Prepared:
+    """Check the arguments of `visualize_rows` (the same ones, but progress) and build what it runs:
+    the engine for them and its initial state. For a benchmark or a profile of the compiled step."""
     if not isinstance(objective, Objective):
         raise AttrvisError(f"expected an objective (attrvis_jax.objectives), got {type(objective).__name__}")
     linear = objective.linear()
@@ -397,7 +493,11 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     beta, lambda0, _ = area_terms(objective)
     if linear is not None and not config.alpha:  # alpha's pictures are only on the general path
         layer = model.resolve_layer(layer or linear.layer)
-        eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size)
+        devices = 1 if mesh is None else mesh.size
+        group = options.seed_batch or auto_seed_batch(
+            model, layer, size, rows // devices, None if mesh is None else mesh.devices.flat[0].platform)
+        eng = engine(model.net, layer, config, size, objective.rows, options.chunk_size,
+                     seed_batch=None if group is None or group * devices >= rows else group, devices=devices)
         data = {"weights": jnp.asarray(linear.weights), "beta": jnp.asarray(beta), "lambda0": jnp.asarray(lambda0)}
     else:
         taps = _taps(model, objective)
@@ -409,6 +509,35 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
         variables = shard(variables, mesh, batched=False)
         carry, seed_data = shard((carry, seed_data), mesh)
         data = shard(data, mesh, batched=objective.rows)
+    return Prepared(eng, variables, carry, seed_data, data, layer)
+
+
+def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.Array, *, layer: str | None = None,
+                   mesh=None, variables: Any = None, options: RunOptions | None = None,
+                   progress: Progress | None = None) -> _Rows:
+    """Optimize one image (and mask) per row of `keys` toward `objective`.
+
+    objective: an `objectives.Objective`. A linear read-out of one layer (`Linear`: the method's
+        attribution objective, channel, neuron, ..., and their sums) of G groups runs per row on the
+        fast path, shared by every row or stacked with one per row (`objectives.stack`,
+        `rows=True`: a sweep's batch of items); its layer is used when `layer` is None, and its
+        weights must have the layer's shape at the render size. Any other objective (several
+        layers, `diversity`, `from_function`, penalties) runs on the general path: one function
+        of every picture of the step, the network run once up to the deepest layer it names.
+    keys: (R,) PRNG keys, one per row (`seed_keys(key, ids)` for seeds of one objective).
+    mesh: a `devices.device_mesh()`: rows split over its devices (R must be a multiple of its
+        size), the variables replicated. options: how it runs (`RunOptions`: chunk size, engine,
+        snapshot steps, seed batch: rows per group on each device, on the fast path; its seed
+        count is not used, the keys are the rows).
+    On the fast path, and on the general path unless the objective couples the pictures
+    (`diversity`, `channel_interpolate`), a row's key alone decides its result.
+    Returns the rows as device arrays, in a named tuple: images (R, G, H, W, 3), masks (R, G, H, W),
+    composed, loss (R,), finite, stopped_at, loss_history (R, steps), snapshots {step: (images,
+    masks, composed)}, compile_s, run_s and the layer, resolved. `visualize` makes them a `RenderResult`.
+    """
+    options = options or RunOptions()
+    eng, variables, carry, seed_data, data, layer = prepare_rows(
+        model, objective, config, keys, layer=layer, mesh=mesh, variables=variables, options=options)
     carry, history, raw, compile_s, run_s = run_steps(
         eng, variables, carry, seed_data, data, steps=config.steps, snapshot_steps=options.snapshot_steps,
         progress=progress, loop=options.engine == "loop")
@@ -416,7 +545,7 @@ def visualize_rows(model, objective: Objective, config: RenderConfig, keys: jax.
     snapshots = {t: (x, m, composite(x, m, background)) for t, (x, m) in raw.items()}
     x, m = eng.outputs(carry["params"], data)
     return _Rows(x, m, composite(x, m, background), carry["loss"], carry["alive"], carry["stopped_at"],
-                    history, snapshots, compile_s, run_s, layer)
+                 history, snapshots, compile_s, run_s, layer)
 
 
 def _linear_parts(objective: Objective) -> list:

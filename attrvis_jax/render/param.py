@@ -78,7 +78,7 @@ def decorrelate(rgb: jax.Array) -> jax.Array:
 
     Written as nine scaled planes, not a `dot`: a (…, 3) × (3, 3) product is a batch of tiny
     matrices, which XLA:CPU runs as a YNNPACK dot 3–10× slower than the elementwise form, forward and
-    backward (benchmarks/README.md, "Small ops on XLA:CPU"); the planes fuse with what surrounds them.
+    backward (benchmarks/archive/README.md, small_ops.py); the planes fuse with what surrounds them.
     """
     planes = [rgb[..., j] for j in range(3)]
     return jnp.stack([(COLOR_MATRIX[c, 0] * planes[0] + COLOR_MATRIX[c, 1] * planes[1])
@@ -91,7 +91,7 @@ def repeat_channels(m: jax.Array, channels: int) -> jax.Array:
     The same values as broadcasting, but the gradient comes back as a sum of `channels` slices (an
     elementwise fusion) instead of a reduction over a minor axis of size `channels`, which XLA:CPU's
     YNNPACK reduce runs about 20× slower (a mask composed with an RGB image: 4.4 ms against 0.2 ms
-    for 224², forward + backward; benchmarks/README.md, "Small ops on XLA:CPU").
+    for 224², forward + backward; benchmarks/archive/README.md, small_ops.py).
     """
     return m if m.shape[-1] == channels else jnp.concatenate([m] * channels, axis=-1)
 

@@ -1,6 +1,6 @@
 """Why the scan engine was slower than the Python loop on XLA:CPU, and the fix, measured.
 
-    python benchmarks/scan_vs_loop.py [--quick] [--model inception_v1] [--seeds 1] [--rounds 4]
+    python benchmarks/archive/scan_vs_loop.py [--quick] [--model inception_v1] [--seeds 1] [--rounds 4]
 
 Finding (this script's census): inside a `lax.scan` / `while` body or a `lax.cond` branch, XLA:CPU
 leaves the input-gradient convolutions that JAX emits (kernel dimension labels `01oi`: JAX swaps the
@@ -30,6 +30,10 @@ import dataclasses
 import re
 import time
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/common.py
 import common  # noqa: F401  (threads first)
 
 import jax  # noqa: E402

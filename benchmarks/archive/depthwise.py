@@ -1,7 +1,7 @@
 """Depthwise convolution on XLA:CPU: grouped `conv_general_dilated` vs `layers.DepthwiseConv`
 (a sum of k² shifted, scaled slices). Forward and input gradient, batch 8, EfficientNet-Lite shapes.
 
-    python benchmarks/depthwise.py [--repeats 5]
+    python benchmarks/archive/depthwise.py [--repeats 5]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two revisions of the library, one render step each, interleaved: is a change faster?
 
-    python benchmarks/revisions.py [--base HEAD] [--models inception_v1 efficientnet_lite0]
+    python benchmarks/archive/revisions.py [--base HEAD] [--models inception_v1 efficientnet_lite0]
                                    [--seeds 1 8] [--rounds 4] [--chunks 4] [--json out.json]
 
 "base" is a git revision checked out into a temporary worktree; "work" is this working tree,
@@ -25,16 +25,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/common.py
 import common
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]  # the repository
 
 
 def child(model_name: str, seeds: int, chunks: int, chunk_size: int) -> dict:
     from attrvis_jax import load_model
 
-    once, compile_s, layer = common.chunk_runner(load_model(model_name, weights="random"), seeds, chunk_size)
+    once, compile_s, layer, _ = common.chunk_runner(load_model(model_name, weights="random"), seeds, chunk_size)
     once()
     samples = [common.timed(once, per=chunk_size) for _ in range(chunks)]
     return {"model": model_name, "layer": layer, "seeds": seeds, "compile_s": compile_s, "program": once.program,

@@ -1,7 +1,7 @@
 """Our render loop: seconds per step and per full visualization, compile time, peak memory, scan vs
 Python loop, for several models and seed counts; and float32 vs bfloat16 of the network alone.
 
-    python benchmarks/render.py [--quick] [--models inception_v1 resnet50 efficientnet_lite0]
+    python benchmarks/archive/render.py [--quick] [--models inception_v1 resnet50 efficientnet_lite0]
                                 [--seeds 1 8 25 100] [--engines scan loop] [--layer L]
                                 [--bf16-batch 8] [--timeout 900] [--json out.json]
 
@@ -31,6 +31,9 @@ import json
 import sys
 import time
 
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/common.py
 import common  # noqa: F401  (threads first)
 
 import jax  # noqa: E402
