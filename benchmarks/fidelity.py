@@ -20,6 +20,14 @@ median target rank.
     python benchmarks/fidelity.py --out runs/fidelity                  # part (a) at 512 steps
     python benchmarks/fidelity.py --out runs/fidelity --part b         # (b): 2048 steps, Lite0 + Lite2
     python benchmarks/fidelity.py --out runs/fidelity --arms default code --perturbations pyramid
+    python benchmarks/fidelity.py --out runs/judged --quick-attribution --arms default --layers stage5 stage6 \
+        --models efficientnet_lite0 efficientnet_lite2 --judge other     # the ablation, judged
+
+With --judge, a second network (attrvis_jax.judge) classifies every picture: the table gains its
+top-5 rate, its median rank of the class, and its median rank of the class on the photos themselves
+and on a plain gray canvas, for scale. `--judge other` judges each EfficientNet-Lite model's pictures
+by the other one (Lite0 <-> Lite2). Added to a finished study, it judges the saved pictures and
+renders nothing again.
 
 The photos are the three bundled ones (chelsea, coffee, rocket) with their labels as targets
 (tiger cat, espresso, ... = each photo's top-1 class is what the network sees; `--targets label`
@@ -54,12 +62,25 @@ ARMS = {
 }
 
 
-def sweep_config(model: str, layers, perturbations, arm: str, steps: int, seeds: int, quick: bool) -> SweepConfig:
+# `--judge other`: each network's pictures are judged by the other.
+OTHER = {"efficientnet_lite0": "efficientnet_lite2", "efficientnet_lite2": "efficientnet_lite0"}
+
+
+def judge_for(model: str, judge: str | None) -> str | None:
+    if judge != "other":
+        return judge
+    if model not in OTHER:
+        raise SystemExit(f"--judge other: no other network is set for {model}; name the judge")
+    return OTHER[model]
+
+
+def sweep_config(model: str, layers, perturbations, arm: str, steps: int, seeds: int, quick: bool,
+                 judge: str | None = None) -> SweepConfig:
     attribution = AttributionConfig(spatial_steps=512, channel_steps=1024, steps=100) if quick else AttributionConfig()
     render = RenderConfig(steps=steps, lr=0.02 if steps >= 2048 else 0.05, **ARMS[arm])
     return SweepConfig(model=model, images=PHOTOS, targets=("top1",), layers=tuple(layers),
                        perturbations=tuple(perturbations), seeds=seeds, batch=2, attribution=attribution,
-                       render=render)
+                       render=render, judge=judge)
 
 
 def stored_rows(folder: Path) -> list[dict]:
@@ -111,23 +132,40 @@ def table(rows: list[dict], by=("model", "arm", "layer", "perturbation")) -> lis
     out = []
     for key, members in groups.items():
         med = lambda k: float(np.median([r[k] for r in members]))
-        out.append({**dict(zip(by, key)), "n": len(members), "heatmap_corr": med("heatmap_corr"),
-                    "border_share": med("border_share"), "area_vs_beta": med("area_ratio") - 1.0,
-                    "pcc": med("pcc"), "pcc_raw": med("pcc_raw"), "pcc_directed": med("pcc_directed"),
-                    "top5_rate": float(np.mean([r["top5_hit"] for r in members])),
-                    "median_rank": med("target_rank")})
+        entry = {**dict(zip(by, key)), "n": len(members), "heatmap_corr": med("heatmap_corr"),
+                 "border_share": med("border_share"), "area_vs_beta": med("area_ratio") - 1.0,
+                 "pcc": med("pcc"), "pcc_raw": med("pcc_raw"), "pcc_directed": med("pcc_directed"),
+                 "top5_rate": float(np.mean([r["top5_hit"] for r in members])),
+                 "median_rank": med("target_rank")}
+        judged = [r for r in members if r.get("judge")]
+        if judged:  # the judge's columns only where every picture of the cell was judged
+            entry["judge"] = judged[0]["judge"] if len(judged) == len(members) else None
+            if entry["judge"]:
+                jmed = lambda k: float(np.median([r[k] for r in judged]))
+                entry.update(judge_top5_rate=float(np.mean([bool(r["judge_top5"]) for r in judged])),
+                             judge_rank=jmed("judge_rank"), judge_photo_rank=jmed("judge_photo_rank"),
+                             judge_gray_rank=jmed("judge_gray_rank"))
+        out.append(entry)
     return out
 
 
 def markdown(entries: list[dict]) -> str:
+    judged = any(e.get("judge") for e in entries)
     head = ("| model | arm | layer | perturbation | n | mask–heat-map r | border share | area vs β | "
             "PCC R⁺ | PCC raw R | PCC directed | top-5 | median rank |")
-    lines = [head, "|" + "---|" * 13]
+    if judged:
+        head += " judge | judge top-5 | judge median rank | judge: photo | judge: gray |"
+    lines = [head, "|" + "---|" * (18 if judged else 13)]
     for e in entries:
-        lines.append(f"| {e['model']} | {e['arm']} | {e['layer']} | {e['perturbation']} | {e['n']} | "
-                     f"{e['heatmap_corr']:.2f} | {e['border_share']:.0%} | {e['area_vs_beta']:+.0%} | "
-                     f"{e['pcc']:.2f} | {e['pcc_raw']:.2f} | {e['pcc_directed']:.2f} | {e['top5_rate']:.0%} | "
-                     f"{e['median_rank']:.0f} |")
+        line = (f"| {e['model']} | {e['arm']} | {e['layer']} | {e['perturbation']} | {e['n']} | "
+                f"{e['heatmap_corr']:.2f} | {e['border_share']:.0%} | {e['area_vs_beta']:+.0%} | "
+                f"{e['pcc']:.2f} | {e['pcc_raw']:.2f} | {e['pcc_directed']:.2f} | {e['top5_rate']:.0%} | "
+                f"{e['median_rank']:.0f} |")
+        if judged:
+            line += (f" {e['judge']} | {e['judge_top5_rate']:.0%} | {e['judge_rank']:.0f} | "
+                     f"{e['judge_photo_rank']:.0f} | {e['judge_gray_rank']:.0f} |" if e.get("judge")
+                     else " — | — | — | — | — |")
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -156,7 +194,8 @@ def sheets(out: Path, folder: Path, arm: str, rows: list[dict], model_name: str,
             captions += [f"{photo[7:]} ({attr.target_name.split(',')[0]})", "heat map"]
             for r in own[:2]:
                 images.append(np.asarray(Image.open(folder / r["picture"]).convert("RGB"), np.float32) / 255.0)
-                captions.append(f"s{r['seed']} rank {r['target_rank']}")
+                judged = f", judge {r['judge_rank']}" if r.get("judge") else ""
+                captions.append(f"s{r['seed']} rank {r['target_rank']}{judged}")
             for r in own[:2]:
                 images.append(np.repeat(_read_mask(folder / r["mask"])[..., None], 3, -1))
                 captions.append(f"mask r={r['heatmap_corr']:.2f}")
@@ -211,6 +250,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--quick-attribution", action="store_true",
                    help="baseline 512/1024 mask steps and a 100-point path (the demo's) instead of the defaults")
+    p.add_argument("--judge", default=None, metavar="MODEL",
+                   help="a second network that classifies every picture; 'other': Lite0 <-> Lite2")
     p.add_argument("--report-only", action="store_true", help="measure what is done; run nothing")
     args = p.parse_args(argv)
 
@@ -223,14 +264,17 @@ def main(argv=None) -> int:
     for model in models:
         for arm in args.arms:
             folder = out / f"{args.part}_{model}_{arm}"
-            config = sweep_config(model, layers, perturbations, arm, steps, args.seeds, args.quick_attribution)
+            config = sweep_config(model, layers, perturbations, arm, steps, args.seeds, args.quick_attribution,
+                                  judge_for(model, args.judge))
             if not args.report_only:
                 print(f"== {folder.name}", flush=True)
                 # the sweep plus the ablation's table, ranking and charts (ablation_*.png) in folder
                 ablation = run_ablation(config, folder, log=lambda m: print(m, flush=True))
                 for layer, ranks in ablation.ranking.items():
                     print(f"{layer}: by PCC {ranks['pcc_mean']}, by directed PCC {ranks['pcc_directed_mean']}, "
-                          f"by top-5 {ranks['top5_rate']}", flush=True)
+                          f"by top-5 {ranks['top5_rate']}"
+                          + (f", by the judge's top-5 {ranks['judge_top5_rate']}, by its median rank {ranks['judge_rank_median']}"
+                             if config.judge else ""), flush=True)
             rows = stored_rows(folder)
             if not rows:
                 continue

@@ -402,6 +402,7 @@ CASES = [
     ("seeds-0", RUN + ["--seeds", "0"], 2, "argument --seeds: must be at least 1, got 0", None),
     ("seeds-negative", RUN + ["--seeds", "-3"], 2, "argument --seeds: must be at least 1, got -3", None),
     ("seeds-word", RUN + ["--seeds", "two"], 2, "argument --seeds: expected a whole number, got 'two'", None),
+    ("seed-batch-0", RUN + ["--seed-batch", "0"], 2, "argument --seed-batch: must be at least 1, got 0", None),
     ("steps-0", RUN + ["--steps", "0"], 2, "argument --steps: must be at least 1, got 0", None),
     ("path-steps-0", RUN + ["--path-steps", "0"], 2, "argument --path-steps: must be at least 1", None),
     ("baseline-steps-0", RUN + ["--baseline-steps", "0"], 2, "argument --baseline-steps: must be at least 1", None),

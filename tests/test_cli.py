@@ -70,6 +70,20 @@ def test_debug_before_or_after_the_command():
     assert [parse(a).debug for a in (["layers"], ["--debug", "layers"], ["layers", "--debug"])] == [False, True, True]
 
 
+def test_seed_batch_flag_reaches_the_run_options():
+    # --seed-batch is RunOptions.seed_batch (a speed setting); left out, the preset's (None: chosen
+    # per backend) stays
+    from attrvis_jax import configs
+    from attrvis_jax.apps.cli import _render_settings, build_parser
+
+    parse = build_parser().parse_args
+    for command, preset in ((["run", "chelsea", "--out", "o"], "paper"), (["demo"], "demo")):
+        _, given = _render_settings(parse(command + ["--seed-batch", "3", "--seeds", "6"]), configs.get(preset))
+        _, default = _render_settings(parse(command), configs.get(preset))
+        assert (given.seed_batch, given.seeds) == (3, 6)
+        assert default.seed_batch == configs.get(preset).run.seed_batch is None
+
+
 def test_console_script_help_and_bad_flag():
     res = subprocess.run([sys.executable, "-m", "attrvis_jax.apps.cli", "classify", "--help"],
                          capture_output=True, text=True)

@@ -244,7 +244,8 @@ def _render_settings(args, preset: configs.Preset):
                   compute_dtype=_given(args.compute_dtype, preset.render.compute_dtype))
     if args.perturbation:
         fields["perturbation"] = args.perturbation
-    return preset.render.replace(**fields), preset.run.replace(seeds=_given(args.seeds, preset.run.seeds))
+    return preset.render.replace(**fields), preset.run.replace(seeds=_given(args.seeds, preset.run.seeds),
+                                                               seed_batch=_given(args.seed_batch, preset.run.seed_batch))
 
 
 def _attribution_config(args, preset: configs.Preset):
@@ -476,6 +477,11 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default=None,
                    help=f"the network's dtype while rendering (default {preset.render.compute_dtype}; bfloat16 for accelerators "
                         "with bfloat16 units: parameters, Adam state and loss stay float32)")
+    p.add_argument("--seed-batch", type=positive_int, default=None, metavar="N",
+                   help="seeds the network sees at once inside a step, the rest in groups of N one after another "
+                        "(default: chosen per backend: on a CPU groups whose activations stay small, elsewhere all "
+                        "seeds at once; benchmarks/README.md, 'Seeds'); a speed setting: a seed's picture is the "
+                        "same in any group of one size, within rounding across sizes")
     p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed of the whole run (default 0)")
     if demo:
         p.add_argument("--judge", default=None, metavar="MODEL",
