@@ -18,13 +18,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(image) -> np.ndarray:
-    """Float image in [0, 1] (H, W), (H, W, 1) or (H, W, 3) -> uint8 RGB."""
-    arr = np.asarray(image, np.float32)
+    """Float image in [0, 1] (or uint8, kept as it is) (H, W), (H, W, 1) or (H, W, 3) -> uint8 RGB."""
+    arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
-    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if arr.dtype == np.uint8:
+        return arr
+    return np.round(np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def colorize(heat: np.ndarray, cmap: str = "RdBu_r") -> np.ndarray:

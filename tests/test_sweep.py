@@ -202,7 +202,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(reference, tmp_path, lit
 
 # ---- ablation and the command --------------------------------------------------------------------------
 def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
-    from attrvis_jax.apps.ablation import ablation_config, run_ablation
+    from attrvis_jax.apps.ablation import SHEET_SIDE, ablation_config, run_ablation
 
     ref_out, _ = reference
     out = _seeded(tmp_path / "ablation", ref_out)
@@ -222,6 +222,23 @@ def test_ablation_table_ranking_and_charts(reference, tmp_path, lite0):
     saved = json.loads((out / "ablation.json").read_text())
     assert saved["items"] == 8 and saved["ranking"] == result.ranking
     assert (out / "ablation.csv").read_text().startswith("name,layer,perturbation")
+    # the pictures beside the numbers: a row per image x seed, a column per perturbation (paper's order)
+    sheet = np.asarray(Image.open(out / "ablation_sheet_blocks.1.png").convert("RGB"))
+    assert result.files["sheet blocks.1"] == out / "ablation_sheet_blocks.1.png"
+    rows = result.sweep.rows
+    lines = list(dict.fromkeys((r["image"], r["target_index"], r["seed"]) for r in rows))
+    cell = {(r["image"], r["target_index"], r["seed"], r["perturbation"]): r for r in rows}
+    pad, caption = 6, 16
+    for i, line in enumerate(lines):
+        for j, pert in enumerate(("none", "pyramid")):
+            with Image.open(out / cell[(*line, pert)]["picture"]) as img:
+                img = img.convert("RGB")
+            img.thumbnail((SHEET_SIDE, SHEET_SIDE))  # saved at the render size, shown at most this big
+            picture = np.asarray(img)
+            h, w = picture.shape[:2]
+            y, x = pad + i * (h + pad + caption), pad + j * (w + pad)
+            np.testing.assert_array_equal(sheet[y : y + h, x : x + w], picture)
+    assert sheet.shape == (len(lines) * (h + pad + caption) + pad, 2 * (w + pad) + pad, 3)
 
 
 def test_sweep_command_resumes_and_prints_the_table(reference, tmp_path, capsys):

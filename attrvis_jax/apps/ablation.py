@@ -13,7 +13,10 @@ ablation_pcc.png (the paper's PCC with R+), ablation_pcc_directed.png (PCC with 
 agreement the default signed objective aims at; equal to the first on post-ReLU layers) and
 ablation_top5.png; with a judge (a second network, `attrvis_jax.judge`), the table gains its
 columns (judge_top5_rate and median ranks, beside its median rank of the class on the photos and on a
-gray canvas), the ranking its verdict and ablation_judge_top5.png its chart.
+gray canvas), the ranking its verdict and ablation_judge_top5.png its chart. And the pictures beside
+the numbers: ablation_sheet_<layer>.png, one per layer, a row per image × seed (the first
+SHEET_ROWS) and a column per perturbation, each picture captioned with the network's rank of the
+class and the judge's ("j").
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from attrvis_jax import configs
 from attrvis_jax.config import CODE_NAMES, SweepConfig, attribution_fidelity
 from attrvis_jax.configs.ablation import ORDER
 from attrvis_jax.fileio import atomic_write, write_json, write_text
-from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, to_csv
+from attrvis_jax.outputs import save_png
+from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, saved_picture, to_csv
 
 METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
            "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
@@ -38,6 +42,8 @@ CHARTS = {"pcc_mean": "ablation_pcc", "pcc_directed_mean": "ablation_pcc_directe
 JUDGED = {"judge_top5_rate": "a second network's verdict (judge top-5)",
           "judge_rank_median": "the judge's median rank of the class (lower is better)"}
 JUDGED_CHARTS = {"judge_top5_rate": "ablation_judge_top5"}
+SHEET_ROWS = 12  # image x seed rows of a layer's picture sheet (the first ones; a big sweep has many)
+SHEET_SIDE = 192  # px per picture on the sheet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,10 @@ def _write_tables(config: SweepConfig, result, out_dir: Path) -> AblationResult:
     })
     for metric, stem in {**CHARTS, **(JUDGED_CHARTS if judged else {})}.items():
         files[stem] = plot_metric(table, metric, out_dir / f"{stem}.png", config)
+    for layer in layers:
+        sheet = picture_sheet(result.rows, layer, out_dir)
+        if sheet is not None:
+            files[f"sheet {layer}"] = save_png(out_dir / f"ablation_sheet_{_file_name(layer)}.png", sheet)
     return AblationResult(table=table, ranking=ranking, sweep=result, files=files)
 
 
@@ -114,6 +124,51 @@ def rank(table: Sequence[dict], judged: bool = False) -> dict:
         out[layer] = {m: [r["perturbation"] for r in sorted(rows, key=lambda r: -_finite(sign * r[m]))]
                       for m, sign in metrics.items()}
     return out
+
+
+def picture_sheet(rows: Sequence[dict], layer: str, out_dir: Path) -> np.ndarray | None:
+    """A layer's pictures side by side: a row per (image, target, seed), the first SHEET_ROWS in
+    the sweep's order, a column per perturbation in the paper's order; each captioned with the
+    network's rank of the class ("#"), and the judge's ("j") where a judge saw it; a blank cell
+    where an item has no saved picture. None when the layer has no saved pictures at all."""
+    from attrvis_jax.pictures import contact_sheet
+
+    rows = [r for r in rows if r["layer"] == layer]
+    perts = [p for p in ORDER if any(r["perturbation"] == p for r in rows)]
+    perts += [p for p in dict.fromkeys(r["perturbation"] for r in rows) if p not in perts]
+    lines = list(dict.fromkeys((r["image"], r["target_index"], r["seed"]) for r in rows))[:SHEET_ROWS]
+    cell = {(r["image"], r["target_index"], r["seed"], r["perturbation"]): r for r in rows}
+    images, captions, found = [], [], False
+    for image, target, seed in lines:
+        for j, p in enumerate(perts):
+            row = cell.get((image, target, seed, p))
+            picture = None if row is None else saved_picture(out_dir, row["picture"], SHEET_SIDE)
+            found |= picture is not None
+            images.append(picture)
+            caption = p if row is None else f"{p} #{row['target_rank']}" + (
+                f" j{row['judge_rank']}" if row.get("judge") else "")
+            if j == 0:  # the row's image and seed, in its first caption
+                caption = f"{Path(str(image)).name.split(':')[-1][:12]} s{seed}: {caption}"
+            captions.append(caption)
+    if not found:
+        return None
+    side = max(max(p.shape[:2]) for p in images if p is not None)
+    blank = np.full((side, side, 3), 255, np.uint8)
+    images = [blank if p is None else _pad_to(p, side) for p in images]
+    return contact_sheet(images, captions, columns=len(perts))
+
+
+def _pad_to(picture: np.ndarray, side: int) -> np.ndarray:
+    """A picture on a white side × side canvas (the sheet's cells are one size)."""
+    if picture.shape[:2] == (side, side):
+        return picture
+    out = np.full((side, side, 3), 255, np.uint8)
+    out[: picture.shape[0], : picture.shape[1]] = picture
+    return out
+
+
+def _file_name(layer: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer)
 
 
 def _finite(value) -> float:

@@ -176,8 +176,6 @@ class SweepResult:
         """The summary table (layer × perturbation), each row with the pictures of its first items."""
         import html as html_mod
 
-        from PIL import Image
-
         from attrvis_jax import pictures
 
         head = "".join(f"<th style='text-align:left;padding-right:10px'>{k}</th>" for k in (*SUMMARY_KEYS, "pictures"))
@@ -185,10 +183,10 @@ class SweepResult:
         for entry in self.summary:
             shown = []
             for row in self.rows:
-                if (row["layer"], row["perturbation"]) == (entry["layer"], entry["perturbation"]) and row["picture"] \
-                        and (self.out_dir / row["picture"]).exists() and len(shown) < 4:
-                    with Image.open(self.out_dir / row["picture"]) as img:
-                        shown.append(pictures.img_tag(_thumbnail(img), THUMBNAIL, row["id"]))
+                if (row["layer"], row["perturbation"]) == (entry["layer"], entry["perturbation"]) and len(shown) < 4:
+                    thumb = saved_picture(self.out_dir, row["picture"], 2 * THUMBNAIL)
+                    if thumb is not None:
+                        shown.append(pictures.img_tag(thumb, THUMBNAIL, row["id"]))
             cells = "".join(f"<td style='padding-right:10px'>{f'{entry[k]:.3f}' if isinstance(entry[k], float) else html_mod.escape(str(entry[k]))}</td>"
                             for k in SUMMARY_KEYS)
             body.append(f"<tr>{cells}<td style='white-space:nowrap'>{''.join(shown)}</td></tr>")
@@ -202,15 +200,25 @@ class SweepResult:
         pictures.show(self)
 
 
-THUMBNAIL = 72  # px: the width a picture is shown at in a sweep's summary
+# px: the width a picture is shown at in a sweep's summary; its thumbnails are twice that on a
+# side (sharp on a high-density screen; a 224² picture would be 2.4 times the pixels, and a page
+# shows 24 of them)
+THUMBNAIL = 72
 
 
-def _thumbnail(img) -> np.ndarray:
-    """A picture for the summary, at most twice THUMBNAIL on a side (sharp on a high-density
-    screen; a 224² picture would be 2.4 times the pixels, and a page shows 24 of them)."""
-    thumb = img.convert("RGB")
-    thumb.thumbnail((2 * THUMBNAIL, 2 * THUMBNAIL))
-    return np.asarray(thumb)
+def saved_picture(out_dir: Path, path: str | None, side: int | None = None) -> np.ndarray | None:
+    """A picture a sweep saved (a row's `picture`, `mask` or a group's, relative to `out_dir`) as
+    RGB uint8, shrunk to at most `side` px on a side; None where the row has none (save_images
+    off) or the file is gone."""
+    from PIL import Image
+
+    if not path or not (Path(out_dir) / path).is_file():
+        return None
+    with Image.open(Path(out_dir) / path) as img:
+        picture = img.convert("RGB")
+    if side is not None:
+        picture.thumbnail((side, side))
+    return np.asarray(picture)
 
 
 def run_sweep(
@@ -702,8 +710,6 @@ def _judge_stored(judging: _Judging, store: ResultStore, items, out_dir: Path, l
     a judge, or under another), from their saved pictures: a picture is judged as its PNG holds it,
     so these verdicts are the ones a fresh render gets. Items without pictures (save_images = false)
     stay unjudged and are not counted by the judge's columns of the summary."""
-    from PIL import Image
-
     by_id = {item.id: item for item in items}
     rows = [row for row in store.rows(by_id) if row["judge"] != judging.name and row["finite"]]
     ready = [row for row in rows if row["picture"] and (out_dir / row["picture"]).is_file()]
@@ -716,9 +722,9 @@ def _judge_stored(judging: _Judging, store: ResultStore, items, out_dir: Path, l
         pictures, targets, owner = [], [], []
         for i, row in enumerate(chunk):
             for j, path in [(None, row["picture"])] + [(j, g.get("picture", "")) for j, g in enumerate(row["groups"] or [])]:
-                if path and (out_dir / path).is_file():
-                    with Image.open(out_dir / path) as img:
-                        pictures.append(np.asarray(img.convert("RGB")))
+                picture = saved_picture(out_dir, path)
+                if picture is not None:
+                    pictures.append(picture)
                     targets.append(row["target_index"])
                     owner.append((i, j))
         ranks = judging.ranks(np.stack(pictures), np.asarray(targets))
