@@ -18,6 +18,17 @@ def test_save_png_roundtrip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # atomic: no temp file left behind
 
 
+def test_to_uint8_scales_floats_and_keeps_bytes():
+    floats = np.array([[0.0, 0.5, 1.0, 2.0, -1.0]], np.float32)
+    np.testing.assert_array_equal(to_uint8(floats)[..., 0], [[0, 128, 255, 255, 0]])
+    saved = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)  # a PNG as read
+    np.testing.assert_array_equal(to_uint8(saved), saved)
+    np.testing.assert_array_equal(to_uint8(saved[..., 0]), np.repeat(saved[..., :1], 3, -1))
+    sheet = contact_sheet([saved, saved / 255.0], columns=2, pad=0)
+    np.testing.assert_array_equal(sheet[:, :5], saved)
+    np.testing.assert_array_equal(sheet[:, 5:], saved)
+
+
 def test_overlay_colors_positive_red_negative_blue():
     image = np.full((40, 40, 3), 0.5, np.float32)
     heat = np.zeros((4, 4), np.float32)
