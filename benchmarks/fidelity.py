@@ -117,6 +117,9 @@ def measure(out: Path, rows: list[dict], attributions: dict) -> list[dict]:
     for row in rows:
         if not row.get("mask"):
             continue
+        if row["perturbation"] == "none":  # no mask is optimized (its saved mask is all ones): no measures
+            measured.append({**row, "heatmap_corr": np.nan, "border_share": np.nan, "area_ratio": np.nan})
+            continue
         slug = Path(row["mask"]).parent.name
         attr = attributions[slug]
         m = mask_measures(_read_mask(out / row["mask"]), attr.heatmap_image(), attr.beta)
@@ -157,8 +160,9 @@ def markdown(entries: list[dict]) -> str:
         head += " judge | judge top-5 | judge median rank | judge: photo | judge: gray |"
     lines = [head, "|" + "---|" * (18 if judged else 13)]
     for e in entries:
-        line = (f"| {e['model']} | {e['arm']} | {e['layer']} | {e['perturbation']} | {e['n']} | "
-                f"{e['heatmap_corr']:.2f} | {e['border_share']:.0%} | {e['area_vs_beta']:+.0%} | "
+        mask = ("— | — | — | " if np.isnan(e["heatmap_corr"]) else  # "none": no mask
+                f"{e['heatmap_corr']:.2f} | {e['border_share']:.0%} | {e['area_vs_beta']:+.0%} | ")
+        line = (f"| {e['model']} | {e['arm']} | {e['layer']} | {e['perturbation']} | {e['n']} | " + mask +
                 f"{e['pcc']:.2f} | {e['pcc_raw']:.2f} | {e['pcc_directed']:.2f} | {e['top5_rate']:.0%} | "
                 f"{e['median_rank']:.0f} |")
         if judged:
