@@ -86,9 +86,7 @@ def judge_ranks(judge, images, targets, *, variables=None) -> tuple[np.ndarray, 
 def as_saved(pictures) -> np.ndarray:
     """Pictures (..., H, W, 3) in [0, 1] as their PNG holds them: 8 bits a channel, back in [0, 1].
     The judge sees this, so a verdict taken now and one taken later from the saved file agree."""
-    arr = np.asarray(pictures)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
+    arr = np.asarray(pictures)  # uint8 (read from a PNG) passes through to_uint8 unchanged
     return to_uint8(arr.reshape(-1, *arr.shape[-3:])).reshape(arr.shape).astype(np.float32) / 255.0
 
 

@@ -32,7 +32,7 @@ from attrvis_jax.config import CODE_NAMES, SweepConfig, attribution_fidelity
 from attrvis_jax.configs.ablation import ORDER
 from attrvis_jax.fileio import atomic_write, write_json, write_text
 from attrvis_jax.outputs import save_png
-from attrvis_jax.apps.sweep import SUMMARY_KEYS, run_sweep, saved_picture, to_csv
+from attrvis_jax.apps.sweep import SUMMARY_KEYS, file_safe, run_sweep, saved_picture, to_csv
 
 METRICS = {"pcc_mean": "visualization correlation (PCC with R+)",
            "pcc_directed_mean": "PCC with sign(a - b)·R+ (directed)",
@@ -108,7 +108,7 @@ def _write_tables(config: SweepConfig, result, out_dir: Path) -> AblationResult:
     for layer in layers:
         sheet = picture_sheet(result.rows, layer, out_dir)
         if sheet is not None:
-            files[f"sheet {layer}"] = save_png(out_dir / f"ablation_sheet_{_file_name(layer)}.png", sheet)
+            files[f"sheet {layer}"] = save_png(out_dir / f"ablation_sheet_{file_safe(layer)}.png", sheet)
     return AblationResult(table=table, ranking=ranking, sweep=result, files=files)
 
 
@@ -138,37 +138,22 @@ def picture_sheet(rows: Sequence[dict], layer: str, out_dir: Path) -> np.ndarray
     perts += [p for p in dict.fromkeys(r["perturbation"] for r in rows) if p not in perts]
     lines = list(dict.fromkeys((r["image"], r["target_index"], r["seed"]) for r in rows))[:SHEET_ROWS]
     cell = {(r["image"], r["target_index"], r["seed"], r["perturbation"]): r for r in rows}
-    images, captions, found = [], [], False
+    images, captions = [], []
     for image, target, seed in lines:
         for j, p in enumerate(perts):
             row = cell.get((image, target, seed, p))
-            picture = None if row is None else saved_picture(out_dir, row["picture"], SHEET_SIDE)
-            found |= picture is not None
-            images.append(picture)
+            images.append(None if row is None else saved_picture(out_dir, row["picture"], SHEET_SIDE))
             caption = p if row is None else f"{p} #{row['target_rank']}" + (
                 f" j{row['judge_rank']}" if row.get("judge") else "")
             if j == 0:  # the row's image and seed, in its first caption
                 caption = f"{Path(str(image)).name.split(':')[-1][:12]} s{seed}: {caption}"
             captions.append(caption)
+    found = [p for p in images if p is not None]
     if not found:
         return None
-    side = max(max(p.shape[:2]) for p in images if p is not None)
-    blank = np.full((side, side, 3), 255, np.uint8)
-    images = [blank if p is None else _pad_to(p, side) for p in images]
-    return contact_sheet(images, captions, columns=len(perts))
-
-
-def _pad_to(picture: np.ndarray, side: int) -> np.ndarray:
-    """A picture on a white side × side canvas (the sheet's cells are one size)."""
-    if picture.shape[:2] == (side, side):
-        return picture
-    out = np.full((side, side, 3), 255, np.uint8)
-    out[: picture.shape[0], : picture.shape[1]] = picture
-    return out
-
-
-def _file_name(layer: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer)
+    # a sweep saves every picture at its one render size: a missing one is a white cell of that size
+    blank = np.full_like(found[0], 255)
+    return contact_sheet([blank if p is None else p for p in images], captions, columns=len(perts))
 
 
 def _finite(value) -> float:

@@ -20,9 +20,6 @@ from attrvis_jax.outputs import save_png  # noqa: F401  (the drivers' PNG writer
 from attrvis_jax.pictures import colorize, contact_sheet, heatmap_overlay, png_bytes, resize, to_uint8  # noqa: F401
 
 
-# ---- pictures ---------------------------------------------------------------------------------
-
-
 # ---- the HTML report --------------------------------------------------------------------------
 _CSS = """
 :root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --card:#f8f9fb; --accent:#c4320a; --good:#067647; }

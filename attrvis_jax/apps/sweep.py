@@ -92,6 +92,12 @@ def load_spec(path) -> SweepConfig:
 
 
 # ---- the plan --------------------------------------------------------------------------------------
+def file_safe(text: str) -> str:
+    """`text` as part of a file name: each run of characters other than letters, digits and . _ -
+    becomes one underscore."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
 @dataclasses.dataclass(frozen=True)
 class Unit:
     """One attribution: an image, a target spec (name, index, top1 or label) and a layer."""
@@ -107,7 +113,7 @@ class Unit:
     @property
     def slug(self) -> str:
         """A file name for this unit: readable, and unique by its hash."""
-        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.image.id}_{self.target}_{self.layer}").strip("_")
+        readable = file_safe(f"{self.image.id}_{self.target}_{self.layer}").strip("_")
         return f"{readable[:60]}-{zlib.crc32(self.id.encode()):08x}"
 
 

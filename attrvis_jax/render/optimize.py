@@ -324,7 +324,9 @@ def clear_caches() -> None:
 # Xeon (AVX-512), 24 or 25 seeds, the step's CPU seconds per seed by group size
 # (benchmarks/README.md, "Seeds"): InceptionV1 at 224² (11 MiB a seed) best at 1–2 seeds a group,
 # at 112² (2.8 MiB) at 2–4, EfficientNet-Lite0 at 224² (16 MiB) at 1–2; all seeds at once cost
-# 15–25 % more per seed.
+# 15–25 % more per seed. That was with about one core free; on an idle machine ("The rule on a quiet
+# machine") two seeds a group beat one by 1.16× for both networks at 224², which this byte limit
+# cannot say for both (two Lite0 seeds are 32.8 MiB): the rule is due to be restated in seeds.
 CPU_GROUP_BYTES = 16 * 2**20
 _SEED_BYTES: dict = {}
 
